@@ -1,0 +1,106 @@
+"""Value objects and the provider interface shared by the whole package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from generation.preferences import Preferences
+
+
+@dataclass(frozen=True)
+class Outline:
+    """A chapter plan: a title and one bullet per section, in order."""
+
+    title: str
+    bullets: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "bullets": list(self.bullets)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Outline:
+        return cls(title=str(data["title"]), bullets=tuple(str(b) for b in data["bullets"]))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a chapter got: its outline (once written) and the finished sections."""
+
+    outline: Outline | None = None
+    sections_done: int = 0
+
+
+@dataclass(frozen=True)
+class ChapterRequest:
+    """Everything the writer needs to know about the chapter to write."""
+
+    chapter_number: int
+    preferences: Preferences
+    sequence_title: str = ""
+    premise: str | None = None
+    #: Summaries of earlier chapters of the same sequence, oldest first.
+    previous_summaries: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One finished provider operation, for logs and metrics."""
+
+    kind: str  # "outline" | "prose" | "summary" | "embedding" | "check"
+    outcome: str  # "ok" | "retryable_error" | "permanent_error"
+    elapsed_seconds: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: Attempts beyond the first inside this operation (transport-level retries).
+    retries: int = 0
+
+
+def _no_op() -> None:
+    return None
+
+
+def _ignore(_record: CallRecord) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ProviderHooks:
+    """What a provider calls around its requests.
+
+    `before_request` runs before every HTTP attempt (retries included); the caller
+    uses it for the shared rate limit and may block in it. `on_call` receives one
+    record per finished operation.
+    """
+
+    before_request: Callable[[], None] = field(default=_no_op)
+    on_call: Callable[[CallRecord], None] = field(default=_ignore)
+
+
+class Provider(Protocol):
+    """An LLM that can plan, write, summarise and embed."""
+
+    name: str
+
+    def outline(self, request: ChapterRequest) -> Outline:
+        """A validated outline with exactly `request.preferences.bullet_count` bullets."""
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        """Yield the prose of section `index` (0-based) in chunks as they arrive."""
+
+    def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
+        """A short summary of a finished chapter, for continuity of later chapters."""
+
+    def embed(self, text: str) -> list[float]:
+        """An embedding vector of the provider's configured dimensionality."""
+
+    @property
+    def embedding_model(self) -> str:
+        """Name of the embedding model, stored next to the vector."""
+
+    def check(self) -> None:
+        """Cheaply verify credentials and model; raise a GenerationError if unusable."""

@@ -1,0 +1,73 @@
+"""The `storyworker` command line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from supervisor import exitcodes
+from supervisor.config import load_settings
+from supervisor.errors import ConfigError, DatabaseError, StoryworkerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print one line to stderr and exit with `code`."""
+    click.echo(f"storyworker: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn storyworker's errors into one line on stderr and a distinct exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), exitcodes.CONFIG)
+        except DatabaseError as exc:
+            fail(str(exc), exitcodes.UNAVAILABLE)
+        except StoryworkerError as exc:
+            fail(str(exc), exitcodes.FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="storyworker")
+def main() -> None:
+    """storyworker: writes story chapters with an LLM from a PostgreSQL job queue."""
+
+
+@main.command()
+@friendly_errors
+def migrate() -> None:
+    """Apply the database migrations shipped with storyworker (idempotent)."""
+    from supervisor import logs
+    from supervisor.db import connect
+    from supervisor.migrate import migrate as apply
+
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    with connect(settings.require_database(), application_name="storyworker migrate") as conn:
+        applied = apply(conn)
+    click.echo(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )
+
+
+def _register_subcommands() -> None:
+    from supervisor import cli_admin
+
+    main.add_command(cli_admin.enqueue)
+    main.add_command(cli_admin.jobs)
+    main.add_command(cli_admin.health)
+
+
+_register_subcommands()

@@ -1,0 +1,254 @@
+"""One frozen settings object, built once from the environment, `.env` and CLI flags.
+
+Precedence: CLI flag > process environment > `.env` in the working directory >
+default. Every value is validated here, so a bad one stops start-up with one clear
+line before anything forks. Secrets never appear in an error or a repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from supervisor.errors import ConfigError
+
+PROVIDERS = ("gemini", "offline")
+LOG_FORMATS = ("text", "json")
+API_KEY_VARIABLES = ("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_EMBEDDING_MODEL = "gemini-embedding-001"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. `repr()` hides the API key and the database password."""
+
+    database_url: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    provider: str = "gemini"
+    gemini_model: str = DEFAULT_GEMINI_MODEL
+    gemini_embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    gemini_base_url: str | None = None
+    gemini_api_version: str = "v1beta"
+    gemini_timeout_seconds: float = 120.0
+    embedding_dimensions: int = 768
+    offline_latency_ms: int = 0
+    concurrency: int = 1
+    poll_interval_ms: int = 5000
+    max_retries: int = 3
+    retry_backoff_seconds: float = 10.0
+    lease_seconds: float = 60.0
+    worker_timeout_seconds: float = 300.0
+    shutdown_grace_seconds: float = 30.0
+    ai_requests_per_minute: int = 60
+    port: int = 3951
+    health_host: str = "0.0.0.0"
+    log_level: str = "INFO"
+    log_format: str = "text"
+    prepared_statements: bool = True
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
+        )
+        return f"Settings(database={redact_dsn(self.database_url)!r}, {shown})"
+
+    def require_database(self) -> str:
+        """The DSN, or a ConfigError saying it is missing."""
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (put it in the environment or .env)")
+        return self.database_url
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (None values ignored) and validated again."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        updated = dataclasses.replace(self, **changes)
+        _validate(updated)
+        return updated
+
+
+def redact_dsn(dsn: str | None) -> str:
+    """The DSN with any password replaced by `***`, safe for logs and errors."""
+    if not dsn:
+        return ""
+    if "://" not in dsn:
+        # key=value form: hide the password=… pair.
+        return " ".join(
+            "password=***" if part.lower().startswith("password=") else part for part in dsn.split()
+        )
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class _Invalid(ValueError):
+    """A parser's complaint; load_settings prefixes the variable's name."""
+
+
+def _int(*, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise _Invalid(f"must be an integer {bound}, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise _Invalid(f"must be an integer {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(*, minimum: float, exclusive: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        op = ">" if exclusive else ">="
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise _Invalid(f"must be a number {op} {minimum:g}, got {raw!r}") from None
+        if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
+            raise _Invalid(f"must be a number {op} {minimum:g}, got {raw.strip()}")
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)}; got {raw!r}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise _Invalid(f"must be true or false, got {raw!r}")
+
+
+def _text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _url(raw: str) -> str | None:
+    value = raw.strip()
+    if value and urlsplit(value).scheme not in ("http", "https"):
+        raise _Invalid(f"must be an http(s) URL, got {value!r}")
+    return value or None
+
+
+def _dsn(raw: str) -> str | None:
+    value = raw.strip()
+    if "://" in value and urlsplit(value).scheme not in ("postgres", "postgresql"):
+        raise _Invalid(f"must be a postgresql:// URL or a key=value DSN, got {redact_dsn(value)!r}")
+    return value or None
+
+
+_LEVELS = tuple(logging.getLevelNamesMapping())
+
+#: environment variable -> (Settings field, parser)
+VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "DATABASE_URL": ("database_url", _dsn),
+    "GENERATION_PROVIDER": ("provider", _choice(PROVIDERS)),
+    "GEMINI_MODEL": ("gemini_model", _text),
+    "GEMINI_EMBEDDING_MODEL": ("gemini_embedding_model", _text),
+    "GEMINI_BASE_URL": ("gemini_base_url", _url),
+    "GEMINI_API_VERSION": ("gemini_api_version", _text),
+    "GEMINI_TIMEOUT_SECONDS": ("gemini_timeout_seconds", _float(minimum=0, exclusive=True)),
+    "GEMINI_EMBEDDING_DIMENSIONS": ("embedding_dimensions", _int(minimum=1, maximum=3072)),
+    "OFFLINE_LATENCY_MS": ("offline_latency_ms", _int(minimum=0)),
+    "WORKER_CONCURRENCY": ("concurrency", _int(minimum=1, maximum=256)),
+    "POLL_INTERVAL_MS": ("poll_interval_ms", _int(minimum=10)),
+    "MAX_RETRIES": ("max_retries", _int(minimum=0, maximum=100)),
+    "RETRY_BACKOFF_SECONDS": ("retry_backoff_seconds", _float(minimum=0)),
+    "LEASE_SECONDS": ("lease_seconds", _float(minimum=1)),
+    "WORKER_TIMEOUT_SECONDS": ("worker_timeout_seconds", _float(minimum=1)),
+    "SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", _float(minimum=0)),
+    "AI_REQUESTS_PER_MINUTE": ("ai_requests_per_minute", _int(minimum=0)),
+    "PORT": ("port", _int(minimum=0, maximum=65535)),
+    "HEALTH_HOST": ("health_host", _text),
+    "LOG_LEVEL": ("log_level", _choice(_LEVELS, upper=True)),
+    "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),
+    "DATABASE_PREPARED_STATEMENTS": ("prepared_statements", _bool),
+}
+
+
+def read_environment(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> dict[str, str]:
+    """The process environment laid over the `.env` file, when that file exists."""
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return merged
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv_path: str | Path | None = ".env",
+    **overrides: Any,
+) -> Settings:
+    """Build and validate Settings. Raises ConfigError with one clear line on bad input.
+
+    `overrides` are CLI flags by field name; None means "not given".
+    """
+    env = read_environment(environ, dotenv_path)
+    values: dict[str, Any] = {}
+    for variable, (name, parse) in VARIABLES.items():
+        raw = env.get(variable)
+        if raw is not None and raw.strip() != "":
+            try:
+                parsed = parse(raw)
+            except _Invalid as exc:
+                raise ConfigError(f"{variable} {exc}") from None
+            if parsed is not None:
+                values[name] = parsed
+    api_key = next((env[v].strip() for v in API_KEY_VARIABLES if env.get(v, "").strip()), None)
+    settings = Settings(api_key=api_key, **values)
+    return settings.with_overrides(**overrides)
+
+
+def _validate(settings: Settings) -> None:
+    if settings.provider not in PROVIDERS:
+        raise ConfigError(
+            f"provider must be one of {', '.join(PROVIDERS)}; got {settings.provider!r}"
+        )
+    if settings.concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {settings.concurrency}")
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"port must be from 0 to 65535, got {settings.port}")
+    if settings.worker_timeout_seconds <= settings.poll_interval_ms / 1000:
+        raise ConfigError(
+            "WORKER_TIMEOUT_SECONDS must be longer than POLL_INTERVAL_MS, or idle workers "
+            "would be killed as stale"
+        )
+
+
+def require_api_key(settings: Settings) -> str:
+    """The Gemini API key, or a ConfigError naming the variables that may hold it."""
+    if not settings.api_key:
+        raise ConfigError(
+            "GENERATION_PROVIDER is gemini but no API key is set "
+            f"({' / '.join(API_KEY_VARIABLES)}); set one or use GENERATION_PROVIDER=offline"
+        )
+    return settings.api_key

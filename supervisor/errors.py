@@ -1,0 +1,38 @@
+"""storyworker's own error hierarchy. Each class's docstring is its default message."""
+
+from __future__ import annotations
+
+
+class StoryworkerError(Exception):
+    """storyworker failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(StoryworkerError):
+    """The configuration is invalid."""
+
+
+class DatabaseError(StoryworkerError):
+    """The database could not be reached or refused the operation."""
+
+
+class NotMigratedError(DatabaseError):
+    """The database schema is not migrated; run `storyworker migrate`."""
+
+
+class JobNotFoundError(StoryworkerError):
+    """No such job."""
+
+
+class ChapterNotFoundError(StoryworkerError):
+    """No such chapter."""
+
+
+class InvalidStateError(StoryworkerError):
+    """The job is not in a state that allows this."""
+
+
+class LeaseLostError(StoryworkerError):
+    """This worker no longer holds the job (rescued, cancelled or re-claimed)."""

@@ -1,0 +1,91 @@
+"""Value objects for jobs, built from rows. A claimed job never has an optional id."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A row of generation_jobs, as admin commands show it."""
+
+    id: UUID
+    sequence_id: UUID
+    chapter_id: UUID | None
+    user_id: UUID
+    user_preferences: Any
+    status: Status
+    current_step: str | None
+    progress: int
+    error_message: str | None
+    attempts: int
+    run_after: datetime | None
+    locked_by: str | None
+    heartbeat_at: datetime | None
+    checkpoint: Mapping[str, Any] | None
+    created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        return cls(
+            **{name: row.get(name) for name in cls.__dataclass_fields__ if name != "status"},
+            status=Status(row["status"]),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker holds. Every write on its behalf is fenced by
+    (`job_id`, `owner`, `attempt`) and by the job still being `processing`."""
+
+    job_id: UUID
+    owner: str
+    attempt: int
+    chapter_id: UUID | None
+    sequence_id: UUID
+    user_id: UUID
+    user_preferences: Any
+    checkpoint: Mapping[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Claim:
+        return cls(
+            job_id=row["id"],
+            owner=row["locked_by"],
+            attempt=row["attempts"],
+            chapter_id=row["chapter_id"],
+            sequence_id=row["sequence_id"],
+            user_id=row["user_id"],
+            user_preferences=row["user_preferences"],
+            checkpoint=row["checkpoint"],
+        )
+
+    @property
+    def fence(self) -> dict[str, Any]:
+        """The query parameters every fenced statement matches on."""
+        return {"job_id": self.job_id, "owner": self.owner, "attempt": self.attempt}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a fail/rescue did to a job: its new status and, if requeued, the delay."""
+
+    job_id: UUID
+    status: Status
+    retry_in_seconds: float | None = None

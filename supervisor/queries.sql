@@ -1,0 +1,225 @@
+-- Every statement storyworker runs against generation_jobs and chapters, by name.
+-- supervisor/queue.py is their only caller. Statements made on behalf of a claim are
+-- fenced: they match only while the job is still `processing` under the same owner
+-- and attempt, so a worker that lost its job changes nothing.
+
+-- name: enqueue
+insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences)
+select c.sequence_id, c.id, s.user_id, %(preferences)s
+  from chapters c join sequences s on s.id = c.sequence_id
+ where c.id = %(chapter_id)s
+returning id;
+
+-- name: claim
+-- The oldest runnable job whose chapter nobody is writing. SKIP LOCKED lets any
+-- number of workers on any number of hosts claim side by side without waiting.
+with next as (
+    select j.id
+      from generation_jobs j
+     where j.status = 'pending'
+       and (j.run_after is null or j.run_after <= now())
+       and not exists (
+           select 1 from generation_jobs busy
+            where busy.chapter_id = j.chapter_id and busy.status = 'processing')
+     order by j.created_at, j.id
+     limit 1
+       for update skip locked
+)
+update generation_jobs j
+   set status = 'processing', attempts = j.attempts + 1, locked_by = %(owner)s,
+       heartbeat_at = now(), started_at = now(), updated_at = now(),
+       current_step = 'starting', run_after = null
+  from next
+ where j.id = next.id
+returning j.*;
+
+-- name: renew_leases
+update generation_jobs
+   set heartbeat_at = now()
+ where status = 'processing' and locked_by = any(%(owners)s);
+
+-- name: chapter_context
+-- The chapter, its sequence's owner, and the summaries of earlier chapters (newest
+-- first) for continuity, in one round trip.
+select c.id as chapter_id, c.sequence_id, c.chapter_number, c.content,
+       s.user_id, s.title as sequence_title, s.premise,
+       array(select p.summary
+               from chapters p
+              where p.sequence_id = c.sequence_id and p.chapter_number < c.chapter_number
+                and p.summary is not null and p.summary <> ''
+              order by p.chapter_number desc
+              limit %(summaries)s) as previous_summaries
+  from chapters c join sequences s on s.id = c.sequence_id
+ where c.id = %(chapter_id)s;
+
+-- name: start_chapter
+-- The outline is written: the chapter starts over from empty text in the same
+-- statement that records the checkpoint, so a retry never sees half of this.
+with job as (
+    update generation_jobs
+       set progress = %(progress)s, current_step = 'outline', checkpoint = %(checkpoint)s,
+           heartbeat_at = now(), updated_at = now()
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+    returning chapter_id
+), chapter as (
+    update chapters c
+       set outline = %(outline)s, title = coalesce(%(title)s, c.title), content = '',
+           updated_at = now()
+      from job where c.id = job.chapter_id
+    returning c.id
+)
+select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
+
+-- name: cut_back
+-- Resume: drop the half-written section a dead attempt left after the last checkpoint.
+with job as (
+    update generation_jobs
+       set heartbeat_at = now(), updated_at = now()
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+    returning chapter_id
+), chapter as (
+    update chapters c
+       set content = left(c.content, %(length)s), updated_at = now()
+      from job where c.id = job.chapter_id and length(c.content) <> %(length)s
+    returning c.id
+)
+select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
+
+-- name: append_text
+-- Live text while a section streams; not a checkpoint.
+with job as (
+    update generation_jobs
+       set heartbeat_at = now()
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+    returning chapter_id
+), chapter as (
+    update chapters c
+       set content = c.content || %(text)s, updated_at = now()
+      from job where c.id = job.chapter_id
+    returning c.id
+)
+select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
+
+-- name: checkpoint
+-- A finished section: the rest of its text, progress, step, heartbeat and
+-- checkpoint, all in one statement and so one transaction.
+with job as (
+    update generation_jobs
+       set progress = %(progress)s, current_step = %(step)s, checkpoint = %(checkpoint)s,
+           heartbeat_at = now(), updated_at = now()
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+    returning chapter_id
+), chapter as (
+    update chapters c
+       set content = c.content || %(text)s, updated_at = now()
+      from job where c.id = job.chapter_id
+    returning c.id
+)
+select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
+
+-- name: finish
+with job as (
+    update generation_jobs
+       set status = 'completed', progress = 100, current_step = 'completed',
+           completed_at = now(), heartbeat_at = now(), updated_at = now(),
+           error_message = null, checkpoint = %(checkpoint)s
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+    returning chapter_id
+), chapter as (
+    update chapters c
+       set summary = %(summary)s, embedding = %(embedding)s,
+           embedding_model = %(embedding_model)s, word_count = %(word_count)s,
+           updated_at = now()
+      from job where c.id = job.chapter_id
+    returning c.id
+)
+select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
+
+-- name: fail
+-- Retryable failures go back to pending after a delay until the retries are spent;
+-- everything else is failed at once. `attempts` already counts this attempt.
+update generation_jobs
+   set status = case when %(requeue)s then 'pending' else 'failed' end,
+       run_after = case when %(requeue)s then now() + make_interval(secs => %(delay)s) end,
+       completed_at = case when %(requeue)s then null else now() end,
+       current_step = case when %(requeue)s then 'retry scheduled' else 'failed' end,
+       locked_by = case when %(requeue)s then null else locked_by end,
+       heartbeat_at = null, error_message = %(message)s, updated_at = now()
+ where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+   and status = 'processing'
+returning id, status;
+
+-- name: release
+-- Shutdown: back to pending at once, without using up a retry; checkpoint kept.
+update generation_jobs
+   set status = 'pending', attempts = attempts - 1, locked_by = null,
+       heartbeat_at = null, run_after = null, current_step = 'released',
+       updated_at = now()
+ where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+   and status = 'processing'
+returning id, status;
+
+-- name: rescue
+-- Jobs whose holder stopped renewing its lease (its process or host died).
+with expired as (
+    select id
+      from generation_jobs
+     where status = 'processing'
+       and (heartbeat_at is null or heartbeat_at < now() - make_interval(secs => %(lease)s))
+       for update skip locked
+)
+update generation_jobs j
+   set status = case when j.attempts > %(max_retries)s then 'failed' else 'pending' end,
+       completed_at = case when j.attempts > %(max_retries)s then now() end,
+       current_step = case when j.attempts > %(max_retries)s then 'failed' else 'rescued' end,
+       error_message = format(
+           'rescued: %%s stopped renewing its lease during attempt %%s (last heartbeat %%s)%%s',
+           coalesce(j.locked_by, 'a worker'), j.attempts,
+           coalesce(to_char(j.heartbeat_at, 'YYYY-MM-DD"T"HH24:MI:SSOF'), 'never'),
+           case when j.attempts > %(max_retries)s then '; no retries left' else '' end),
+       locked_by = null, heartbeat_at = null, run_after = null, updated_at = now()
+  from expired
+ where j.id = expired.id
+returning j.id, j.status;
+
+-- name: get
+select * from generation_jobs where id = %(job_id)s;
+
+-- name: list
+select * from generation_jobs
+ where %(status)s::text is null or status = %(status)s
+ order by created_at desc, id
+ limit %(limit)s;
+
+-- name: cancel
+update generation_jobs
+   set status = 'cancelled', current_step = 'cancelled', completed_at = now(),
+       heartbeat_at = null, updated_at = now()
+ where id = %(job_id)s and status in ('pending', 'processing')
+returning *;
+
+-- name: retry
+update generation_jobs
+   set status = 'pending', attempts = 0, run_after = null, locked_by = null,
+       heartbeat_at = null, completed_at = null, error_message = null,
+       current_step = 'queued',
+       checkpoint = case when %(fresh)s then null else checkpoint end,
+       progress = case when %(fresh)s then 0 else progress end,
+       updated_at = now()
+ where id = %(job_id)s and status in ('failed', 'cancelled')
+returning *;
+
+-- name: queue_stats
+select s.status, coalesce(c.n, 0) as jobs,
+       (select extract(epoch from now() - min(created_at))
+          from generation_jobs
+         where status = 'pending' and (run_after is null or run_after <= now())
+       ) as oldest_runnable_age
+  from unnest(array['pending', 'processing', 'completed', 'failed', 'cancelled']) as s(status)
+  left join (select status, count(*) as n from generation_jobs group by status) c
+    on c.status = s.status;

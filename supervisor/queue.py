@@ -1,0 +1,315 @@
+"""The job queue: the one owner of job and chapter SQL.
+
+Callers say what they mean (`claim`, `checkpoint`, `finish`, `release` …); the SQL
+itself lives in `queries.sql`, by name. Writes made on behalf of a `Claim` are fenced:
+when the job was cancelled, rescued or re-claimed meanwhile they change nothing and
+raise LeaseLostError, which tells the worker to stop.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from supervisor.db import translated
+from supervisor.errors import (
+    ChapterNotFoundError,
+    InvalidStateError,
+    JobNotFoundError,
+    LeaseLostError,
+)
+from supervisor.jobs import Claim, Job, Outcome, Status
+
+#: Longest delay between two attempts, however many retries are configured.
+MAX_RETRY_DELAY_SECONDS = 3600.0
+#: How many earlier chapters' summaries a prompt may draw on.
+CONTINUITY_SUMMARIES = 20
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named statements of queries.sql."""
+    text = (resources.files("supervisor") / "queries.sql").read_text("utf-8")
+    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _one(conn: psycopg.Connection, name: str, params: Mapping[str, Any]) -> dict | None:
+    with translated(name):
+        return conn.execute(queries()[name], params).fetchone()
+
+
+def _all(conn: psycopg.Connection, name: str, params: Mapping[str, Any]) -> list[dict]:
+    with translated(name):
+        return conn.execute(queries()[name], params).fetchall()
+
+
+# --- producing and steering jobs ------------------------------------------------
+
+
+def enqueue(conn: psycopg.Connection, chapter_id: UUID, preferences: Any) -> UUID:
+    """Queue a job for an existing chapter; user and sequence are taken from it."""
+    row = _one(conn, "enqueue", {"chapter_id": chapter_id, "preferences": Jsonb(preferences)})
+    if row is None:
+        raise ChapterNotFoundError(f"no chapter with id {chapter_id}")
+    return row["id"]
+
+
+def get(conn: psycopg.Connection, job_id: UUID) -> Job:
+    row = _one(conn, "get", {"job_id": job_id})
+    if row is None:
+        raise JobNotFoundError(f"no job with id {job_id}")
+    return Job.from_row(row)
+
+
+def list_jobs(conn: psycopg.Connection, status: Status | None = None, limit: int = 50) -> list[Job]:
+    """The newest jobs first, optionally only those in `status`."""
+    rows = _all(conn, "list", {"status": status and status.value, "limit": limit})
+    return [Job.from_row(row) for row in rows]
+
+
+def cancel(conn: psycopg.Connection, job_id: UUID) -> Job:
+    """Cancel a pending or processing job; its worker notices at its next write."""
+    row = _one(conn, "cancel", {"job_id": job_id})
+    if row is None:
+        job = get(conn, job_id)
+        raise InvalidStateError(
+            f"job {job_id} is {job.status}; only pending or processing jobs can be cancelled"
+        )
+    return Job.from_row(row)
+
+
+def retry(conn: psycopg.Connection, job_id: UUID, *, fresh: bool = False) -> Job:
+    """Put a failed or cancelled job back to pending with fresh retries.
+
+    It resumes from its checkpoint unless `fresh`, which starts the chapter over.
+    """
+    row = _one(conn, "retry", {"job_id": job_id, "fresh": fresh})
+    if row is None:
+        job = get(conn, job_id)
+        raise InvalidStateError(
+            f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried"
+        )
+    return Job.from_row(row)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    depth_by_status: dict[str, int]
+    oldest_runnable_age_seconds: float | None
+
+
+def stats(conn: psycopg.Connection) -> QueueStats:
+    rows = _all(conn, "queue_stats", {})
+    age = rows[0]["oldest_runnable_age"] if rows else None
+    return QueueStats(
+        depth_by_status={row["status"]: int(row["jobs"]) for row in rows},
+        oldest_runnable_age_seconds=None if age is None else float(age),
+    )
+
+
+# --- the worker's side ----------------------------------------------------------
+
+
+def claim(conn: psycopg.Connection, owner: str) -> Claim | None:
+    """Claim the oldest runnable pending job for `owner`, or None when there is none."""
+    try:
+        row = conn.execute(queries()["claim"], {"owner": owner}).fetchone()
+    except psycopg.errors.UniqueViolation:
+        # Another worker claimed a job for the same chapter in the same instant; the
+        # next claim skips that chapter.
+        return None
+    except psycopg.Error as exc:
+        with translated("claim"):
+            raise exc
+    return None if row is None else Claim.from_row(row)
+
+
+def renew_leases(conn: psycopg.Connection, owners: Sequence[str]) -> int:
+    """Refresh the heartbeat of every processing job held by `owners`; return how many."""
+    if not owners:
+        return 0
+    with translated("renew_leases"):
+        return conn.execute(queries()["renew_leases"], {"owners": list(owners)}).rowcount
+
+
+@dataclass(frozen=True)
+class ChapterContext:
+    chapter_id: UUID
+    sequence_id: UUID
+    user_id: UUID
+    chapter_number: int
+    content: str
+    sequence_title: str
+    premise: str | None
+    previous_summaries: tuple[str, ...]  # oldest first
+
+
+def chapter_context(conn: psycopg.Connection, chapter_id: UUID) -> ChapterContext | None:
+    """The chapter and what its prompt needs, or None when it does not exist."""
+    row = _one(
+        conn, "chapter_context", {"chapter_id": chapter_id, "summaries": CONTINUITY_SUMMARIES}
+    )
+    if row is None:
+        return None
+    return ChapterContext(
+        chapter_id=row["chapter_id"],
+        sequence_id=row["sequence_id"],
+        user_id=row["user_id"],
+        chapter_number=row["chapter_number"],
+        content=row["content"],
+        sequence_title=row["sequence_title"] or "",
+        premise=row["premise"],
+        previous_summaries=tuple(reversed(row["previous_summaries"])),
+    )
+
+
+def _fenced(conn: psycopg.Connection, name: str, claim: Claim, **params: Any) -> None:
+    row = _one(conn, name, {**claim.fence, **params})
+    if row is None or not row["jobs"]:
+        raise LeaseLostError(_why_lost(conn, claim))
+
+
+def _why_lost(conn: psycopg.Connection, claim: Claim) -> str:
+    try:
+        job = get(conn, claim.job_id)
+    except JobNotFoundError:
+        return f"job {claim.job_id} was deleted"
+    if job.status is Status.CANCELLED:
+        return f"job {claim.job_id} was cancelled"
+    if job.status is Status.PROCESSING:
+        return f"job {claim.job_id} was re-claimed by {job.locked_by} (attempt {job.attempts})"
+    return f"job {claim.job_id} is {job.status} and no longer held by {claim.owner}"
+
+
+def start_chapter(
+    conn: psycopg.Connection,
+    claim: Claim,
+    *,
+    outline: Mapping[str, Any],
+    title: str | None,
+    checkpoint: Mapping[str, Any],
+    progress: int,
+) -> None:
+    """Save the outline, empty the chapter for fresh text, and checkpoint, at once."""
+    _fenced(
+        conn,
+        "start_chapter",
+        claim,
+        outline=Jsonb(outline),
+        title=title,
+        checkpoint=Jsonb(checkpoint),
+        progress=progress,
+    )
+
+
+def cut_back(conn: psycopg.Connection, claim: Claim, length: int) -> None:
+    """Trim the chapter to `length` characters: what the last checkpoint committed."""
+    _fenced(conn, "cut_back", claim, length=length)
+
+
+def append_text(conn: psycopg.Connection, claim: Claim, text: str) -> None:
+    """Append live text of the section being written (renews the lease too)."""
+    _fenced(conn, "append_text", claim, text=text)
+
+
+def checkpoint(
+    conn: psycopg.Connection,
+    claim: Claim,
+    *,
+    text: str,
+    progress: int,
+    step: str,
+    checkpoint: Mapping[str, Any],
+) -> None:
+    """Commit a finished section: its remaining text plus progress, step and
+    checkpoint, in one transaction."""
+    _fenced(
+        conn,
+        "checkpoint",
+        claim,
+        text=text,
+        progress=progress,
+        step=step,
+        checkpoint=Jsonb(checkpoint),
+    )
+
+
+def finish(
+    conn: psycopg.Connection,
+    claim: Claim,
+    *,
+    summary: str,
+    embedding: Sequence[float],
+    embedding_model: str,
+    word_count: int,
+    checkpoint: Mapping[str, Any],
+) -> None:
+    """Mark the job completed and store the chapter's summary and embedding."""
+    _fenced(
+        conn,
+        "finish",
+        claim,
+        summary=summary,
+        embedding=list(embedding),
+        embedding_model=embedding_model,
+        word_count=word_count,
+        checkpoint=Jsonb(checkpoint),
+    )
+
+
+def retry_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
+    """Seconds before the next attempt after `attempt` failed: exponential with
+    "equal jitter", so each delay is random yet always longer than the one before."""
+    ceiling = min(base * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def fail(
+    conn: psycopg.Connection,
+    claim: Claim,
+    message: str,
+    *,
+    retryable: bool,
+    max_retries: int,
+    backoff_base: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Record a failed attempt: back to pending after a delay while retries remain
+    (retryable errors only), otherwise failed. Returns what happened."""
+    requeue = retryable and claim.attempt <= max_retries
+    delay = max(retry_delay(claim.attempt, backoff_base, rng), retry_after or 0.0)
+    total = max_retries + 1
+    if requeue:
+        text = f"attempt {claim.attempt} of {total} failed: {message} (retrying in {delay:.0f}s)"
+    elif retryable:
+        text = f"failed after {claim.attempt} attempts: {message}"
+    else:
+        text = message
+    row = _one(conn, "fail", {**claim.fence, "requeue": requeue, "delay": delay, "message": text})
+    if row is None:
+        raise LeaseLostError(_why_lost(conn, claim))
+    return Outcome(row["id"], Status(row["status"]), delay if requeue else None)
+
+
+def release(conn: psycopg.Connection, claim: Claim) -> bool:
+    """Give the job back to pending without using up a retry. False if it was no
+    longer ours to give (finished, cancelled or rescued meanwhile)."""
+    return _one(conn, "release", claim.fence) is not None
+
+
+def rescue(conn: psycopg.Connection, *, lease_seconds: float, max_retries: int) -> list[Outcome]:
+    """Take back processing jobs whose lease expired: pending again, or failed once
+    their retries are spent. Safe to run from every host at once."""
+    rows = _all(conn, "rescue", {"lease": lease_seconds, "max_retries": max_retries})
+    return [Outcome(row["id"], Status(row["status"])) for row in rows]
