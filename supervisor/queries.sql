@@ -223,3 +223,20 @@ select s.status, coalesce(c.n, 0) as jobs,
   from unnest(array['pending', 'processing', 'completed', 'failed', 'cancelled']) as s(status)
   left join (select status, count(*) as n from generation_jobs group by status) c
     on c.status = s.status;
+
+-- name: rate_limit_init
+insert into storyworker_rate_limits (name, tat) values (%(name)s, clock_timestamp())
+on conflict (name) do nothing;
+
+-- name: rate_limit_take
+-- GCRA: a call may go when the theoretical arrival time has come; taking it pushes
+-- that time one emission interval on. One single-row UPDATE, so every worker on
+-- every host shares one limit.
+update storyworker_rate_limits
+   set tat = greatest(tat, clock_timestamp()) + make_interval(secs => %(interval)s)
+ where name = %(name)s and tat <= clock_timestamp()
+returning 0 as wait;
+
+-- name: rate_limit_wait
+select greatest(extract(epoch from tat - clock_timestamp()), 0)::float8 as wait
+  from storyworker_rate_limits where name = %(name)s;

@@ -1,0 +1,108 @@
+"""The admin commands as a user runs them: real CLI in a subprocess, real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def storyworker(
+    *args: str, env: dict[str, str] | None = None, cwd=None
+) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        check=False,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WORKER_CONCURRENCY": "lots"}, "WORKER_CONCURRENCY must be an integer"),
+        ({"POLL_INTERVAL_MS": "-1"}, "POLL_INTERVAL_MS must be an integer >= 10"),
+        ({"GENERATION_PROVIDER": "gpt"}, "GENERATION_PROVIDER must be one of gemini, offline"),
+        ({}, "DATABASE_URL is not set"),
+    ],
+)
+def test_bad_configuration_stops_with_one_line(tmp_path, env, expected):
+    result = storyworker("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 78
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_unreachable_database_error_hides_the_password(tmp_path):
+    dsn = "postgresql://app:hunter2-secret@127.0.0.1:1/app?connect_timeout=2"
+    result = storyworker(
+        "migrate", env={"DATABASE_URL": dsn, "GEMINI_API_KEY": "AIzaSecretKey"}, cwd=tmp_path
+    )
+    assert result.returncode == 69
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "AIzaSecretKey" not in result.stderr + result.stdout
+    assert "app:***@127.0.0.1" in result.stderr
+
+
+def test_dotenv_in_the_working_directory_is_read(tmp_path, database_url):
+    (tmp_path / ".env").write_text(f"DATABASE_URL='{database_url}'\n")
+    result = storyworker("jobs", "list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("id")
+
+
+def test_enqueue_show_cancel_retry(tmp_path, database_url, chapter_factory, conn):
+    env = {"DATABASE_URL": database_url}
+    chapter = chapter_factory()
+    prefs = tmp_path / "prefs.json"
+    prefs.write_text(json.dumps({"genre": "noir", "bullet_count": 3}))
+    enq = storyworker("enqueue", "--chapter", str(chapter["id"]), "--prefs", f"@{prefs}", env=env)
+    assert enq.returncode == 0, enq.stderr
+    job_id = uuid.UUID(enq.stdout.strip())
+    row = conn.execute("select * from generation_jobs where id = %s", (job_id,)).fetchone()
+    assert row["user_preferences"] == {"genre": "noir", "bullet_count": 3}
+    assert row["chapter_id"] == chapter["id"] and row["status"] == "pending"
+
+    listing = storyworker("jobs", "list", "--status", "pending", env=env)
+    assert str(job_id) in listing.stdout
+    shown = storyworker("jobs", "show", str(job_id), "--json", env=env)
+    assert json.loads(shown.stdout)["status"] == "pending"
+
+    assert storyworker("jobs", "cancel", str(job_id), env=env).returncode == 0
+    again = storyworker("jobs", "cancel", str(job_id), env=env)
+    assert again.returncode == 1 and "is cancelled" in again.stderr
+    retried = storyworker("jobs", "retry", str(job_id), env=env)
+    assert retried.returncode == 0 and "pending again" in retried.stdout
+    assert conn.execute(
+        "select status from generation_jobs where id = %s", (job_id,)
+    ).fetchone() == {"status": "pending"}
+
+
+def test_friendly_errors_for_bad_ids_and_prefs(database_url, chapter_factory):
+    env = {"DATABASE_URL": database_url}
+    missing = storyworker("jobs", "show", str(uuid.uuid4()), env=env)
+    assert missing.returncode == 1 and "no job with id" in missing.stderr
+    malformed = storyworker("jobs", "show", "not-a-uuid", env=env)
+    assert malformed.returncode == 2 and "not a valid UUID" in malformed.stderr
+    no_chapter = storyworker("enqueue", "--chapter", str(uuid.uuid4()), env=env)
+    assert no_chapter.returncode == 1 and "no chapter with id" in no_chapter.stderr
+    chapter = chapter_factory()
+    bad_prefs = storyworker(
+        "enqueue", "--chapter", str(chapter["id"]), "--prefs", '{"bullet_count": 99}', env=env
+    )
+    assert bad_prefs.returncode == 2 and "bullet_count" in bad_prefs.stderr
+    bad_json = storyworker("enqueue", "--chapter", str(chapter["id"]), "--prefs", "{nope", env=env)
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
