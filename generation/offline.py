@@ -1,0 +1,236 @@
+"""A deterministic provider that needs no network, for demos and tests.
+
+Same request in, same outline, prose, summary and embedding out: everything is seeded
+from a hash of the request (and of the section index), never from the chapter so far,
+so a resumed chapter reads exactly like an uninterrupted one. The chapter title and the
+summary say that the text is offline placeholder output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+
+from generation import prompts
+from generation.types import CallRecord, ChapterRequest, Outline, ProviderHooks
+
+OFFLINE_TITLE_PREFIX = "[Offline draft] "
+OFFLINE_SUMMARY_PREFIX = "[Offline summary] "
+DEFAULT_DIMENSIONS = 768
+# A rough words-to-tokens ratio for English, so metrics look like a real provider's.
+TOKENS_PER_WORD = 1.3
+
+_DEFAULT_HOOKS = ProviderHooks()
+_STAND_IN_NAMES = ("Mara", "Ilya", "Wren", "Tomas", "Odile", "Kasimir")
+_PLACES = ("the old harbour", "a narrow stairwell", "the empty market", "the lighthouse")
+_OBJECTS = ("a sealed letter", "a brass key", "a torn map", "an unfinished portrait")
+_ACTIONS = (
+    "{a} finds {obj} in {place} and keeps it secret",
+    "{a} and {b} argue in {place} about what {obj} means",
+    "{b} follows {a} to {place}, where an old promise resurfaces",
+    "{a} confronts {b} with {obj}, and a truth comes out",
+    "A storm traps {a} in {place}, alone with doubts about {b}",
+    "{b} offers {a} a choice that cannot be undone",
+)
+_LEAD_INS = ("This is how it went: ", "Then it happened. ", "What came next was simple: ")
+_SENTENCES = (
+    "{a} paused at the edge of {place}, listening to the quiet settle.",
+    "Somewhere behind {a}, {b} said nothing, which was its own kind of answer.",
+    "The air in {place} carried the smell of rain and old stone.",
+    "{a} turned {obj} over and over, as if it might explain itself.",
+    "It was the kind of {tone} moment that {b} would later pretend not to remember.",
+    "{b} laughed once, softly, and the sound did not last.",
+    "Nothing in {setting} had prepared {a} for this.",
+    "A door closed somewhere, and {a} felt the evening lean closer.",
+    "{b} looked away first, toward {place}, and the silence grew heavier.",
+    "For a while neither of them moved, and the light changed around them.",
+    "{a} remembered a promise made years ago, and how easily it had been made.",
+    "The thought of {theme} stayed with {a} like a stone in a shoe.",
+)
+
+
+class OfflineProvider:
+    """A `Provider` that writes readable placeholder chapters without any network."""
+
+    name = "offline"
+
+    def __init__(
+        self,
+        latency_ms: int = 0,
+        hooks: ProviderHooks = _DEFAULT_HOOKS,
+        chunk_words: int = 12,
+        *,
+        dimensions: int = DEFAULT_DIMENSIONS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if latency_ms < 0 or chunk_words < 1 or dimensions < 1:
+            raise ValueError("latency_ms must be >= 0, chunk_words and dimensions >= 1")
+        self._latency = latency_ms / 1000
+        self._hooks = hooks
+        self._chunk_words = chunk_words
+        self._dimensions = dimensions
+        self._sleep = sleep
+
+    @property
+    def embedding_model(self) -> str:
+        return "offline-embedding"
+
+    def check(self) -> None:
+        """Nothing to check: there is no key and no network."""
+
+    def outline(self, request: ChapterRequest) -> Outline:
+        """A title marked as offline and exactly `bullet_count` bullets."""
+        started = self._begin()
+        rng = random.Random(_seed(request, "outline"))
+        cast = _cast(request)
+        templates = _shuffled_cycle(_ACTIONS, rng)
+        bullets = tuple(
+            _fill(next(templates), cast, rng) + "." for _ in range(request.preferences.bullet_count)
+        )
+        title = f"{OFFLINE_TITLE_PREFIX}The {rng.choice(_OBJECTS).split(' ', 1)[1].title()}"
+        outline = Outline(title=title, bullets=bullets)
+        prompt = prompts.outline_prompt(request)
+        self._record("outline", started, prompt, " ".join((title, *bullets)))
+        return outline
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        """Yield about `words_per_bullet` words of prose, `chunk_words` words at a time."""
+        prompt = prompts.section_prompt(request, outline, index, previous_text)
+        text = _section_text(request, outline, index)
+        return self._stream(prompt, text)
+
+    def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
+        """A short summary built from the outline, marked as offline."""
+        started = self._begin()
+        events = " Then ".join(b.rstrip(".") + "." for b in outline.bullets[:3])
+        summary = (
+            f"{OFFLINE_SUMMARY_PREFIX}Chapter {request.chapter_number}, "
+            f"{len(text.split())} words. {events}"
+        )
+        self._record("summary", started, prompts.summary_prompt(request, outline, text), summary)
+        return summary
+
+    def embed(self, text: str) -> list[float]:
+        """A unit-norm bag-of-words hash vector: texts sharing words point the same way."""
+        started = self._begin()
+        vector = [0.0] * self._dimensions
+        for word in re.findall(r"\w+", text.lower()):
+            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "big") % self._dimensions
+            vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+        norm = math.sqrt(sum(v * v for v in vector))
+        if norm == 0:
+            # No words (or they cancelled out): any fixed unit vector will do.
+            vector[0], norm = 1.0, 1.0
+        self._hooks.on_call(
+            CallRecord("embedding", "ok", time.monotonic() - started, _tokens(text), 0)
+        )
+        return [v / norm for v in vector]
+
+    def _begin(self) -> float:
+        self._hooks.before_request()
+        started = time.monotonic()
+        self._pause()
+        return started
+
+    def _pause(self) -> None:
+        if self._latency:
+            self._sleep(self._latency)
+
+    def _record(self, kind: str, started: float, prompt: prompts.Prompt, output: str) -> None:
+        elapsed = time.monotonic() - started
+        input_tokens = _tokens(prompt.system) + _tokens(prompt.user)
+        self._hooks.on_call(CallRecord(kind, "ok", elapsed, input_tokens, _tokens(output)))
+
+    def _stream(self, prompt: prompts.Prompt, text: str) -> Iterator[str]:
+        started = self._begin()
+        sent: list[str] = []
+        try:
+            for chunk in _chunks(text, self._chunk_words):
+                self._pause()
+                sent.append(chunk)
+                yield chunk
+        finally:
+            # Also when the consumer stops early: the call happened and cost tokens.
+            self._record("prose", started, prompt, "".join(sent))
+
+
+def _seed(request: ChapterRequest, purpose: str) -> int:
+    """A stable seed (unlike hash(), identical in every process) for one request."""
+    material = json.dumps(
+        [
+            purpose,
+            request.chapter_number,
+            request.sequence_title,
+            request.premise,
+            list(request.previous_summaries),
+            request.preferences.to_json(),
+        ],
+        sort_keys=True,
+    )
+    return int.from_bytes(hashlib.sha256(material.encode("utf-8", "replace")).digest()[:8], "big")
+
+
+def _cast(request: ChapterRequest) -> dict[str, str]:
+    """The chapter's two leads and its colour, the same in every section."""
+    prefs = request.preferences
+    rng = random.Random(_seed(request, "cast"))
+    names = [c.name for c in prefs.characters] or list(_STAND_IN_NAMES)
+    first = rng.choice(names)
+    others = [n for n in names if n != first] or [n for n in _STAND_IN_NAMES if n != first]
+    return {
+        "a": first,
+        "b": rng.choice(others),
+        "setting": prefs.setting or "the town",
+        "tone": prefs.tone,
+        "theme": rng.choice(prefs.themes) if prefs.themes else "what had been lost",
+    }
+
+
+def _fill(template: str, cast: dict[str, str], rng: random.Random) -> str:
+    text = template.format(place=rng.choice(_PLACES), obj=rng.choice(_OBJECTS), **cast)
+    return text[0].upper() + text[1:]
+
+
+def _section_text(request: ChapterRequest, outline: Outline, index: int) -> str:
+    """About `words_per_bullet` words in paragraphs of four to six sentences."""
+    rng = random.Random(_seed(request, f"section:{index}"))
+    cast = _cast(request)
+    focus = outline.bullets[index].rstrip(". ") if index < len(outline.bullets) else ""
+    sentences = [f"{rng.choice(_LEAD_INS)}{focus}."] if focus else []
+    words = sum(len(s.split()) for s in sentences)
+    templates = _shuffled_cycle(_SENTENCES, rng)
+    while words < request.preferences.words_per_bullet:
+        sentence = _fill(next(templates), cast, rng)
+        sentences.append(sentence)
+        words += len(sentence.split())
+    paragraphs: list[str] = []
+    while sentences:
+        size = rng.randint(4, 6)
+        paragraphs.append(" ".join(sentences[:size]))
+        sentences = sentences[size:]
+    return "\n\n".join(paragraphs)
+
+
+def _shuffled_cycle(items: tuple[str, ...], rng: random.Random) -> Iterator[str]:
+    """`items` in random order, over and over, so repeats are as far apart as possible."""
+    while True:
+        yield from rng.sample(items, len(items))
+
+
+def _chunks(text: str, words_per_chunk: int) -> Iterator[str]:
+    """`text` in pieces of `words_per_chunk` words, each with its trailing whitespace."""
+    tokens = re.findall(r"\S+\s*", text)
+    for start in range(0, len(tokens), words_per_chunk):
+        yield "".join(tokens[start : start + words_per_chunk])
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text.split()) * TOKENS_PER_WORD)

@@ -1,0 +1,231 @@
+"""Writes one chapter: outline, sections streamed through callbacks, summary, embedding.
+
+The writer owns the one rule the caller's persistence relies on: the chapter text is
+the sections joined by `SECTION_SEPARATOR`, and the separator travels through `on_chunk`
+as the start of every section after the first. So the concatenation of all chunks
+handed out for sections 0..k is exactly the committed text after section k, and a
+resumed run, given that text, carries on as if never interrupted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from generation.errors import MalformedOutputError
+from generation.types import ChapterRequest, Checkpoint, Outline, Provider
+
+SECTION_SEPARATOR = "\n\n"
+# A model's heading is a short line; longer first lines are prose, whatever they start with.
+_HEADING_MAX_CHARS = 200
+_HEADING = re.compile(r"#{1,6}(?:\s.*)?|\*\*[^*]+\*\*:?|__[^_]+__:?")
+
+
+@dataclass(frozen=True)
+class SectionStats:
+    """How one section went, for progress reports and metrics."""
+
+    index: int
+    elapsed_seconds: float
+    characters: int
+    words: int
+
+
+@dataclass(frozen=True)
+class ChapterResult:
+    """A finished chapter."""
+
+    outline: Outline
+    text: str
+    summary: str
+    embedding: list[float]
+    embedding_model: str
+    word_count: int
+
+
+class ChapterCallbacks(Protocol):
+    """What the writer tells its caller as it goes. Exceptions raised here propagate."""
+
+    def on_outline(self, outline: Outline) -> None:
+        """A new outline was written (not called when the checkpoint had one)."""
+
+    def on_chunk(self, text: str) -> None:
+        """`text` was appended to the chapter."""
+
+    def on_section_done(self, index: int, stats: SectionStats) -> None:
+        """Section `index` is complete; the chunks so far are its final text."""
+
+
+def write_chapter(
+    request: ChapterRequest,
+    provider: Provider,
+    checkpoint: Checkpoint,
+    callbacks: ChapterCallbacks,
+    *,
+    written_text: str = "",
+) -> ChapterResult:
+    """Write the rest of a chapter from `checkpoint` and return the finished chapter.
+
+    `written_text` must be the committed text of the `checkpoint.sections_done` finished
+    sections. The outline is asked for only when the checkpoint has none, and only the
+    unfinished sections are streamed. The embedding is of the summary: it describes the
+    whole chapter and stays well within embedding models' input limits, where the full
+    text would be cut to its opening pages. Exceptions from the provider and from the
+    callbacks propagate unchanged; an empty section or summary raises
+    `MalformedOutputError`.
+    """
+    outline = checkpoint.outline
+    if outline is None:
+        outline = _new_outline(request, provider)
+        callbacks.on_outline(outline)
+    if not 0 <= checkpoint.sections_done <= len(outline.bullets):
+        raise ValueError(
+            f"checkpoint says {checkpoint.sections_done} sections are done "
+            f"but the outline has {len(outline.bullets)}"
+        )
+    text = written_text
+    for index in range(checkpoint.sections_done, len(outline.bullets)):
+        text = _write_section(request, provider, outline, index, text, callbacks=callbacks)
+    return _finish(request, provider, outline, text)
+
+
+def _finish(
+    request: ChapterRequest, provider: Provider, outline: Outline, text: str
+) -> ChapterResult:
+    summary = provider.summarize(request, outline, text).strip()
+    if not summary:
+        raise MalformedOutputError("the provider returned an empty chapter summary")
+    return ChapterResult(
+        outline=outline,
+        text=text,
+        summary=summary,
+        embedding=provider.embed(summary),
+        embedding_model=provider.embedding_model,
+        word_count=len(text.split()),
+    )
+
+
+def _new_outline(request: ChapterRequest, provider: Provider) -> Outline:
+    outline = provider.outline(request)
+    expected = request.preferences.bullet_count
+    # Providers promise this; a wrong count would silently change the chapter's shape.
+    if len(outline.bullets) != expected:
+        raise MalformedOutputError(
+            f"the outline has {len(outline.bullets)} bullets instead of {expected}"
+        )
+    return outline
+
+
+def _write_section(
+    request: ChapterRequest,
+    provider: Provider,
+    outline: Outline,
+    index: int,
+    text_so_far: str,
+    *,
+    callbacks: ChapterCallbacks,
+) -> str:
+    """Stream section `index` through `callbacks` and return the chapter text after it."""
+    started = time.monotonic()
+    cleaner = SectionCleaner(prefix=SECTION_SEPARATOR if text_so_far else "")
+    stream = provider.stream_section(request, outline, index, text_so_far)
+    try:
+        for chunk in stream:
+            _forward(cleaner.feed(chunk), callbacks)
+        _forward(cleaner.finish(), callbacks)
+    finally:
+        _close(stream)
+    if not cleaner.text:
+        raise MalformedOutputError(f"section {index + 1} came back empty")
+    stats = SectionStats(
+        index=index,
+        elapsed_seconds=time.monotonic() - started,
+        characters=len(cleaner.text),
+        words=len(cleaner.text.split()),
+    )
+    callbacks.on_section_done(index, stats)
+    return text_so_far + cleaner.prefix + cleaner.text
+
+
+def _forward(piece: str, callbacks: ChapterCallbacks) -> None:
+    if piece:
+        callbacks.on_chunk(piece)
+
+
+def _close(stream: Iterator[str]) -> None:
+    # Closing a generator runs its finally blocks (HTTP responses, call records) now
+    # rather than whenever it is garbage collected.
+    close = getattr(stream, "close", None)
+    if callable(close):
+        close()
+
+
+class SectionCleaner:
+    """Cleans one section's streamed text on the fly.
+
+    Leading whitespace and leading markdown heading lines ("# Title", "**Section 1**")
+    are dropped; trailing whitespace is held back until more text follows it, so none is
+    ever emitted at the end. The first piece emitted starts with `prefix`.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        #: The section's text emitted so far, without the prefix.
+        self.text = ""
+        self._head: str | None = ""  # None once the start of the section is settled
+        self._pending_space = ""
+
+    def feed(self, chunk: str) -> str:
+        """The text to emit now for `chunk` (possibly "")."""
+        if self._head is not None:
+            self._head += chunk
+            settled = self._settle_head(final=False)
+            if settled is None:
+                return ""
+            chunk = settled
+        return self._emit(chunk)
+
+    def finish(self) -> str:
+        """The text to emit when the stream has ended (possibly "")."""
+        if self._head is None:
+            return ""
+        return self._emit(self._settle_head(final=True) or "")
+
+    def _settle_head(self, *, final: bool) -> str | None:
+        """The section's opening once it is known not to be a heading; None if undecided."""
+        assert self._head is not None
+        while True:
+            head = self._head.lstrip()
+            if head and head[0] not in "#*_":
+                break
+            line, newline, rest = head.partition("\n")
+            undecided = not newline and len(head) <= _HEADING_MAX_CHARS
+            if not final and (not head or undecided):
+                self._head = head
+                return None
+            if not head or not _is_heading(line):
+                break
+            self._head = rest
+        self._head = None
+        return head
+
+    def _emit(self, chunk: str) -> str:
+        content = chunk.rstrip()
+        if not content:
+            self._pending_space += chunk
+            return ""
+        piece = self._pending_space + content
+        self._pending_space = chunk[len(content) :]
+        if not self.text:
+            self.text = piece
+            return self.prefix + piece
+        self.text += piece
+        return piece
+
+
+def _is_heading(line: str) -> bool:
+    line = line.strip()
+    return len(line) <= _HEADING_MAX_CHARS and _HEADING.fullmatch(line) is not None
