@@ -62,6 +62,18 @@ def migrate() -> None:
     )
 
 
+@main.command()
+@click.option("--concurrency", type=int, help="Worker processes (WORKER_CONCURRENCY).")
+@click.option("--port", type=int, help="Health server port (PORT).")
+@click.option("--provider", help="gemini or offline (GENERATION_PROVIDER).")
+@friendly_errors
+def run(concurrency: int | None, port: int | None, provider: str | None) -> None:
+    """Run the supervisor, its workers and the health server in the foreground."""
+    from supervisor.run import run as run_supervisor
+
+    sys.exit(run_supervisor({"concurrency": concurrency, "port": port, "provider": provider}))
+
+
 def _register_subcommands() -> None:
     from supervisor import cli_admin
 

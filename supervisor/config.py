@@ -237,10 +237,15 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"concurrency must be at least 1, got {settings.concurrency}")
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be from 0 to 65535, got {settings.port}")
-    if settings.worker_timeout_seconds <= settings.poll_interval_ms / 1000:
+    if (
+        settings.provider == "gemini"
+        and settings.worker_timeout_seconds <= settings.gemini_timeout_seconds
+    ):
+        # One blocking Gemini request beats no heartbeat: it must fit in the timeout,
+        # or a worker waiting on a slow answer is killed as stuck.
         raise ConfigError(
-            "WORKER_TIMEOUT_SECONDS must be longer than POLL_INTERVAL_MS, or idle workers "
-            "would be killed as stale"
+            f"WORKER_TIMEOUT_SECONDS ({settings.worker_timeout_seconds:g}) must be longer than "
+            f"GEMINI_TIMEOUT_SECONDS ({settings.gemini_timeout_seconds:g})"
         )
 
 

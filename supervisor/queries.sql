@@ -240,3 +240,25 @@ returning 0 as wait;
 -- name: rate_limit_wait
 select greatest(extract(epoch from tat - clock_timestamp()), 0)::float8 as wait
   from storyworker_rate_limits where name = %(name)s;
+
+-- name: release_owner
+-- The supervisor's backstop when it stopped a worker on purpose (shutdown, reload,
+-- scale-down) and the worker could not release its own job.
+update generation_jobs
+   set status = 'pending', attempts = greatest(attempts - 1, 0), locked_by = null,
+       heartbeat_at = null, run_after = null, current_step = 'released', updated_at = now()
+ where status = 'processing' and locked_by = %(owner)s
+returning id, status;
+
+-- name: rescue_owner
+-- A worker died under its job (crash, kill -9, stuck and killed): the attempt counts,
+-- so a job that kills its worker every time ends `failed` instead of looping.
+update generation_jobs
+   set status = case when attempts > %(max_retries)s then 'failed' else 'pending' end,
+       completed_at = case when attempts > %(max_retries)s then now() end,
+       current_step = case when attempts > %(max_retries)s then 'failed' else 'rescued' end,
+       error_message = %(reason)s
+           || case when attempts > %(max_retries)s then '; no retries left' else '' end,
+       locked_by = null, heartbeat_at = null, run_after = null, updated_at = now()
+ where status = 'processing' and locked_by = %(owner)s
+returning id, status;

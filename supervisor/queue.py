@@ -313,3 +313,19 @@ def rescue(conn: psycopg.Connection, *, lease_seconds: float, max_retries: int) 
     their retries are spent. Safe to run from every host at once."""
     rows = _all(conn, "rescue", {"lease": lease_seconds, "max_retries": max_retries})
     return [Outcome(row["id"], Status(row["status"])) for row in rows]
+
+
+def release_owner(conn: psycopg.Connection, owner: str) -> list[Outcome]:
+    """Release whatever `owner` still holds, without using up a retry."""
+    rows = _all(conn, "release_owner", {"owner": owner})
+    return [Outcome(row["id"], Status(row["status"])) for row in rows]
+
+
+def rescue_owner(
+    conn: psycopg.Connection, owner: str, reason: str, *, max_retries: int
+) -> list[Outcome]:
+    """Requeue (or fail, when retries are spent) whatever the dead `owner` held."""
+    rows = _all(
+        conn, "rescue_owner", {"owner": owner, "reason": reason, "max_retries": max_retries}
+    )
+    return [Outcome(row["id"], Status(row["status"])) for row in rows]

@@ -87,8 +87,8 @@ def test_alternative_api_key_names(variable):
         ),
         ({"GEMINI_BASE_URL": "ftp://x"}, "GEMINI_BASE_URL must be an http(s) URL, got 'ftp://x'"),
         (
-            {"WORKER_TIMEOUT_SECONDS": "2", "POLL_INTERVAL_MS": "5000"},
-            "WORKER_TIMEOUT_SECONDS must be longer than POLL_INTERVAL_MS",
+            {"WORKER_TIMEOUT_SECONDS": "100", "GEMINI_TIMEOUT_SECONDS": "120"},
+            "WORKER_TIMEOUT_SECONDS (100) must be longer than GEMINI_TIMEOUT_SECONDS (120)",
         ),
     ],
 )

@@ -1,0 +1,3 @@
+"""The health server: a Flask app (served by gunicorn) over the shared-memory
+heartbeat table. It imports neither `generation` nor `supervisor`: the supervisor
+hands it what it needs (the table, readiness checks, queue statistics)."""

@@ -1,0 +1,141 @@
+"""Prometheus metrics for a pre-fork service.
+
+Per-worker gauges come straight from the heartbeat table at scrape time; queue depth
+from a callable the supervisor provides (cached, so scrapes don't load the database);
+counters and histograms that workers record come through prometheus_client's
+multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from health.heartbeat import HeartbeatTable, WorkerState
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    depth_by_status: Mapping[str, int]
+    oldest_runnable_age_seconds: float | None
+
+
+class HeartbeatCollector(Collector):
+    def __init__(
+        self,
+        table: HeartbeatTable,
+        queue_stats: Callable[[], QueueStats] | None = None,
+        cache_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._table = table
+        self._queue_stats = queue_stats
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, QueueStats | None] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._workers()
+        yield from self._queue()
+
+    def _workers(self) -> Iterator[Metric]:
+        now = self._clock()
+        sup = self._table.supervisor()
+        yield GaugeMetricFamily(
+            "storyworker_supervisor_heartbeat_age_seconds",
+            "Seconds since the supervisor's last heartbeat.",
+            value=sup.age(now),
+        )
+        yield GaugeMetricFamily(
+            "storyworker_workers_expected",
+            "Workers the supervisor runs.",
+            value=sup.expected_workers,
+        )
+        age = GaugeMetricFamily(
+            "storyworker_worker_heartbeat_age_seconds",
+            "Seconds since each worker's last heartbeat.",
+            labels=["worker"],
+        )
+        state = GaugeMetricFamily(
+            "storyworker_worker_state",
+            "1 for each worker's current state.",
+            labels=["worker", "state"],
+        )
+        rss = GaugeMetricFamily(
+            "storyworker_worker_resident_memory_bytes",
+            "Resident memory of each worker.",
+            labels=["worker"],
+        )
+        restarts = CounterMetricFamily(
+            "storyworker_worker_restarts",
+            "Times each worker slot was respawned.",
+            labels=["worker"],
+        )
+        jobs = CounterMetricFamily(
+            "storyworker_worker_jobs",
+            "Jobs each worker slot settled.",
+            labels=["worker", "outcome"],
+        )
+        for w in self._table.workers():
+            label = str(w.index)
+            age.add_metric([label], w.age(now))
+            for s in WorkerState:
+                state.add_metric([label, s.label], 1.0 if w.state == s else 0.0)
+            rss.add_metric([label], w.rss_bytes)
+            restarts.add_metric([label], w.restarts)
+            jobs.add_metric([label, "completed"], w.jobs_completed)
+            jobs.add_metric([label, "failed"], w.jobs_failed)
+        yield from (age, state, rss, restarts, jobs)
+
+    def _queue(self) -> Iterator[Metric]:
+        if self._queue_stats is None:
+            return
+        stats = self._stats()
+        yield GaugeMetricFamily(
+            "storyworker_queue_stats_up",
+            "1 when the queue statistics could be read.",
+            value=int(stats is not None),
+        )
+        if stats is None:
+            return
+        depth = GaugeMetricFamily(
+            "storyworker_queue_jobs", "Jobs in the queue by status.", labels=["status"]
+        )
+        for status, count in sorted(stats.depth_by_status.items()):
+            depth.add_metric([status], count)
+        yield depth
+        if stats.oldest_runnable_age_seconds is not None:
+            yield GaugeMetricFamily(
+                "storyworker_queue_oldest_runnable_age_seconds",
+                "Age of the oldest job that could run now.",
+                value=stats.oldest_runnable_age_seconds,
+            )
+
+    def _stats(self) -> QueueStats | None:
+        with self._lock:
+            now = self._clock()
+            if self._cached is None or now - self._cached[0] >= self._cache_seconds:
+                try:
+                    value: QueueStats | None = self._queue_stats()  # type: ignore[misc]
+                except Exception:  # noqa: BLE001 - reported as storyworker_queue_stats_up 0
+                    value = None
+                self._cached = (now, value)
+            return self._cached[1]
+
+
+def build_registry(collector: Collector, multiprocess_dir: str | None = None) -> CollectorRegistry:
+    """A registry with `collector`, plus the workers' samples from `multiprocess_dir`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    if multiprocess_dir:
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+    return registry

@@ -1,0 +1,162 @@
+"""Runs one claimed job: check it, write the chapter through the generation package,
+persist what the writer hands back, and settle the job.
+
+The writer knows nothing of SQL; `ChapterSink` is the bridge: each callback becomes
+one fenced queue call. Live text is flushed at most every `FLUSH_INTERVAL_SECONDS`, so
+database load does not grow with the number of streamed chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from generation.errors import PermanentError
+from generation.preferences import Preferences, parse_preferences
+from generation.types import ChapterRequest, Checkpoint, Outline
+from generation.writer import SectionStats
+from supervisor import queue
+from supervisor.jobs import Claim
+
+log = logging.getLogger("supervisor.worker")
+
+FLUSH_INTERVAL_SECONDS = 0.5
+OUTLINE_PROGRESS = 10
+
+
+class JobRejected(PermanentError):
+    """The job cannot be run as it stands."""
+
+
+def progress_after(sections_done: int, total: int) -> int:
+    """10% for the outline, then 80% spread over the sections: 30/50/70/90 for four."""
+    return OUTLINE_PROGRESS + (80 * sections_done) // total
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A checked job: what to write and where it stands."""
+
+    request: ChapterRequest
+    checkpoint: Checkpoint
+    written_text: str
+    content_length: int
+
+
+def prepare(conn: psycopg.Connection, claim: Claim) -> PreparedJob:
+    """Check ownership and preferences, and cut back a half-written section.
+
+    Raises JobRejected (permanent) with a message that says why; the chapter is not
+    touched in that case.
+    """
+    if claim.chapter_id is None:
+        raise JobRejected("job has no chapter_id")
+    context = queue.chapter_context(conn, claim.chapter_id)
+    if context is None:
+        raise JobRejected(f"chapter {claim.chapter_id} does not exist")
+    if context.sequence_id != claim.sequence_id:
+        raise JobRejected(
+            f"chapter {claim.chapter_id} does not belong to sequence {claim.sequence_id}"
+        )
+    if context.user_id != claim.user_id:
+        raise JobRejected(f"sequence {claim.sequence_id} does not belong to user {claim.user_id}")
+    preferences = parse_preferences(claim.user_preferences)
+    checkpoint, length = _resume_point(claim.checkpoint, preferences)
+    if length < len(context.content) and checkpoint.outline is not None:
+        queue.cut_back(conn, claim, length)
+    request = ChapterRequest(
+        chapter_number=context.chapter_number,
+        preferences=preferences,
+        sequence_title=context.sequence_title,
+        premise=context.premise,
+        previous_summaries=context.previous_summaries,
+    )
+    written = context.content[:length] if checkpoint.outline is not None else ""
+    return PreparedJob(request, checkpoint, written, len(written))
+
+
+def _resume_point(saved: Mapping[str, Any] | None, prefs: Preferences) -> tuple[Checkpoint, int]:
+    """The checkpoint to resume from, or a fresh start when there is none usable."""
+    if not saved or not saved.get("outline"):
+        return Checkpoint(), 0
+    outline = Outline.from_json(saved["outline"])
+    if len(outline.bullets) != prefs.bullet_count:
+        # The preferences changed since the outline was written (retry after an edit).
+        return Checkpoint(), 0
+    done = int(saved.get("sections_done", 0))
+    return Checkpoint(outline=outline, sections_done=done), int(saved.get("content_length", 0))
+
+
+@dataclass
+class ChapterSink:
+    """The writer's callbacks, persisted through fenced queue calls."""
+
+    conn: psycopg.Connection
+    claim: Claim
+    total_sections: int
+    content_length: int
+    outline: Outline | None
+    on_progress: Callable[[int], None]
+    clock: Callable[[], float] = time.monotonic
+    buffer: list[str] = field(default_factory=list)
+    last_flush: float = 0.0
+    flushes: int = 0
+
+    def on_outline(self, outline: Outline) -> None:
+        self.outline = outline
+        self.content_length = 0
+        queue.start_chapter(
+            self.conn,
+            self.claim,
+            outline=outline.to_json(),
+            title=outline.title or None,
+            checkpoint=self._checkpoint(0),
+            progress=OUTLINE_PROGRESS,
+        )
+        self.on_progress(OUTLINE_PROGRESS)
+
+    def on_chunk(self, text: str) -> None:
+        # PostgreSQL text cannot hold NUL; a model that emits one must not fail the job.
+        self.buffer.append(text.replace("\x00", ""))
+        now = self.clock()
+        if now - self.last_flush >= FLUSH_INTERVAL_SECONDS:
+            pending = self._take()
+            if pending:
+                queue.append_text(self.conn, self.claim, pending)
+                self.flushes += 1
+            self.last_flush = now
+
+    def on_section_done(self, index: int, stats: SectionStats) -> None:
+        done = index + 1
+        progress = progress_after(done, self.total_sections)
+        queue.checkpoint(
+            self.conn,
+            self.claim,
+            text=self._take(),
+            progress=progress,
+            step=f"section {done} of {self.total_sections}",
+            checkpoint=self._checkpoint(done),
+        )
+        self.on_progress(progress)
+
+    def checkpoint_json(self) -> dict[str, Any]:
+        return self._checkpoint(self.total_sections)
+
+    def _take(self) -> str:
+        text = "".join(self.buffer)
+        self.buffer.clear()
+        self.content_length += len(text)
+        return text
+
+    def _checkpoint(self, sections_done: int) -> dict[str, Any]:
+        assert self.outline is not None
+        return {
+            "outline": self.outline.to_json(),
+            "sections_done": sections_done,
+            "content_length": self.content_length,
+        }

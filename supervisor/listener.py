@@ -1,0 +1,79 @@
+"""How an idle worker waits for work: LISTEN/NOTIFY, or polling when LISTEN cannot work.
+
+Behind a transaction-mode pooler (PgBouncer, Supabase's pooler on port 6543) LISTEN
+may be refused or, worse, accepted and never delivered, because each statement may run
+on a different server connection. So LISTEN is proven with a probe NOTIFY on start;
+if the probe does not come back, the worker polls instead and says so once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import psycopg
+
+from supervisor.logs import fields
+
+log = logging.getLogger("supervisor.worker")
+
+CHANNEL = "generation_jobs"
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+class Mode(enum.Enum):
+    LISTEN = "listen"
+    POLL = "poll"
+
+
+class Waiter:
+    """Blocks until a job may be runnable: a NOTIFY on `generation_jobs`, or the poll
+    interval passing. Wakes at least every `slice_seconds` so the caller can beat its
+    heartbeat and notice a stop request."""
+
+    def __init__(self, conn: psycopg.Connection, poll_interval: float, slice_seconds: float = 1.0):
+        self._conn = conn
+        self._poll_interval = poll_interval
+        self._slice = slice_seconds
+        self.mode = Mode.POLL
+
+    def start(self) -> Mode:
+        """LISTEN and prove it works; fall back to polling otherwise. Returns the mode."""
+        probe = f"probe:{uuid.uuid4()}"
+        try:
+            self._conn.execute(f"listen {CHANNEL}")
+            self._conn.execute("select pg_notify(%s, %s)", (CHANNEL, probe))
+            got = any(
+                n.payload == probe
+                for n in self._conn.notifies(timeout=PROBE_TIMEOUT_SECONDS, stop_after=1)
+            )
+        except psycopg.Error as exc:
+            log.warning("LISTEN failed; polling instead", extra=fields(error=str(exc).strip()))
+            got = False
+        else:
+            if not got:
+                log.warning(
+                    "LISTEN is not delivered on this connection (a transaction-mode pooler?);"
+                    " polling instead",
+                    extra=fields(poll_interval_ms=round(self._poll_interval * 1000)),
+                )
+        self.mode = Mode.LISTEN if got else Mode.POLL
+        return self.mode
+
+    def wait(self, should_stop: Callable[[], bool], on_slice: Callable[[], None]) -> None:
+        """Return when work may be there, the poll interval passed, or `should_stop()`."""
+        deadline = time.monotonic() + self._poll_interval
+        while not should_stop():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            timeout = min(remaining, self._slice)
+            if self.mode is Mode.LISTEN:
+                if any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1)):
+                    return
+            else:
+                time.sleep(timeout)
+            on_slice()

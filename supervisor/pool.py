@@ -1,0 +1,376 @@
+"""The supervisor's loop: one thread, fixed steps, each a short method.
+
+    handle signals → reap children → kill stale workers → maintain → spawn → wait
+
+The supervisor never calls the LLM and never runs a job; workers never fork. All
+fork/kill/wait calls go through `Processes`, so the loop can be driven with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
+from supervisor import exitcodes
+from supervisor.config import Settings
+from supervisor.logs import fields
+from supervisor.maintenance import Maintenance
+from supervisor.procs import Exit, Processes, SignalQueue
+from supervisor.systemd import Notifier
+from supervisor.worker import owner_name
+
+log = logging.getLogger("supervisor.pool")
+
+LOOP_SECONDS = 0.5
+ABORT_TO_KILL_SECONDS = 5.0
+QUIT_TO_KILL_SECONDS = 5.0
+#: A worker that lived this long resets its slot's crash backoff.
+STABLE_SECONDS = 30.0
+MAX_RESPAWN_DELAY = 30.0
+#: Consecutive workers dying before they booted, with none booting in between.
+BOOT_FAILURES_TO_GIVE_UP = 3
+
+
+@dataclass
+class Slot:
+    index: int
+    pid: int | None = None
+    started: float = 0.0
+    booted: bool = False
+    restarts: int = 0
+    crashes: int = 0
+    not_before: float = 0.0
+    aborted_at: float | None = None
+    quitting: bool = False  # we asked it to go (shutdown, reload, scale down)
+
+
+@dataclass
+class Arbiter:
+    settings: Settings
+    table: HeartbeatTable
+    maintenance: Maintenance
+    reload_settings: Callable[[], Settings]
+    worker_main: Callable[[int, Settings, HeartbeatTable], NoReturn]
+    health_main: Callable[[], NoReturn] | None = None
+    processes: Processes = field(default_factory=Processes)
+    signals: SignalQueue = field(default_factory=SignalQueue)
+    notifier: Notifier = field(default_factory=lambda: Notifier(None, None))
+    clock: Callable[[], float] = time.monotonic
+    slots: dict[int, Slot] = field(default_factory=dict)
+    target: int = 0
+    health_pid: int | None = None
+    health_restarts: int = 0
+    stopping: str | None = None  # None | "graceful" | "immediate"
+    deadline: float = 0.0
+    reload_queue: list[int] = field(default_factory=list)
+    boot_failures: int = 0
+    exit_code: int = exitcodes.OK
+    ready_sent: bool = False
+
+    # --- life cycle --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Supervise until shut down; return the process exit code."""
+        self.signals.install()
+        self.target = self.settings.concurrency
+        self.table.set_supervisor(state=SupervisorState.STARTING, expected_workers=self.target)
+        log.info(
+            "supervisor starting",
+            extra=fields(workers=self.target, provider=self.settings.provider),
+        )
+        self.spawn_health()
+        while True:
+            self.handle_signals()
+            self.reap()
+            self.kill_stale()
+            self.maintain()
+            if self.stopping and self.drive_shutdown():
+                break
+            if not self.stopping:
+                self.spawn_missing()
+            self.signals.wait(LOOP_SECONDS)
+        self.stop_health()
+        self.table.set_supervisor(state=SupervisorState.STOPPED)
+        log.info("supervisor stopped", extra=fields(exit_code=self.exit_code))
+        return self.exit_code
+
+    # --- signals -----------------------------------------------------------------
+
+    def handle_signals(self) -> None:
+        for sig in self.signals.drain():
+            handler = {
+                signal.SIGTERM: self.handle_term,
+                signal.SIGINT: self.handle_term,
+                signal.SIGQUIT: self.handle_quit,
+                signal.SIGHUP: self.handle_hup,
+                signal.SIGTTIN: self.handle_ttin,
+                signal.SIGTTOU: self.handle_ttou,
+            }.get(sig)
+            if handler is not None:
+                log.info("signal received", extra=fields(signal=signal.Signals(sig).name))
+                handler()
+
+    def handle_term(self) -> None:
+        if self.stopping:
+            self.handle_quit()
+            return
+        self.begin_shutdown("graceful")
+        self.deadline = self.clock() + self.settings.shutdown_grace_seconds
+        for slot in self.live_slots():
+            self.ask_to_stop(slot, signal.SIGTERM)
+
+    def handle_quit(self) -> None:
+        if self.stopping != "immediate":
+            self.begin_shutdown("immediate")
+            self.quit_all()
+
+    def begin_shutdown(self, how: str) -> None:
+        if self.stopping is None:
+            self.notifier.stopping()
+            self.table.set_supervisor(state=SupervisorState.DRAINING)
+        self.stopping = how
+        log.info(
+            "shutting down", extra=fields(mode=how, grace_s=self.settings.shutdown_grace_seconds)
+        )
+
+    def handle_hup(self) -> None:
+        try:
+            new = self.reload_settings()
+        except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old settings
+            log.error(
+                "reload failed; keeping the current configuration", extra=fields(error=str(exc))
+            )
+            return
+        self.notifier.reloading()
+        self.settings = new
+        self.target = new.concurrency
+        self.table.set_supervisor(expected_workers=self.target)
+        self.reload_queue = [s.index for s in self.live_slots()]
+        log.info("reloading workers one at a time", extra=fields(workers=len(self.reload_queue)))
+
+    def handle_ttin(self) -> None:
+        self.target = min(self.target + 1, self.table.capacity)
+        self.table.set_supervisor(expected_workers=self.target)
+        log.info("scaling", extra=fields(workers=self.target))
+
+    def handle_ttou(self) -> None:
+        if self.target <= 1:
+            return
+        self.target -= 1
+        self.table.set_supervisor(expected_workers=self.target)
+        log.info("scaling", extra=fields(workers=self.target))
+        slot = self.slots.get(self.target)
+        if slot is not None and slot.pid is not None:
+            self.ask_to_stop(slot, signal.SIGTERM)
+
+    # --- children ----------------------------------------------------------------
+
+    def live_slots(self) -> list[Slot]:
+        return [s for s in self.slots.values() if s.pid is not None]
+
+    def ask_to_stop(self, slot: Slot, sig: int) -> None:
+        slot.quitting = True
+        if slot.pid is not None:
+            self.processes.kill(slot.pid, sig)
+
+    def quit_all(self) -> None:
+        self.deadline = self.clock() + QUIT_TO_KILL_SECONDS
+        for slot in self.live_slots():
+            self.ask_to_stop(slot, signal.SIGQUIT)
+
+    def reap(self) -> None:
+        for ended in self.processes.reap():
+            if ended.pid == self.health_pid:
+                self.health_pid = None
+                log.warning("health server exited", extra=fields(how=ended.describe()))
+                continue
+            slot = next((s for s in self.slots.values() if s.pid == ended.pid), None)
+            if slot is not None:
+                self.worker_ended(slot, ended)
+
+    def worker_ended(self, slot: Slot, ended: Exit) -> None:
+        now = self.clock()
+        owner = owner_name(ended.pid)
+        level = logging.INFO if slot.quitting and ended.clean else logging.WARNING
+        log.log(
+            level,
+            "worker exited",
+            extra=fields(worker=slot.index, pid=ended.pid, how=ended.describe()),
+        )
+        if slot.quitting:
+            self.maintenance.release(owner)
+        else:
+            self.maintenance.rescue(
+                owner, f"rescued: worker {slot.index} (pid {ended.pid}) {ended.describe()}"
+            )
+        self.count_boot_failure(slot, ended)
+        lived = now - slot.started
+        slot.crashes = 0 if slot.quitting or lived >= STABLE_SECONDS else slot.crashes + 1
+        delay = 0.0 if slot.crashes <= 1 else min(2.0 ** (slot.crashes - 2), MAX_RESPAWN_DELAY)
+        slot.not_before = now + delay
+        slot.pid, slot.aborted_at, slot.quitting = None, None, False
+        state = (
+            WorkerState.DEAD
+            if slot.index < self.target and not self.stopping
+            else WorkerState.EMPTY
+        )
+        self.table.reset_slot(slot.index, pid=0, state=state, restarts=slot.restarts)
+
+    def count_boot_failure(self, slot: Slot, ended: Exit) -> None:
+        if ended.code == exitcodes.CANNOT_BOOT and not slot.booted:
+            self.boot_failures += 1
+            if self.boot_failures >= BOOT_FAILURES_TO_GIVE_UP and not self.stopping:
+                log.critical(
+                    "workers cannot boot; giving up", extra=fields(failures=self.boot_failures)
+                )
+                self.exit_code = exitcodes.CANNOT_BOOT
+                self.handle_quit()
+
+    def spawn_missing(self) -> None:
+        now = self.clock()
+        self.roll_reload()
+        for index in range(self.target):
+            slot = self.slots.setdefault(index, Slot(index))
+            if slot.pid is None and now >= slot.not_before:
+                self.spawn_worker(slot)
+
+    def roll_reload(self) -> None:
+        """Replace workers one at a time after HUP: the next goes when the last is back."""
+        if not self.reload_queue or any(s.quitting or not s.booted for s in self.live_slots()):
+            return
+        slot = self.slots.get(self.reload_queue.pop(0))
+        if slot is not None and slot.pid is not None:
+            self.ask_to_stop(slot, signal.SIGTERM)
+
+    def spawn_worker(self, slot: Slot) -> None:
+        if slot.started:
+            slot.restarts += 1
+        self.maintenance.before_fork()
+        settings, table, main = self.settings, self.table, self.worker_main
+        self.table.reset_slot(slot.index, pid=0, state=WorkerState.STARTING, restarts=slot.restarts)
+        pid = self.processes.spawn(
+            lambda: main(slot.index, settings, table), self.signals.forget_in_child
+        )
+        slot.pid, slot.started, slot.booted = pid, self.clock(), False
+        self.table.reset_slot(
+            slot.index, pid=pid, state=WorkerState.STARTING, restarts=slot.restarts
+        )
+        log.info("worker spawned", extra=fields(worker=slot.index, pid=pid, restarts=slot.restarts))
+
+    def spawn_health(self) -> None:
+        if self.health_main is None:
+            return
+        self.maintenance.before_fork()
+        self.health_pid = self.processes.spawn(self.health_main, self.signals.forget_in_child)
+        log.info(
+            "health server spawned", extra=fields(pid=self.health_pid, port=self.settings.port)
+        )
+
+    def kill_stale(self) -> None:
+        now = self.clock()
+        for slot in self.live_slots():
+            snap = self.table.worker(slot.index)
+            if snap.state in (WorkerState.IDLE, WorkerState.BUSY) and not slot.booted:
+                slot.booted = True
+                self.boot_failures = 0
+            age = snap.age(now)
+            if slot.aborted_at is None and age > self.settings.worker_timeout_seconds:
+                log.error(
+                    "worker is stuck; aborting it",
+                    extra=fields(
+                        worker=slot.index,
+                        pid=slot.pid,
+                        heartbeat_age_s=round(age, 1),
+                        job_id=snap.job_id,
+                    ),
+                )
+                slot.aborted_at = now
+                self.processes.kill(slot.pid, signal.SIGABRT)
+            elif slot.aborted_at is not None and now - slot.aborted_at > ABORT_TO_KILL_SECONDS:
+                self.processes.kill(slot.pid, signal.SIGKILL)
+
+    # --- periodic work -----------------------------------------------------------
+
+    def maintain(self) -> None:
+        now = self.clock()
+        self.table.set_supervisor()
+        self.notifier.watchdog(now)
+        fresh = [
+            owner_name(s.pid)
+            for s in self.live_slots()
+            if s.aborted_at is None
+            and self.table.worker(s.index).age(now) < self.settings.worker_timeout_seconds
+        ]
+        self.maintenance.tick(now, fresh)
+        busy = sum(
+            1 for s in self.live_slots() if self.table.worker(s.index).state == WorkerState.BUSY
+        )
+        status = f"{busy}/{self.target} workers busy" + (
+            f", {self.stopping} shutdown" if self.stopping else ""
+        )
+        if (
+            not self.ready_sent
+            and not self.stopping
+            and self.all_booted()
+            and self.health_answers()
+        ):
+            self.ready_sent = True
+            self.table.set_supervisor(state=SupervisorState.RUNNING)
+            self.notifier.ready(status)
+            log.info("supervisor ready", extra=fields(workers=self.target, port=self.settings.port))
+        elif self.ready_sent:
+            self.notifier.status(status)
+        if self.health_pid is None and not self.stopping and self.health_main is not None:
+            self.health_restarts += 1
+            self.spawn_health()
+
+    def all_booted(self) -> bool:
+        slots = [self.slots.get(i) for i in range(self.target)]
+        return all(s is not None and s.pid is not None and s.booted for s in slots)
+
+    def health_answers(self) -> bool:
+        if self.health_main is None:
+            return True
+        from health.client import HealthClientError, fetch_health
+
+        try:
+            fetch_health(f"http://127.0.0.1:{self.settings.port}/health", timeout=0.5)
+        except HealthClientError:
+            return False
+        return True
+
+    # --- shutdown ----------------------------------------------------------------
+
+    def drive_shutdown(self) -> bool:
+        """Advance the shutdown; True once every worker is gone."""
+        if not self.live_slots():
+            return True
+        now = self.clock()
+        if now >= self.deadline:
+            if self.stopping == "graceful":
+                log.warning("grace period over; releasing unfinished jobs")
+                self.stopping = "immediate"
+                self.quit_all()
+            else:
+                for slot in self.live_slots():
+                    self.processes.kill(slot.pid, signal.SIGKILL)
+                self.deadline = now + QUIT_TO_KILL_SECONDS
+        return False
+
+    def stop_health(self) -> None:
+        if self.health_pid is None:
+            return
+        self.processes.kill(self.health_pid, signal.SIGTERM)
+        deadline = self.clock() + 10
+        while self.health_pid is not None and self.clock() < deadline:
+            for ended in self.processes.reap():
+                if ended.pid == self.health_pid:
+                    self.health_pid = None
+            time.sleep(0.05)
+        if self.health_pid is not None:
+            self.processes.kill(self.health_pid, signal.SIGKILL)

@@ -1,0 +1,109 @@
+"""`storyworker run`: validate, check the database, then supervise workers and the
+health server until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+from setproctitle import setproctitle
+
+from supervisor import logs
+from supervisor.config import Settings, load_settings, require_api_key
+from supervisor.db import connect
+from supervisor.logs import fields
+from supervisor.migrate import require_migrated
+
+log = logging.getLogger("supervisor.pool")
+
+#: Heartbeat slots: the most workers TTIN can grow to.
+TABLE_CAPACITY = 256
+
+
+def preflight(overrides: dict[str, Any]) -> Settings:
+    """Everything that must hold before the first fork; raises on the first problem."""
+    settings = load_settings(**overrides)
+    settings.require_database()
+    if settings.provider == "gemini":
+        require_api_key(settings)
+    logs.configure(settings.log_level, settings.log_format)
+    with connect(
+        settings.require_database(),
+        application_name="storyworker run",
+        prepared_statements=settings.prepared_statements,
+    ) as conn:
+        require_migrated(conn)
+    return settings
+
+
+def runtime_directory() -> Path:
+    """systemd's RuntimeDirectory when given, else a private temporary directory."""
+    base = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if base and os.path.isdir(base):
+        return Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    return Path(tempfile.mkdtemp(prefix="storyworker-"))
+
+
+def run(overrides: dict[str, Any]) -> int:
+    """Run the supervisor in the foreground; return its exit code."""
+    settings = preflight(overrides)
+    runtime = runtime_directory()
+    metrics_dir = runtime / "metrics"
+    metrics_dir.mkdir()
+    # prometheus_client picks multiprocess mode when first imported: set this before
+    # anything imports supervisor.metrics.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from health.heartbeat import HeartbeatTable
+    from supervisor.maintenance import Maintenance
+    from supervisor.pool import Arbiter
+    from supervisor.systemd import Notifier
+    from supervisor.worker import worker_main
+
+    notifier = Notifier.from_environment()
+    table = HeartbeatTable.create(TABLE_CAPACITY, directory=str(runtime))
+    setproctitle("storyworker: supervisor")
+    current = {"settings": settings}
+
+    def reload_settings() -> Settings:
+        current["settings"] = load_settings(**overrides)
+        return current["settings"]
+
+    def health_main() -> NoReturn:
+        _health_main(current["settings"], table.path, str(metrics_dir))
+
+    arbiter = Arbiter(
+        settings=settings,
+        table=table,
+        maintenance=Maintenance(lambda: current["settings"]),
+        reload_settings=reload_settings,
+        worker_main=worker_main,
+        health_main=health_main,
+        notifier=notifier,
+    )
+    log.info("heartbeat table", extra=fields(path=table.path))
+    try:
+        return arbiter.run()
+    finally:
+        table.close()
+        table.unlink()
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _health_main(settings: Settings, table_path: str, metrics_dir: str) -> NoReturn:
+    # Its own process group: a terminal's Ctrl-C reaches the supervisor, which stops
+    # the health server last, on purpose.
+    os.setpgid(0, 0)
+    setproctitle("storyworker: health")
+    from health.server import run_health_server
+    from supervisor.health_wiring import build_health_app
+
+    run_health_server(
+        lambda: build_health_app(settings, table_path, metrics_dir),
+        settings.health_host,
+        settings.port,
+        log_level=settings.log_level.lower(),
+    )
