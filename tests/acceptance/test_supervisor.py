@@ -186,7 +186,8 @@ def test_sigterm_releases_unfinished_jobs_and_they_complete_after_restart(servic
     assert "draining" in draining
     assert "processing" not in statuses(conn)
     released = conn.execute(
-        "select attempts, checkpoint from generation_jobs where status = 'pending' and checkpoint is not null"
+        "select attempts, checkpoint from generation_jobs"
+        " where status = 'pending' and checkpoint is not null"
     ).fetchall()
     assert released and all(r["attempts"] == 0 for r in released)
     assert children_of(svc.pid) == []
@@ -221,7 +222,8 @@ def test_notify_wakes_an_idle_worker_at_once(service, job_factory, conn):
         "the claim",
     )
     delay = conn.execute(
-        "select extract(epoch from started_at - created_at) as s from generation_jobs where id = %s",
+        "select extract(epoch from started_at - created_at) as s"
+        " from generation_jobs where id = %s",
         (job["id"],),
     ).fetchone()["s"]
     assert float(delay) < 0.5
