@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from supervisor.db import translated
 from supervisor.logs import fields
 
 log = logging.getLogger("supervisor.worker")
@@ -72,8 +73,9 @@ class Waiter:
                 return
             timeout = min(remaining, self._slice)
             if self.mode is Mode.LISTEN:
-                if any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1)):
-                    return
+                with translated("waiting for NOTIFY"):
+                    if any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1)):
+                        return
             else:
                 time.sleep(timeout)
             on_slice()

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -53,13 +55,29 @@ class PgServer:
             with self.admin() as conn:
                 conn.execute(f"drop database if exists {name} with (force)")
 
-    def pg_ctl(self, *args: str) -> None:
-        """Run pg_ctl on the suite's own server (stop/start it mid-test)."""
+    @property
+    def restartable(self) -> bool:
+        return self.pgdata is not None
+
+    def stop(self) -> list[str]:
+        """Stop the suite's own server; returns the options to start it with again."""
         if self.pgdata is None:
-            raise RuntimeError("the server is external (DATABASE_URL); it cannot be restarted")
+            raise RuntimeError("the server is external (DATABASE_URL); it cannot be stopped")
         from pgserver._commands import pg_ctl
 
-        pg_ctl(list(args), pgdata=self.pgdata, user=_pg_user(), timeout=30)
+        opts = shlex.split(Path(self.pgdata, "postmaster.opts").read_text())[1:]
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=_pg_user(), timeout=30)
+        return [o for i, o in enumerate(opts) if o != "-D" and (i == 0 or opts[i - 1] != "-D")]
+
+    def start(self, options: list[str]) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(
+            ["-w", "-o", shlex.join(options), "start"],
+            pgdata=self.pgdata,
+            user=_pg_user(),
+            timeout=30,
+        )
 
 
 def _pg_user() -> str | None:

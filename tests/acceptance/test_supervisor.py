@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from generation.offline import OfflineProvider
 from generation.preferences import parse_preferences
@@ -301,3 +302,30 @@ def test_bad_jobs_fail_clearly_and_the_worker_goes_on(
     ] == ("someone else's chapter")
     assert_chapters_correct(conn, [good])
     svc.stop()
+
+
+def test_postgres_restart_mid_run_loses_and_duplicates_nothing(service, jobs, conn, pg):
+    if not pg.restartable:
+        pytest.skip("DATABASE_URL points at a server this suite does not own")
+    created = jobs(6, {**PREFS, "words_per_bullet": 150})
+    svc = service(WORKER_CONCURRENCY="2", OFFLINE_LATENCY_MS="30").start()
+    wait_for(lambda: busy_worker(svc, min_progress=30), 20, "work under way")
+    conn.close()
+    options = pg.stop()
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        _, body = svc.get("/health")
+        assert time.monotonic() - started < 1.0  # shared memory only: no database call
+        assert len(body["workers"]) == 2 and body["supervisor"]["state"] == "running"
+        ready_status, ready = svc.get("/ready", timeout=5)
+        assert ready_status == 503 and ready["checks"]["database"]["ok"] is False
+        time.sleep(2.0)
+    finally:
+        pg.start(options)
+    with psycopg.connect(svc.env["DATABASE_URL"], autocommit=True, row_factory=dict_row) as again:
+        wait_for(lambda: all_settled(again, 6), 90, "every job to complete after the outage")
+        assert_chapters_correct(again, created)
+    wait_for(lambda: svc.get("/ready")[0] == 200, 20, "ready again")
+    assert "database connection lost" in svc.logs() or "database unavailable" in svc.logs()
+    assert svc.stop() == 0
