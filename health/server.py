@@ -39,8 +39,26 @@ class HealthServer(BaseApplication):
         return self._factory()
 
 
-def server_options(host: str, port: int, log_level: str = "info") -> dict[str, Any]:
+def log_config(formatter: str, level: str) -> dict[str, Any]:
+    """gunicorn's own lines through the caller's formatter (e.g. JSON lines)."""
+    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    logger = {"level": level.upper(), "handlers": ["stderr"], "propagate": False}
     return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": {"()": formatter}},
+        "handlers": {"stderr": handler, "console": handler, "error_console": handler},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {"gunicorn.error": logger, "gunicorn.access": logger},
+    }
+
+
+def server_options(
+    host: str, port: int, log_level: str = "info", formatter: str | None = None
+) -> dict[str, Any]:
+    level = "warning" if log_level == "info" else log_level
+    return {
+        "logconfig_dict": log_config(formatter, level) if formatter else None,
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": 1,
         "worker_class": "sync",
@@ -49,7 +67,7 @@ def server_options(host: str, port: int, log_level: str = "info") -> dict[str, A
         "control_socket_disable": True,
         "accesslog": None,
         "errorlog": "-",
-        "loglevel": "warning" if log_level == "info" else log_level,
+        "loglevel": level,
         "timeout": 30,
         "graceful_timeout": 5,
         "keepalive": 2,
@@ -58,7 +76,12 @@ def server_options(host: str, port: int, log_level: str = "info") -> dict[str, A
 
 
 def run_health_server(
-    app_factory: Callable[[], Flask], host: str, port: int, *, log_level: str = "info"
+    app_factory: Callable[[], Flask],
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    formatter: str | None = None,
 ) -> NoReturn:
     """Serve until SIGTERM (or the parent's death); meant for a forked child."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -67,5 +90,5 @@ def run_health_server(
     if parent == 1:  # orphaned before prctl took effect
         os._exit(0)
     sys.argv = [sys.argv[0]]  # gunicorn parses argv; ours are not its flags
-    HealthServer(app_factory, server_options(host, port, log_level)).run()
+    HealthServer(app_factory, server_options(host, port, log_level, formatter)).run()
     os._exit(0)

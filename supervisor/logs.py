@@ -60,6 +60,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+def formatter_path(fmt: str) -> str:
+    """Dotted path of the formatter for `fmt`, for logging.config users (gunicorn)."""
+    return f"{__name__}.{'JsonFormatter' if fmt == 'json' else 'TextFormatter'}"
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send every log line to stderr in `fmt` ("text" or "json")."""
     handler = logging.StreamHandler(sys.stderr)

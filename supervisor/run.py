@@ -106,4 +106,5 @@ def _health_main(settings: Settings, table_path: str, metrics_dir: str) -> NoRet
         settings.health_host,
         settings.port,
         log_level=settings.log_level.lower(),
+        formatter=logs.formatter_path(settings.log_format),
     )

@@ -117,11 +117,13 @@ class Service:
         return self.proc.wait(timeout=timeout)
 
     def kill_everything(self) -> None:
-        """kill -9 the supervisor and every process it started."""
-        pids = [*children_of(self.pid), self.pid]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """kill -9 the supervisor and every process it started, all at once, as when
+        the host dies: frozen first, so none can react to another's death."""
+        pids = [self.pid, *children_of(self.pid)]
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         self.proc.wait(timeout=10)
 
 

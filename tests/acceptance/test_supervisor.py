@@ -16,11 +16,10 @@ from generation.offline import OfflineProvider
 from generation.preferences import parse_preferences
 from generation.types import ChapterRequest, Checkpoint, Outline
 from generation.writer import SectionStats, write_chapter
+from tests.acceptance.conftest import PREFS
 from tests.service import Service, children_of, wait_for
 
 pytestmark = pytest.mark.slow
-
-PREFS = {"bullet_count": 4, "words_per_bullet": 60, "genre": "mystery"}
 
 
 class Discard:
@@ -64,29 +63,6 @@ def assert_chapters_correct(conn: psycopg.Connection, jobs: list[dict[str, Any]]
         assert row["status"] == "completed" and row["progress"] == 100
         assert row["content"] == expected_text(conn, job["chapter_id"], job["user_preferences"])
         assert row["summary"] and len(row["embedding"]) == 768 and row["word_count"] > 100
-
-
-@pytest.fixture
-def service(database_url, tmp_path):
-    started: list[Service] = []
-
-    def make(**env: str) -> Service:
-        svc = Service(database_url, tmp_path, **env)
-        started.append(svc)
-        return svc
-
-    yield make
-    for svc in started:
-        if svc.proc and svc.proc.poll() is None:
-            svc.kill_everything()
-
-
-@pytest.fixture
-def jobs(job_factory):
-    def make(n: int, prefs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return [job_factory(user_preferences=prefs or PREFS) for _ in range(n)]
-
-    return make
 
 
 def busy_worker(svc: Service, min_progress: int = 0) -> dict[str, Any] | None:
