@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
+from uuid import UUID
 
 import click
 
@@ -72,6 +73,43 @@ def run(concurrency: int | None, port: int | None, provider: str | None) -> None
     from supervisor.run import run as run_supervisor
 
     sys.exit(run_supervisor({"concurrency": concurrency, "port": port, "provider": provider}))
+
+
+@main.command()
+@friendly_errors
+def demo() -> None:
+    """Everything at once on this machine: a throwaway Postgres, two workers, live."""
+    from supervisor import logs
+    from supervisor.demo import run_demo
+
+    settings = load_settings()
+    logs.configure("WARNING", settings.log_format)
+    sys.exit(run_demo(settings))
+
+
+@main.command()
+@click.argument("job_id", type=click.UUID)
+@friendly_errors
+def watch(job_id: UUID) -> None:
+    """A live progress bar for one job; exit 0 when it completes, 1 failed, 4 cancelled."""
+    from supervisor import progress, queue
+    from supervisor.db import connect
+
+    settings = load_settings()
+    with connect(settings.require_database(), application_name="storyworker watch") as conn:
+        queue.get(conn, job_id)  # a clear error for an unknown id
+        live = sys.stdout.isatty()
+        last = None
+        for state in progress.follow(conn, [job_id]):
+            last = state[job_id]
+            line = progress.describe(last)
+            click.echo(f"\r{line}\x1b[K" if live else line, nl=not live)
+    if live:
+        click.echo()
+    if last is not None and last.status.value == "failed":
+        sys.exit(1)
+    if last is not None and last.status.value == "cancelled":
+        sys.exit(4)
 
 
 def _register_subcommands() -> None:

@@ -64,7 +64,7 @@ with job as (
     returning chapter_id
 ), chapter as (
     update chapters c
-       set outline = %(outline)s, title = coalesce(%(title)s, c.title), content = '',
+       set outline = %(outline)s, title = coalesce(nullif(c.title, ''), %(title)s), content = '',
            updated_at = now()
       from job where c.id = job.chapter_id
     returning c.id

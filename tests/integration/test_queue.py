@@ -145,13 +145,20 @@ def test_checkpoint_appends_and_records_progress_in_one_go(conn, job_factory):
 
 
 def test_start_chapter_replaces_old_text_and_cut_back_trims(conn, chapter_factory, job_factory):
-    chapter = chapter_factory(content="old text")
+    chapter = chapter_factory(content="old text", title="The app's own title")
     job_factory(chapter=chapter)
     claim = queue.claim(conn, "w1")
     queue.start_chapter(
-        conn, claim, outline={"title": "T", "bullets": []}, title=None, checkpoint={}, progress=10
+        conn,
+        claim,
+        outline={"title": "T", "bullets": []},
+        title="A generated title",
+        checkpoint={},
+        progress=10,
     )
     assert row(conn, "chapters", chapter["id"])["content"] == ""
+    # A title the app set is the user's; only an empty one is filled from the outline.
+    assert row(conn, "chapters", chapter["id"])["title"] == "The app's own title"
     queue.append_text(conn, claim, "finished. half-writ")
     queue.cut_back(conn, claim, len("finished."))
     assert row(conn, "chapters", chapter["id"])["content"] == "finished."

@@ -1,0 +1,84 @@
+"""Live job progress for terminals, driven by the database: LISTEN on
+`generation_progress` (the trigger publishes every change of progress, step or
+status), with a periodic re-read as the fallback when NOTIFY is unavailable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import psycopg
+
+from supervisor.db import translated
+from supervisor.jobs import Status
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: UUID
+    status: Status
+    progress: int
+    step: str
+    error: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+def bar(progress: int, width: int = 30) -> str:
+    """`[#########---------------------]` for 0..100."""
+    filled = max(0, min(width, round(width * progress / 100)))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def describe(p: JobProgress, width: int = 30) -> str:
+    """One line for a job: bar, percentage, status and step (or the error)."""
+    detail = p.error if p.status is Status.FAILED and p.error else p.step
+    return f"{bar(p.progress, width)} {p.progress:3d}%  {p.status.value:<10} {detail}"[:160]
+
+
+def read(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> dict[UUID, JobProgress]:
+    with translated("reading progress"):
+        rows = conn.execute(
+            "select id, status, progress, current_step, error_message"
+            " from generation_jobs where id = any(%s)",
+            (list(job_ids),),
+        ).fetchall()
+    return {
+        row["id"]: JobProgress(
+            row["id"],
+            Status(row["status"]),
+            row["progress"] or 0,
+            row["current_step"] or "",
+            row["error_message"],
+        )
+        for row in rows
+    }
+
+
+def follow(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> Iterator[dict[UUID, JobProgress]]:
+    """Yield the jobs' progress now and after every change, until all are settled.
+
+    `conn` must be an autocommit connection of its own (it LISTENs).
+    """
+    wanted = {str(j) for j in job_ids}
+    with translated("LISTEN generation_progress"):
+        conn.execute("listen generation_progress")
+    current = read(conn, job_ids)
+    yield current
+    while not all(p.done for p in current.values()):
+        changed = False
+        with translated("waiting for progress"):
+            for note in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                changed = changed or json.loads(note.payload).get("job_id") in wanted
+        # A quiet period re-reads too: NOTIFY may be unavailable behind a pooler.
+        latest = read(conn, job_ids)
+        if changed or latest != current:
+            current = latest
+            yield current
