@@ -1,9 +1,11 @@
 """How an idle worker waits for work: LISTEN/NOTIFY, or polling when LISTEN cannot work.
 
 Behind a transaction-mode pooler (PgBouncer, Supabase's pooler on port 6543) LISTEN
-may be refused or, worse, accepted and never delivered, because each statement may run
-on a different server connection. So LISTEN is proven with a probe NOTIFY on start;
-if the probe does not come back, the worker polls instead and says so once.
+may be refused or, worse, accepted and never delivered: between transactions the
+worker holds no server connection, so notifications for it are dropped. So LISTEN is
+proven at start with a probe NOTIFY sent from another connection while this one
+waits idle, exactly as a new job's NOTIFY would arrive; if the probe does not come
+back, the worker polls instead and says so once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 import psycopg
 
 from supervisor.db import translated
+from supervisor.errors import DatabaseError
 from supervisor.logs import fields
 
 log = logging.getLogger("supervisor.worker")
@@ -35,8 +38,16 @@ class Waiter:
     interval passing. Wakes at least every `slice_seconds` so the caller can beat its
     heartbeat and notice a stop request."""
 
-    def __init__(self, conn: psycopg.Connection, poll_interval: float, slice_seconds: float = 1.0):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        poll_interval: float,
+        send_probe: Callable[[str, str], None],
+        slice_seconds: float = 1.0,
+    ):
+        """`send_probe(channel, payload)` must NOTIFY from a connection other than `conn`."""
         self._conn = conn
+        self._send_probe = send_probe
         self._poll_interval = poll_interval
         self._slice = slice_seconds
         self.mode = Mode.POLL
@@ -46,12 +57,12 @@ class Waiter:
         probe = f"probe:{uuid.uuid4()}"
         try:
             self._conn.execute(f"listen {CHANNEL}")
-            self._conn.execute("select pg_notify(%s, %s)", (CHANNEL, probe))
+            self._send_probe(CHANNEL, probe)
             got = any(
                 n.payload == probe
                 for n in self._conn.notifies(timeout=PROBE_TIMEOUT_SECONDS, stop_after=1)
             )
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseError) as exc:
             log.warning("LISTEN failed; polling instead", extra=fields(error=str(exc).strip()))
             got = False
         else:

@@ -133,7 +133,7 @@ class Worker:
                     application_name=f"storyworker worker {self.index}",
                     prepared_statements=self.settings.prepared_statements,
                 )
-                self.waiter = Waiter(self.conn, self.settings.poll_interval_ms / 1000)
+                self.waiter = Waiter(self.conn, self.settings.poll_interval_ms / 1000, self._notify)
                 mode = self.waiter.start()
                 self.table.update_slot(self.index, pickup=mode.value)
                 self.before_request = build_hook(self.conn, self.settings.ai_requests_per_minute)
@@ -146,6 +146,15 @@ class Worker:
                 )
                 self._idle_sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS) * random.uniform(0.75, 1.0)
+
+    def _notify(self, channel: str, payload: str) -> None:
+        """NOTIFY from a short-lived connection of its own (the LISTEN probe)."""
+        with connect(
+            self.settings.require_database(),
+            application_name=f"storyworker worker {self.index} probe",
+            prepared_statements=False,
+        ) as conn:
+            conn.execute("select pg_notify(%s, %s)", (channel, payload))
 
     # --- loop --------------------------------------------------------------------
 
