@@ -118,3 +118,47 @@ def test_json_logs_are_one_object_a_line(service, jobs):
     } <= {e["event"] for e in events}
     claimed = next(e for e in events if e["event"] == "job claimed")
     assert {"ts", "level", "job_id", "attempt", "worker"} <= set(claimed)
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGQUIT,), (signal.SIGTERM, signal.SIGTERM)])
+def test_quit_or_a_second_term_releases_at_once(service, jobs, conn, signals):
+    jobs(2, {**PREFS, "words_per_bullet": 600})
+    svc = service(
+        WORKER_CONCURRENCY="2", OFFLINE_LATENCY_MS="50", SHUTDOWN_GRACE_SECONDS="60"
+    ).start()
+    wait_for(lambda: len([w for w in svc.workers() if w["state"] == "busy"]) == 2, 20, "two busy")
+    started = time.monotonic()
+    for sig in signals:
+        svc.send(sig)
+        time.sleep(0.3)
+    assert svc.proc.wait(15) == 0
+    assert time.monotonic() - started < 10  # far less than the 60 s grace
+    rows = conn.execute("select status, attempts from generation_jobs").fetchall()
+    assert [r["status"] for r in rows] == ["pending", "pending"]
+    assert {r["attempts"] for r in rows} == {0}  # released, no retry used
+    assert "job released" in svc.logs()
+
+
+def test_storyworker_health_prints_the_answer(service):
+    import subprocess
+    import sys
+
+    svc = service(WORKER_CONCURRENCY="1").start()
+    url = f"http://127.0.0.1:{svc.port}/health"
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "health", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0 and json.loads(result.stdout)["status"] == "healthy"
+    assert svc.stop() == 0
+    down = subprocess.run(
+        [sys.executable, "-m", "supervisor", "health", "--url", url, "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert down.returncode == 1 and "cannot reach" in down.stderr
