@@ -53,6 +53,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     prepared_statements: bool = True
+    listen: bool = True
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -186,6 +187,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_LEVEL": ("log_level", _choice(_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),
     "DATABASE_PREPARED_STATEMENTS": ("prepared_statements", _bool),
+    "DATABASE_LISTEN": ("listen", _bool),
 }
 
 

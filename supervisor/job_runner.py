@@ -56,7 +56,7 @@ def prepare(conn: psycopg.Connection, claim: Claim) -> PreparedJob:
     """
     if claim.chapter_id is None:
         raise JobRejected("job has no chapter_id")
-    context = queue.chapter_context(conn, claim.chapter_id)
+    context = claim.context
     if context is None:
         raise JobRejected(f"chapter {claim.chapter_id} does not exist")
     if context.sequence_id != claim.sequence_id:

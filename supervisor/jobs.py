@@ -50,6 +50,31 @@ class Job:
 
 
 @dataclass(frozen=True)
+class ChapterContext:
+    """The chapter a claimed job writes, with what its prompts need."""
+
+    sequence_id: UUID
+    user_id: UUID
+    chapter_number: int
+    content: str
+    sequence_title: str
+    premise: str | None
+    previous_summaries: tuple[str, ...]  # oldest first
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChapterContext:
+        return cls(
+            sequence_id=UUID(data["sequence_id"]),
+            user_id=UUID(data["user_id"]),
+            chapter_number=data["chapter_number"],
+            content=data["content"],
+            sequence_title=data["sequence_title"] or "",
+            premise=data["premise"],
+            previous_summaries=tuple(reversed(data["previous_summaries"] or [])),
+        )
+
+
+@dataclass(frozen=True)
 class Claim:
     """A job this worker holds. Every write on its behalf is fenced by
     (`job_id`, `owner`, `attempt`) and by the job still being `processing`."""
@@ -62,6 +87,8 @@ class Claim:
     user_id: UUID
     user_preferences: Any
     checkpoint: Mapping[str, Any] | None
+    #: None when the chapter does not exist (deleted, or a bad chapter_id).
+    context: ChapterContext | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Claim:
@@ -74,6 +101,9 @@ class Claim:
             user_id=row["user_id"],
             user_preferences=row["user_preferences"],
             checkpoint=row["checkpoint"],
+            context=ChapterContext.from_json(row["chapter_context"])
+            if row.get("chapter_context")
+            else None,
         )
 
     @property

@@ -52,8 +52,12 @@ class Waiter:
         self._slice = slice_seconds
         self.mode = Mode.POLL
 
-    def start(self) -> Mode:
-        """LISTEN and prove it works; fall back to polling otherwise. Returns the mode."""
+    def start(self, listen: bool = True) -> Mode:
+        """LISTEN and prove it works; fall back to polling otherwise. Returns the mode.
+        `listen=False` (DATABASE_LISTEN=false) goes straight to polling."""
+        if not listen:
+            self.mode = Mode.POLL
+            return self.mode
         probe = f"probe:{uuid.uuid4()}"
         try:
             self._conn.execute(f"listen {CHANNEL}")

@@ -13,6 +13,8 @@ returning id;
 -- name: claim
 -- The oldest runnable job whose chapter nobody is writing. SKIP LOCKED lets any
 -- number of workers on any number of hosts claim side by side without waiting.
+-- It also returns what the job needs to start (its chapter, the sequence's owner and
+-- the summaries of earlier chapters, newest first), saving a round trip per job.
 with next as (
     select j.id
       from generation_jobs j
@@ -31,26 +33,26 @@ update generation_jobs j
        current_step = 'starting', run_after = null
   from next
  where j.id = next.id
-returning j.*;
+returning j.*, (
+    select row_to_json(ctx) from (
+        select c.sequence_id, c.chapter_number, c.content, s.user_id,
+               s.title as sequence_title, s.premise,
+               array(select p.summary
+                       from chapters p
+                      where p.sequence_id = c.sequence_id
+                        and p.chapter_number < c.chapter_number
+                        and p.summary is not null and p.summary <> ''
+                      order by p.chapter_number desc
+                      limit %(summaries)s) as previous_summaries
+          from chapters c join sequences s on s.id = c.sequence_id
+         where c.id = j.chapter_id
+    ) ctx
+) as chapter_context;
 
 -- name: renew_leases
 update generation_jobs
    set heartbeat_at = now()
  where status = 'processing' and locked_by = any(%(owners)s);
-
--- name: chapter_context
--- The chapter, its sequence's owner, and the summaries of earlier chapters (newest
--- first) for continuity, in one round trip.
-select c.id as chapter_id, c.sequence_id, c.chapter_number, c.content,
-       s.user_id, s.title as sequence_title, s.premise,
-       array(select p.summary
-               from chapters p
-              where p.sequence_id = c.sequence_id and p.chapter_number < c.chapter_number
-                and p.summary is not null and p.summary <> ''
-              order by p.chapter_number desc
-              limit %(summaries)s) as previous_summaries
-  from chapters c join sequences s on s.id = c.sequence_id
- where c.id = %(chapter_id)s;
 
 -- name: start_chapter
 -- The outline is written: the chapter starts over from empty text in the same

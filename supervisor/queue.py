@@ -123,7 +123,8 @@ def stats(conn: psycopg.Connection) -> QueueStats:
 def claim(conn: psycopg.Connection, owner: str) -> Claim | None:
     """Claim the oldest runnable pending job for `owner`, or None when there is none."""
     try:
-        row = conn.execute(queries()["claim"], {"owner": owner}).fetchone()
+        params = {"owner": owner, "summaries": CONTINUITY_SUMMARIES}
+        row = conn.execute(queries()["claim"], params).fetchone()
     except psycopg.errors.UniqueViolation:
         # Another worker claimed a job for the same chapter in the same instant; the
         # next claim skips that chapter.
@@ -140,37 +141,6 @@ def renew_leases(conn: psycopg.Connection, owners: Sequence[str]) -> int:
         return 0
     with translated("renew_leases"):
         return conn.execute(queries()["renew_leases"], {"owners": list(owners)}).rowcount
-
-
-@dataclass(frozen=True)
-class ChapterContext:
-    chapter_id: UUID
-    sequence_id: UUID
-    user_id: UUID
-    chapter_number: int
-    content: str
-    sequence_title: str
-    premise: str | None
-    previous_summaries: tuple[str, ...]  # oldest first
-
-
-def chapter_context(conn: psycopg.Connection, chapter_id: UUID) -> ChapterContext | None:
-    """The chapter and what its prompt needs, or None when it does not exist."""
-    row = _one(
-        conn, "chapter_context", {"chapter_id": chapter_id, "summaries": CONTINUITY_SUMMARIES}
-    )
-    if row is None:
-        return None
-    return ChapterContext(
-        chapter_id=row["chapter_id"],
-        sequence_id=row["sequence_id"],
-        user_id=row["user_id"],
-        chapter_number=row["chapter_number"],
-        content=row["content"],
-        sequence_title=row["sequence_title"] or "",
-        premise=row["premise"],
-        previous_summaries=tuple(reversed(row["previous_summaries"])),
-    )
 
 
 def _fenced(conn: psycopg.Connection, name: str, claim: Claim, **params: Any) -> None:

@@ -134,7 +134,7 @@ class Worker:
                     prepared_statements=self.settings.prepared_statements,
                 )
                 self.waiter = Waiter(self.conn, self.settings.poll_interval_ms / 1000, self._notify)
-                mode = self.waiter.start()
+                mode = self.waiter.start(self.settings.listen)
                 self.table.update_slot(self.index, pickup=mode.value)
                 self.before_request = build_hook(self.conn, self.settings.ai_requests_per_minute)
                 log.info("worker connected", extra=fields(worker=self.index, pickup=mode.value))

@@ -162,3 +162,11 @@ def test_storyworker_health_prints_the_answer(service):
         check=False,
     )
     assert down.returncode == 1 and "cannot reach" in down.stderr
+
+
+def test_listen_can_be_turned_off(service, jobs, conn):
+    svc = service(WORKER_CONCURRENCY="1", DATABASE_LISTEN="false", POLL_INTERVAL_MS="200").start()
+    jobs(1, {**PREFS, "bullet_count": 1})
+    wait_for(lambda: statuses(conn).get("completed") == 1, 20, "a job picked up by polling")
+    assert "pickup=poll" in svc.logs() and "polling instead" not in svc.logs()
+    assert svc.stop() == 0

@@ -370,3 +370,27 @@ def test_queue_stats(conn, job_factory):
     assert stats.depth_by_status["failed"] == 1
     assert stats.depth_by_status["processing"] == 0
     assert stats.oldest_runnable_age_seconds is not None
+
+
+def test_claim_brings_the_chapter_and_earlier_summaries(
+    conn, sequence_factory, chapter_factory, job_factory
+):
+    seq = sequence_factory(title="Saga", premise="Ships")
+    chapter_factory(sequence_id=seq["id"], chapter_number=1, summary="one")
+    chapter_factory(sequence_id=seq["id"], chapter_number=2, summary="two")
+    chapter_factory(sequence_id=seq["id"], chapter_number=4, summary="later, not earlier")
+    third = chapter_factory(sequence_id=seq["id"], chapter_number=3, content="so far")
+    job_factory(chapter=third)
+    claim = queue.claim(conn, "w1")
+    ctx = claim.context
+    assert (ctx.sequence_id, ctx.user_id, ctx.chapter_number) == (seq["id"], seq["user_id"], 3)
+    assert (ctx.sequence_title, ctx.premise, ctx.content) == ("Saga", "Ships", "so far")
+    assert ctx.previous_summaries == ("one", "two")  # oldest first
+
+
+def test_claim_of_a_job_whose_chapter_is_gone_has_no_context(conn, chapter_factory, job_factory):
+    job = job_factory()
+    conn.execute("alter table generation_jobs drop constraint generation_jobs_chapter_id_fkey")
+    conn.execute("delete from chapters where id = %s", (job["chapter_id"],))
+    claim = queue.claim(conn, "w1")
+    assert claim.job_id == job["id"] and claim.context is None

@@ -47,6 +47,7 @@ def test_every_variable_is_read():
         LOG_LEVEL="debug",
         LOG_FORMAT="JSON",
         DATABASE_PREPARED_STATEMENTS="off",
+        DATABASE_LISTEN="no",
     )
     assert s.database_url == SECRET_DSN and s.api_key == "k1" and s.provider == "offline"
     assert (s.gemini_model, s.gemini_embedding_model, s.gemini_api_version) == ("m", "e", "v1")
@@ -55,7 +56,7 @@ def test_every_variable_is_read():
     assert (s.retry_backoff_seconds, s.lease_seconds, s.worker_timeout_seconds) == (0.5, 20, 40)
     assert (s.shutdown_grace_seconds, s.ai_requests_per_minute, s.port) == (3, 0, 8080)
     assert (s.health_host, s.log_level, s.log_format) == ("127.0.0.1", "DEBUG", "json")
-    assert s.prepared_statements is False
+    assert s.prepared_statements is False and s.listen is False
 
 
 @pytest.mark.parametrize("variable", ["GEMINI_API_KEY", "GOOGLE_API_KEY"])
