@@ -1,0 +1,157 @@
+"""procrastinate and pgqueuer, driven the same way as storyworker: a worker process
+per measured worker, started ahead and released at a common instant, so that process
+start-up is not counted; latency read from the job's start as the worker reports it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from tests.benchmarks.harness import ROOT
+
+PROCRASTINATE_WORKER = """
+import sys, time
+import procrastinate
+dsn, mode, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
+app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
+
+@app.task(name="noop", queue="bench")
+def noop():
+    if mode == "latency":
+        print(time.time(), flush=True)
+
+time.sleep(max(0.0, go - time.time()))
+app.run_worker(queues=["bench"], concurrency=1, wait=(mode == "latency"), listen_notify=True,
+               install_signal_handlers=True, delete_jobs="never")
+print("done", time.time(), flush=True)
+"""
+
+PGQUEUER_WORKER = """
+import asyncio, sys, time
+from datetime import timedelta
+import psycopg
+from pgqueuer import PsycopgDriver, Queries, QueueManager
+from pgqueuer.types import QueueExecutionMode
+dsn, mode, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
+
+async def main():
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    qm = QueueManager(queries=Queries(PsycopgDriver(conn)))
+
+    @qm.entrypoint("noop")
+    async def noop(job):
+        if mode == "latency":
+            print(time.time(), flush=True)
+
+    await asyncio.sleep(max(0.0, go - time.time()))
+    drain = QueueExecutionMode.drain if mode == "drain" else QueueExecutionMode.continuous
+    await qm.run(mode=drain, batch_size=10, dequeue_timeout=timedelta(seconds=5))
+    print("done", time.time(), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def available() -> dict[str, bool]:
+    found = {}
+    for name in ("procrastinate", "pgqueuer"):
+        try:
+            __import__(name)
+            found[name] = True
+        except ImportError:
+            found[name] = False
+    return found
+
+
+def install(peer: str, dsn: str) -> None:
+    if peer == "procrastinate":
+        import procrastinate
+
+        app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=dsn))
+        with app.open():
+            app.schema_manager.apply_schema()
+    else:
+        import asyncio
+
+        import psycopg
+        from pgqueuer import PsycopgDriver, Queries
+
+        async def run() -> None:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await Queries(PsycopgDriver(conn)).install()
+
+        asyncio.run(run())
+
+
+def enqueuer(peer: str, dsn: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(enqueue(n), close): n no-op jobs, committed when enqueue returns."""
+    if peer == "procrastinate":
+        import procrastinate
+
+        app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=dsn))
+
+        @app.task(name="noop", queue="bench")
+        def noop() -> None: ...
+
+        app.open()
+        return (lambda n: noop.batch_defer(*([{}] * n))), app.close
+    import psycopg
+    from pgqueuer.db import SyncPsycopgDriver
+    from pgqueuer.queries import SyncQueries
+
+    conn = psycopg.connect(dsn, autocommit=True)
+    queries = SyncQueries(SyncPsycopgDriver(conn))
+    return (lambda n: queries.enqueue(["noop"] * n, [None] * n, [0] * n)), conn.close
+
+
+def start_workers(peer: str, dsn: str, mode: str, count: int, go: float) -> list[subprocess.Popen]:
+    script = PROCRASTINATE_WORKER if peer == "procrastinate" else PGQUEUER_WORKER
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", script, dsn, mode, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ},
+        )
+        for _ in range(count)
+    ]
+
+
+def drain_rate(peer: str, dsn: str, jobs: int, workers: int) -> float:
+    """Jobs per second for `workers` processes draining `jobs` no-op jobs."""
+    install(peer, dsn)
+    enqueue, close = enqueuer(peer, dsn)
+    enqueue(jobs)
+    close()
+    go = time.time() + 3.0
+    procs = start_workers(peer, dsn, "drain", workers, go)
+    ends = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        ends += [float(line.split()[1]) for line in out.splitlines() if line.startswith("done")]
+    return jobs / (max(ends) - go)
+
+
+def pickup_latencies(peer: str, dsn: str, samples: int) -> list[float]:
+    """Seconds from an enqueue's commit to the idle worker starting the job."""
+    install(peer, dsn)
+    enqueue, close = enqueuer(peer, dsn)
+    (proc,) = start_workers(peer, dsn, "latency", 1, time.time())
+    time.sleep(3.0)  # imported, connected, listening
+    latencies = []
+    try:
+        for _ in range(samples):
+            enqueue(1)
+            committed = time.time()
+            latencies.append(float(proc.stdout.readline()) - committed)
+            time.sleep(0.05)
+    finally:
+        close()
+        proc.terminate()
+        proc.wait(30)
+    return latencies
