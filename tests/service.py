@@ -127,16 +127,23 @@ class Service:
         self.proc.wait(timeout=10)
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct and indirect children of `pid` (from /proc)."""
-    parents: dict[int, int] = {}
+def process_table() -> dict[int, tuple[int, bytes]]:
+    """Every process now: pid -> (parent pid, command line), from /proc."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
             except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                continue  # it exited while we looked
+            table[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return table
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct and indirect children of `pid`."""
+    parents = {child: parent for child, (parent, _) in process_table().items()}
     found, frontier = [], [pid]
     while frontier:
         current = frontier.pop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.conftest import PREFS
-from tests.service import FAST_ENV, free_port, wait_for
+from tests.service import FAST_ENV, free_port, process_table, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +23,11 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def storyworker_processes() -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"storyworker" in cmdline and entry.name != str(os.getpid()):
-                found.add(int(entry.name))
-    return found
+    return {
+        pid
+        for pid, (_, cmdline) in process_table().items()
+        if b"storyworker" in cmdline and pid != os.getpid()
+    }
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -99,8 +99,10 @@ def pickup_latencies(dsn: str, log_dir: Path, samples: int, *, listen: bool = Tr
     with storyworker(dsn, log_dir, **env), connect(dsn) as conn:
         time.sleep(1.5)
         for chapter in chapter_ids(conn):
+            sent = time.time()
             (job,) = enqueue_jobs(conn, {"bullet_count": 1, "words_per_bullet": 50}, chapter)
-            committed = time.time()
+            # The commit happened between sending and the acknowledgement.
+            committed = (sent + time.time()) / 2
             wait_until(lambda j=job: _status(conn, j) == "completed", 30, interval=0.002)
             started = conn.execute(
                 "select extract(epoch from started_at) as t from generation_jobs where id = %s",

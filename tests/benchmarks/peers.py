@@ -32,14 +32,19 @@ print("done", time.time(), flush=True)
 PGQUEUER_WORKER = """
 import asyncio, sys, time
 from datetime import timedelta
-import psycopg
-from pgqueuer import PsycopgDriver, Queries, QueueManager
+import asyncpg
+from psycopg.conninfo import conninfo_to_dict
+from pgqueuer import AsyncpgDriver, Queries, QueueManager
 from pgqueuer.types import QueueExecutionMode
 dsn, mode, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
 
 async def main():
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    qm = QueueManager(queries=Queries(PsycopgDriver(conn)))
+    # asyncpg, pgqueuer's own first choice: with psycopg it listens and queries on one
+    # connection, and a NOTIFY-triggered fetch waits out the listener's 1 s timeout.
+    p = conninfo_to_dict(dsn)
+    conn = await asyncpg.connect(host=p.get("host"), port=p.get("port"), user=p.get("user"),
+                                 password=p.get("password"), database=p.get("dbname"))
+    qm = QueueManager(queries=Queries(AsyncpgDriver(conn)))
 
     @qm.entrypoint("noop")
     async def noop(job):
@@ -146,8 +151,10 @@ def pickup_latencies(peer: str, dsn: str, samples: int) -> list[float]:
     latencies = []
     try:
         for _ in range(samples):
+            sent = time.time()
             enqueue(1)
-            committed = time.time()
+            # The commit happened between sending and the acknowledgement.
+            committed = (sent + time.time()) / 2
             latencies.append(float(proc.stdout.readline()) - committed)
             time.sleep(0.05)
     finally:
