@@ -90,6 +90,10 @@ class Waiter:
             if self.mode is Mode.LISTEN:
                 with translated("waiting for NOTIFY"):
                     if any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1)):
+                        # A burst of inserts sends one NOTIFY each: drop the rest of what
+                        # is already here, or each would cost an empty claim later.
+                        for _ in self._conn.notifies(timeout=0):
+                            pass
                         return
             else:
                 time.sleep(timeout)

@@ -72,6 +72,8 @@ class Worker:
         self.before_request: Callable[[], None] = lambda: None
         #: A job held when the database connection broke; settled after reconnecting.
         self.orphan: Claim | None = None
+        #: The next job, claimed in the same transaction as the last one's finish.
+        self.next_claim: Claim | None = None
         self.tokens = [0, 0]
 
     # --- boot --------------------------------------------------------------------
@@ -160,21 +162,27 @@ class Worker:
 
     def run(self) -> None:
         """Claim and run jobs until asked to stop."""
-        while not self.stopping:
-            self._check_parent()
-            self._beat(WorkerState.IDLE)
-            try:
-                claim = queue.claim(self.conn, self.owner)
-                if claim is None:
-                    self.waiter.wait(lambda: self.stopping, lambda: self._beat(WorkerState.IDLE))
-                    continue
-                self.run_job(claim)
-            except DatabaseError as exc:
-                log.warning(
-                    "database connection lost", extra=fields(worker=self.index, error=str(exc))
-                )
-                self._reconnect()
-                self._settle_orphan()
+        try:
+            while not self.stopping:
+                self._check_parent()
+                self._beat(WorkerState.IDLE)
+                self._run_once()
+        finally:
+            # A job claimed together with the last one's finish, never started.
+            if self.next_claim is not None:
+                self._release(self.next_claim)
+
+    def _run_once(self) -> None:
+        try:
+            claim, self.next_claim = self.next_claim or queue.claim(self.conn, self.owner), None
+            if claim is None:
+                self.waiter.wait(lambda: self.stopping, lambda: self._beat(WorkerState.IDLE))
+                return
+            self.run_job(claim)
+        except DatabaseError as exc:
+            log.warning("database connection lost", extra=fields(worker=self.index, error=str(exc)))
+            self._reconnect()
+            self._settle_orphan()
 
     def _settle_orphan(self) -> None:
         """Requeue the job that was running when the connection broke (if still ours)."""
@@ -237,7 +245,7 @@ class Worker:
             sink,
             written_text=prepared.written_text,
         )
-        queue.finish(
+        self.next_claim = queue.finish(
             self.conn,
             claim,
             summary=result.summary,
@@ -245,6 +253,7 @@ class Worker:
             embedding_model=result.embedding_model,
             word_count=result.word_count,
             checkpoint=sink.checkpoint_json(),
+            next_owner=None if self.stopping else self.owner,
         )
         log.info(
             "job completed",

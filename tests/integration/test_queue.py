@@ -394,3 +394,52 @@ def test_claim_of_a_job_whose_chapter_is_gone_has_no_context(conn, chapter_facto
     conn.execute("delete from chapters where id = %s", (job["chapter_id"],))
     claim = queue.claim(conn, "w1")
     assert claim.job_id == job["id"] and claim.context is None
+
+
+def test_finish_can_claim_the_next_job_in_the_same_commit(conn, job_factory):
+    first, second = job_factory(), job_factory()
+    claim = queue.claim(conn, "w1")
+    nxt = queue.finish(
+        conn,
+        claim,
+        summary="s",
+        embedding=[0.5],
+        embedding_model="m",
+        word_count=3,
+        checkpoint={},
+        next_owner="w1",
+    )
+    assert nxt is not None and nxt.job_id == second["id"] and nxt.owner == "w1"
+    assert row(conn, "generation_jobs", first["id"])["status"] == "completed"
+    assert row(conn, "generation_jobs", second["id"])["status"] == "processing"
+    assert (
+        queue.finish(
+            conn,
+            nxt,
+            summary="s",
+            embedding=[],
+            embedding_model="m",
+            word_count=0,
+            checkpoint={},
+            next_owner="w1",
+        )
+        is None
+    )  # nothing left
+
+
+def test_a_lost_finish_claims_nothing(conn, job_factory):
+    first, second = job_factory(), job_factory()
+    claim = queue.claim(conn, "w1")
+    queue.cancel(conn, first["id"])
+    with pytest.raises(LeaseLostError):
+        queue.finish(
+            conn,
+            claim,
+            summary="s",
+            embedding=[],
+            embedding_model="m",
+            word_count=0,
+            checkpoint={},
+            next_owner="w1",
+        )
+    assert row(conn, "generation_jobs", second["id"])["status"] == "pending"
