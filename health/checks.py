@@ -1,13 +1,28 @@
-"""Readiness checks: timed, exception-safe, and cacheable for the expensive ones."""
+"""Readiness checks: timed, exception-safe, and cacheable for the expensive ones.
+
+A check is a zero-argument callable returning a CheckResult (or raising). It bounds
+its own time (connect and statement timeouts, an HTTP timeout): nothing here can
+interrupt a call that hangs, and a gunicorn sync worker serves one request at a time.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 Check = Callable[[], "CheckResult"]
+MAX_DETAIL = 300
+
+# Exception messages can quote a DSN or URL: keep credentials out of /ready.
+_SECRETS = (
+    (re.compile(r"(://[^:/@\s]*:)[^@\s]+@"), r"\1***@"),
+    (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I), r"\1***"),
+    (re.compile(r"([?&](?:key|api_key|token)=)[^&\s]+", re.I), r"\1***"),
+    (re.compile(r"AIza[0-9A-Za-z_\-]{8,}"), "***"),
+)
 
 
 @dataclass(frozen=True)
@@ -17,28 +32,40 @@ class CheckResult:
     latency_seconds: float = 0.0
 
 
-def run_check(check: Check) -> CheckResult:
-    """Run `check`, timing it; an exception becomes a failed result naming it.
+def safe_detail(text: str) -> str:
+    """`text` on one line, credentials masked, at most MAX_DETAIL characters."""
+    text = " ".join(text.split())
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
-    Checks bound their own time (connect and statement timeouts): this function
-    cannot interrupt a call that hangs.
-    """
+
+def run_check(check: Check) -> CheckResult:
+    """Run `check` and time it. It never raises: an exception becomes a failed result
+    whose detail is the exception's class name and message (credentials masked), and
+    a return value that is not a CheckResult is a failure too. It cannot stop a check
+    that hangs: each check bounds its own time."""
     started = time.monotonic()
     try:
         result = check()
     except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        result = CheckResult(ok=False, detail=detail)
-    return CheckResult(result.ok, result.detail, round(time.monotonic() - started, 6))
+        result = CheckResult(ok=False, detail=safe_detail(f"{type(exc).__name__}: {exc}"))
+    if not isinstance(result, CheckResult):
+        result = CheckResult(ok=False, detail=f"check returned {type(result).__name__}")
+    return CheckResult(result.ok, safe_detail(result.detail), time.monotonic() - started)
 
 
 class CachedCheck:
-    """Runs `check` at most once per `ttl_seconds` and answers from the cache between
-    (success and failure alike), so probes never hammer what they check."""
+    """A check run at most once per `ttl_seconds`; between runs it answers from the
+    cache (success and failure alike), so probes never hammer what they check (an API
+    key's validity, say). Thread-safe: concurrent callers wait for one run. The detail
+    says how old the answer is; latency_seconds is that of the run that produced it."""
 
     def __init__(
         self, check: Check, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        if ttl_seconds < 0:
+            raise ValueError("ttl_seconds must not be negative")
         self._check = check
         self._ttl = ttl_seconds
         self._clock = clock
@@ -58,3 +85,8 @@ class CachedCheck:
                 f"{self._result.detail} (checked {age:.0f}s ago)",
                 self._result.latency_seconds,
             )
+
+    def invalidate(self) -> None:
+        """Forget the cached answer: the next call runs the check."""
+        with self._lock:
+            self._result = None

@@ -8,6 +8,7 @@ multiprocess mode.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,14 +20,24 @@ from prometheus_client.registry import Collector
 
 from health.heartbeat import HeartbeatTable, WorkerState
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class QueueStats:
+    """What the queue looks like: jobs per status, and how long the oldest job that
+    could run now has waited (None when there is none)."""
+
     depth_by_status: Mapping[str, int]
     oldest_runnable_age_seconds: float | None
 
 
 class HeartbeatCollector(Collector):
+    """Collects at scrape time: per-worker and supervisor gauges from the heartbeat
+    table, and queue metrics from `queue_stats` (called at most once per
+    `cache_seconds`; when it raises, storyworker_queue_stats_up is 0 and the queue
+    metrics are left out). Without `queue_stats` there are no queue metrics at all."""
+
     def __init__(
         self,
         table: HeartbeatTable,
@@ -42,11 +53,12 @@ class HeartbeatCollector(Collector):
         self._cached: tuple[float, QueueStats | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._workers()
+        now = self._clock()
+        yield from self._supervisor(now)
+        yield from self._workers(now)
         yield from self._queue()
 
-    def _workers(self) -> Iterator[Metric]:
-        now = self._clock()
+    def _supervisor(self, now: float) -> Iterator[Metric]:
         sup = self._table.supervisor()
         yield GaugeMetricFamily(
             "storyworker_supervisor_heartbeat_age_seconds",
@@ -58,34 +70,35 @@ class HeartbeatCollector(Collector):
             "Workers the supervisor runs.",
             value=sup.expected_workers,
         )
+
+    def _workers(self, now: float) -> Iterator[Metric]:
+        worker = ["worker"]
         age = GaugeMetricFamily(
             "storyworker_worker_heartbeat_age_seconds",
             "Seconds since each worker's last heartbeat.",
-            labels=["worker"],
+            labels=worker,
         )
         state = GaugeMetricFamily(
             "storyworker_worker_state",
             "1 for each worker's current state.",
-            labels=["worker", "state"],
+            labels=[*worker, "state"],
         )
         rss = GaugeMetricFamily(
             "storyworker_worker_resident_memory_bytes",
             "Resident memory of each worker.",
-            labels=["worker"],
+            labels=worker,
         )
+        # Counters: reset_slot keeps them across restarts, so each slot's only grow.
         restarts = CounterMetricFamily(
-            "storyworker_worker_restarts",
-            "Times each worker slot was respawned.",
-            labels=["worker"],
+            "storyworker_worker_restarts", "Times each worker slot was respawned.", labels=worker
         )
         jobs = CounterMetricFamily(
-            "storyworker_worker_jobs",
-            "Jobs each worker slot settled.",
-            labels=["worker", "outcome"],
+            "storyworker_worker_jobs", "Jobs each worker slot settled.", labels=[*worker, "outcome"]
         )
         for w in self._table.workers():
             label = str(w.index)
-            age.add_metric([label], w.age(now))
+            if w.heartbeat:  # 0.0: the slot has never beaten, so it has no age
+                age.add_metric([label], w.age(now))
             for s in WorkerState:
                 state.add_metric([label, s.label], 1.0 if w.state == s else 0.0)
             rss.add_metric([label], w.rss_bytes)
@@ -124,7 +137,10 @@ class HeartbeatCollector(Collector):
             if self._cached is None or now - self._cached[0] >= self._cache_seconds:
                 try:
                     value: QueueStats | None = self._queue_stats()  # type: ignore[misc]
-                except Exception:  # noqa: BLE001 - reported as storyworker_queue_stats_up 0
+                except Exception as exc:  # noqa: BLE001 - exported as storyworker_queue_stats_up 0
+                    if self._cached is None or self._cached[1] is not None:
+                        # Once per outage; the class name only, as messages may quote a DSN.
+                        log.warning("queue statistics unavailable: %s", type(exc).__name__)
                     value = None
                 self._cached = (now, value)
             return self._cached[1]

@@ -7,11 +7,13 @@ control socket: the supervisor starts and stops it, and it dies with the supervi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -21,7 +23,26 @@ from gunicorn.app.base import BaseApplication
 PR_SET_PDEATHSIG = 1
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when its parent exits, however
+    it exits (Linux prctl; the setting is not inherited across fork). The parent is
+    the thread that forked us: the supervisor forks from its only thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, sig)
+
+
+def _worker_post_fork(arbiter: Any, worker: Any) -> None:
+    # gunicorn's worker notices a dead master only on its next loop pass (up to
+    # timeout/2); with this it goes at once, even if the master was SIGKILLed.
+    die_with_parent()
+    if os.getppid() != arbiter.pid:
+        os._exit(0)
+
+
 class HealthServer(BaseApplication):
+    """gunicorn serving the app that `app_factory` builds, with `options` (gunicorn
+    settings by name; see server_options)."""
+
     def __init__(self, app_factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self._factory = app_factory
         self._options = options
@@ -56,6 +77,10 @@ def log_config(formatter: str, level: str) -> dict[str, Any]:
 def server_options(
     host: str, port: int, log_level: str = "info", formatter: str | None = None
 ) -> dict[str, Any]:
+    """gunicorn settings for the health server: one sync worker on `host`:`port`, its
+    heartbeat file on tmpfs, no pidfile, no control socket, no access log, errors on
+    stderr (through `formatter`, a logging.Formatter's dotted path, when given). At
+    "info" gunicorn itself logs at "warning": its info lines are start-up chatter."""
     level = "warning" if log_level == "info" else log_level
     return {
         "logconfig_dict": log_config(formatter, level) if formatter else None,
@@ -72,6 +97,7 @@ def server_options(
         "graceful_timeout": 5,
         "keepalive": 2,
         "proc_name": "storyworker: health",
+        "post_fork": _worker_post_fork,
     }
 
 
@@ -83,12 +109,25 @@ def run_health_server(
     log_level: str = "info",
     formatter: str | None = None,
 ) -> NoReturn:
-    """Serve until SIGTERM (or the parent's death); meant for a forked child."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Serve until SIGTERM (or the parent's death); meant for a forked child. It never
+    returns: the process exits with gunicorn's exit code."""
+    die_with_parent()
     parent = os.getppid()
     if parent == 1:  # orphaned before prctl took effect
         os._exit(0)
     sys.argv = [sys.argv[0]]  # gunicorn parses argv; ours are not its flags
-    HealthServer(app_factory, server_options(host, port, log_level, formatter)).run()
-    os._exit(0)
+    code = 1
+    try:
+        HealthServer(app_factory, server_options(host, port, log_level, formatter)).run()
+        code = 0
+    except SystemExit as exc:
+        # gunicorn leaves by sys.exit, in its master and in the worker it forks alike;
+        # neither may unwind into the caller's stack (a forked copy of the supervisor's).
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:  # noqa: BLE001 - reported here: nothing may return to the caller
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)

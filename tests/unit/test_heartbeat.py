@@ -1,15 +1,17 @@
 """The shared-memory heartbeat table: field round trips, update semantics, opening by
-path, and the seqlock against a real second process writing at full speed."""
+path, fork, and the seqlock against a real second process writing at full speed."""
 
 from __future__ import annotations
 
 import json
 import mmap
+import multiprocessing
 import os
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,13 +23,16 @@ from health import heartbeat
 from health.heartbeat import (
     HeartbeatTable,
     HeartbeatTableError,
+    SupervisorSnapshot,
     SupervisorState,
+    WorkerSnapshot,
     WorkerState,
     current_rss_bytes,
 )
 
 CAPACITY = 4
 JOB = "3f2b8c1e-9d4a-4e6b-8a7c-1d2e3f405162"
+ROOT = Path(__file__).resolve().parents[2]
 _SEQ = struct.Struct("<Q")
 
 
@@ -39,61 +44,77 @@ def table(tmp_path: Path) -> Iterator[HeartbeatTable]:
     t.unlink()
 
 
-def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def run_python(code: str, *args: str) -> str:
+    done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=60,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )
+    return done.stdout
 
 
-# --- header and slots ----------------------------------------------------------------
+# --- creation and round trips --------------------------------------------------------
 
 
-def test_create_makes_a_zeroed_table_of_the_right_size(table: HeartbeatTable, tmp_path: Path):
+def test_create_makes_a_table_of_empty_slots(table: HeartbeatTable, tmp_path: Path):
     path = Path(table.path)
     assert path.parent == tmp_path
+    assert path.name.startswith(f"storyworker-{os.getpid()}-") and path.suffix == ".heartbeat"
     assert path.stat().st_size == heartbeat._HEADER_SIZE + CAPACITY * heartbeat._SLOT_SIZE
     assert table.capacity == CAPACITY
     for i in range(CAPACITY):
-        w = table.worker(i)
-        assert (w.index, w.pid, w.state, w.job_id, w.progress) == (i, 0, WorkerState.EMPTY, None, 0)
-        assert (w.jobs_completed, w.jobs_failed, w.restarts, w.rss_bytes, w.pickup) == (
-            0,
-            0,
-            0,
-            0,
-            "",
+        assert table.worker(i) == WorkerSnapshot(
+            i, 0, WorkerState.EMPTY, None, 0, 0.0, 0, 0, 0, 0, 0.0, ""
         )
+
+
+def test_create_defaults_to_the_runtime_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    t = HeartbeatTable.create(1)
+    try:
+        assert Path(t.path).parent == tmp_path
+    finally:
+        t.close()
+        t.unlink()
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
+    expected = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    if expected:
+        assert heartbeat.default_directory() == expected
+
+
+@pytest.mark.parametrize("capacity", [0, -1, heartbeat.MAX_CAPACITY + 1])
+def test_create_rejects_a_bad_capacity(tmp_path: Path, capacity: int):
+    with pytest.raises(ValueError, match="capacity"):
+        HeartbeatTable.create(capacity, directory=str(tmp_path))
 
 
 def test_header_round_trips_every_field(table: HeartbeatTable):
     before = time.time()
     sup = table.supervisor()
-    assert sup.pid == os.getpid()
-    assert sup.state == SupervisorState.STARTING
-    assert sup.expected_workers == 0
-    assert sup.capacity == CAPACITY
+    assert (sup.pid, sup.state, sup.expected_workers, sup.capacity) == (
+        os.getpid(),
+        SupervisorState.STARTING,
+        0,
+        CAPACITY,
+    )
     assert sup.started_at <= before
     assert abs(sup.heartbeat - time.monotonic()) < 5
 
     table.set_supervisor(state=SupervisorState.RUNNING, expected_workers=3, now=1234.5)
-    sup = table.supervisor()
-    assert (sup.state, sup.expected_workers, sup.heartbeat) == (SupervisorState.RUNNING, 3, 1234.5)
-    assert sup.capacity == CAPACITY
-
-    started = sup.started_at
+    assert table.supervisor() == SupervisorSnapshot(
+        os.getpid(), SupervisorState.RUNNING, 3, CAPACITY, sup.started_at, 1234.5
+    )
     table.set_supervisor(now=1240.25)  # only the heartbeat moves
-    sup = table.supervisor()
-    assert (sup.state, sup.expected_workers, sup.heartbeat) == (SupervisorState.RUNNING, 3, 1240.25)
-    assert sup.started_at == started
-
+    assert table.supervisor() == SupervisorSnapshot(
+        os.getpid(), SupervisorState.RUNNING, 3, CAPACITY, sup.started_at, 1240.25
+    )
     for state in SupervisorState:
         table.set_supervisor(state=state)
         assert table.supervisor().state == state
+        assert state.label == state.name.lower()
 
 
 def test_slot_round_trips_every_field(table: HeartbeatTable):
@@ -121,27 +142,26 @@ def test_slot_round_trips_every_field(table: HeartbeatTable):
         failed_delta=2,
         now=512.75,
     )
-    w = table.worker(2)
-    assert w.index == 2
-    assert w.pid == os.getpid()  # the writer's own pid
-    assert w.state == WorkerState.BUSY
-    assert w.job_id == JOB
-    assert w.progress == 42
-    assert w.heartbeat == 512.75
-    assert (w.jobs_completed, w.jobs_failed) == (3, 2)
-    assert w.restarts == 7
-    assert w.rss_bytes == (5 << 33) + 17
-    assert before <= w.started_at <= after  # kept from the reset
-    assert w.pickup == "listen"
-
-    table.update_slot(2, pickup="poll")
-    assert table.worker(2).pickup == "poll"
+    assert table.worker(2) == WorkerSnapshot(
+        index=2,
+        pid=os.getpid(),  # the writer's own pid
+        state=WorkerState.BUSY,
+        job_id=JOB,
+        progress=42,
+        heartbeat=512.75,
+        jobs_completed=3,
+        jobs_failed=2,
+        restarts=7,
+        rss_bytes=(5 << 33) + 17,
+        started_at=w.started_at,  # kept from the reset
+        pickup="listen",
+    )
     for state in WorkerState:
         table.update_slot(2, state=state)
         assert table.worker(2).state == state
+    assert WorkerState.BUSY.label == "busy"
     # The neighbours are untouched.
-    assert table.worker(1).state == WorkerState.EMPTY
-    assert table.worker(3).state == WorkerState.EMPTY
+    assert table.worker(1).state == table.worker(3).state == WorkerState.EMPTY
 
 
 def test_update_slot_keeps_what_it_is_not_given(table: HeartbeatTable):
@@ -160,23 +180,10 @@ def test_update_slot_keeps_what_it_is_not_given(table: HeartbeatTable):
 
 def test_update_slot_job_id_set_keep_clear(table: HeartbeatTable):
     table.update_slot(0, job_id=JOB)
-    assert table.worker(0).job_id == JOB
     table.update_slot(0, progress=10)  # left out: kept
     assert table.worker(0).job_id == JOB
-    other = uuid.uuid4()
-    table.update_slot(0, job_id=other)  # a UUID object is accepted
-    assert table.worker(0).job_id == str(other)
     table.update_slot(0, job_id=None)  # None: cleared
-    assert table.worker(0).job_id is None
-    assert table.worker(0).progress == 10
-
-
-def test_counters_accumulate(table: HeartbeatTable):
-    for _ in range(5):
-        table.update_slot(1, completed_delta=1)
-    table.update_slot(1, failed_delta=2)
-    w = table.worker(1)
-    assert (w.jobs_completed, w.jobs_failed) == (5, 2)
+    assert (table.worker(0).job_id, table.worker(0).progress) == (None, 10)
 
 
 def test_reset_slot_keeps_job_counters_and_clears_the_rest(table: HeartbeatTable):
@@ -192,24 +199,22 @@ def test_reset_slot_keeps_job_counters_and_clears_the_rest(table: HeartbeatTable
         failed_delta=1,
         now=2.0,
     )
-    table.reset_slot(1, pid=11, state=WorkerState.DEAD, restarts=1, now=3.0)
+    table.reset_slot(1, pid=0, state=WorkerState.DEAD, restarts=1, now=3.0)
     w = table.worker(1)
-    assert (w.pid, w.state, w.restarts, w.heartbeat) == (11, WorkerState.DEAD, 1, 3.0)
+    assert (w.pid, w.state, w.restarts, w.heartbeat) == (0, WorkerState.DEAD, 1, 3.0)
     assert (w.job_id, w.progress, w.rss_bytes, w.pickup) == (None, 0, 0, "")
     assert (w.jobs_completed, w.jobs_failed) == (4, 1)
 
 
-def test_workers_returns_exactly_the_expected_slots(table: HeartbeatTable):
+def test_workers_are_exactly_the_expected_slots(table: HeartbeatTable):
     assert table.workers() == []
     table.update_slot(2, state=WorkerState.IDLE)
     table.set_supervisor(expected_workers=3)
-    ws = table.workers()
-    assert [w.index for w in ws] == [0, 1, 2]
-    assert ws[2].state == WorkerState.IDLE
-    table.set_supervisor(expected_workers=1)
+    assert [w.index for w in table.workers()] == [0, 1, 2]
+    assert table.workers()[2].state == WorkerState.IDLE
+    table.set_supervisor(expected_workers=1)  # TTOU: slot 2 drops out at once
     assert [w.index for w in table.workers()] == [0]
-    # Never more than the table holds, whatever the header claims.
-    table.set_supervisor(expected_workers=CAPACITY + 5)
+    table.set_supervisor(expected_workers=CAPACITY + 5)  # never beyond the table
     assert [w.index for w in table.workers()] == list(range(CAPACITY))
 
 
@@ -228,7 +233,7 @@ def test_age_uses_the_injected_now(table: HeartbeatTable):
     table.update_slot(0, now=90.0)
     assert table.supervisor().age(now=112.5) == 12.5
     assert table.worker(0).age(now=112.5) == 22.5
-    table.update_slot(0)  # real monotonic clock
+    table.update_slot(0)  # the real monotonic clock
     assert 0 <= table.worker(0).age() < 5
 
 
@@ -236,7 +241,7 @@ def test_current_rss_bytes_is_plausible():
     assert 1 << 20 < current_rss_bytes() < 1 << 40
 
 
-# --- opening by path -----------------------------------------------------------------
+# --- opening by path, other processes, fork ------------------------------------------
 
 
 def test_open_sees_the_same_memory(table: HeartbeatTable):
@@ -251,12 +256,23 @@ def test_open_sees_the_same_memory(table: HeartbeatTable):
         other.close()
 
 
-def test_open_missing_file(tmp_path: Path):
+def test_open_readonly_reads_but_cannot_write(table: HeartbeatTable):
+    table.update_slot(1, progress=9)
+    reader = HeartbeatTable.open(table.path, readonly=True)
+    try:
+        assert reader.worker(1).progress == 9
+        with pytest.raises(TypeError):
+            reader.update_slot(1, progress=10)
+        assert table.worker(1).progress == 9
+    finally:
+        reader.close()
+
+
+def test_open_missing_file_is_a_clear_error(tmp_path: Path):
     path = tmp_path / "nope.heartbeat"
     with pytest.raises(HeartbeatTableError, match="cannot open heartbeat table") as info:
         HeartbeatTable.open(str(path))
-    assert str(path) in str(info.value)
-    assert "No such file" in str(info.value)
+    assert str(path) in str(info.value) and "No such file" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +281,7 @@ def test_open_missing_file(tmp_path: Path):
         pytest.param(b"", id="empty"),
         pytest.param(b"SWHBEAT1", id="too-short"),
         pytest.param(bytes(4096), id="zeros"),
-        pytest.param(b"x" * 4096, id="garbage"),
+        pytest.param(b"x" * 4099, id="garbage"),
     ],
 )
 def test_open_rejects_what_is_not_a_table(tmp_path: Path, content: bytes):
@@ -277,33 +293,26 @@ def test_open_rejects_what_is_not_a_table(tmp_path: Path, content: bytes):
 
 
 def test_open_rejects_a_truncated_table(table: HeartbeatTable):
-    # The header promises more slots than the file holds.
     os.truncate(table.path, heartbeat._HEADER_SIZE + (CAPACITY - 1) * heartbeat._SLOT_SIZE)
     with pytest.raises(HeartbeatTableError, match="not a storyworker heartbeat table"):
         HeartbeatTable.open(table.path)
 
 
-def test_open_rejects_another_version(table: HeartbeatTable):
+def test_open_rejects_another_layout_version(table: HeartbeatTable):
     with open(table.path, "r+b") as f:
         f.seek(8)
         f.write(struct.pack("<I", heartbeat.VERSION + 1))
-    with pytest.raises(HeartbeatTableError, match="not a storyworker heartbeat table"):
+    with pytest.raises(HeartbeatTableError, match="layout version"):
         HeartbeatTable.open(table.path)
 
 
-def test_another_process_reads_what_this_one_wrote(table: HeartbeatTable):
+@pytest.mark.slow
+def test_another_process_opens_it_by_path(table: HeartbeatTable):
     table.set_supervisor(state=SupervisorState.RUNNING, expected_workers=2, now=77.0)
     table.update_slot(
-        1,
-        state=WorkerState.BUSY,
-        job_id=JOB,
-        progress=55,
-        rss_bytes=123,
-        completed_delta=9,
-        failed_delta=4,
-        pickup="listen",
-        now=80.0,
-    )
+        1, state=WorkerState.BUSY, job_id=JOB, progress=55, rss_bytes=123, completed_delta=9,
+        failed_delta=4, pickup="listen", now=80.0,
+    )  # fmt: skip
     out = run_python(
         """
         import json, sys
@@ -312,139 +321,137 @@ def test_another_process_reads_what_this_one_wrote(table: HeartbeatTable):
         s, w = t.supervisor(), t.workers()[1]
         print(json.dumps([s.state.label, s.expected_workers, s.heartbeat, s.pid,
                           w.state.label, w.job_id, w.progress, w.rss_bytes, w.jobs_completed,
-                          w.jobs_failed, w.pickup, w.heartbeat, w.pid]))
-        # And a write from there comes back here.
-        t.update_slot(0, progress=12, now=81.0)
+                          w.jobs_failed, w.pickup, w.heartbeat]))
+        t.update_slot(0, progress=12, now=81.0)  # and a write from there comes back here
         """,
         table.path,
     )
-    assert json.loads(out.stdout) == [
-        "running",
-        2,
-        77.0,
-        os.getpid(),
-        "busy",
-        JOB,
-        55,
-        123,
-        9,
-        4,
-        "listen",
-        80.0,
-        os.getpid(),
-    ]
+    assert json.loads(out) == [
+        "running", 2, 77.0, os.getpid(), "busy", JOB, 55, 123, 9, 4, "listen", 80.0,
+    ]  # fmt: skip
     w0 = table.worker(0)
     assert (w0.progress, w0.heartbeat) == (12, 81.0)
     assert w0.pid not in (0, os.getpid())
 
 
+def _write_from_child(t: HeartbeatTable) -> None:
+    t.update_slot(3, state=WorkerState.IDLE, progress=33, rss_bytes=current_rss_bytes())
+
+
+@pytest.mark.slow
+def test_a_table_made_before_fork_works_in_the_child(table: HeartbeatTable):
+    child = multiprocessing.get_context("fork").Process(target=_write_from_child, args=(table,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    w = table.worker(3)
+    assert (w.pid, w.state, w.progress) == (child.pid, WorkerState.IDLE, 33)
+    assert w.rss_bytes > 0
+
+
 # --- the seqlock against a real concurrent writer ------------------------------------
 
-WRITER = """
-import sys, time, uuid
-from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
-t = HeartbeatTable.open(sys.argv[1])
-what, seconds = sys.argv[2], float(sys.argv[3])
-print("go", flush=True)
-n, deadline = 0, time.monotonic() + seconds
-while time.monotonic() < deadline:
-    n += 1
-    if what == "slot":
-        t.update_slot(
-            0, state=WorkerState.BUSY if n % 2 else WorkerState.IDLE,
-            job_id=uuid.UUID(int=(n << 64) | n), progress=n % 101, rss_bytes=n,
-            completed_delta=1, failed_delta=1, now=float(n),
-        )
-    else:
+
+def slot_fields(n: int) -> dict:
+    """Every field of the hammered slot derived from n: a torn read shows as a mismatch."""
+    return {
+        "state": WorkerState(n % 6),
+        "job_id": str(uuid.UUID(int=(n << 64) | (n + 1))),
+        "progress": n % 101,
+        "rss_bytes": n * 4096 + 1,
+        "pickup": ("", "listen", "poll")[n % 3],
+    }
+
+
+def _hammer(t: HeartbeatTable, seconds: float) -> None:
+    n, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        n += 1
+        t.update_slot(0, completed_delta=1, failed_delta=1, now=float(n), **slot_fields(n))
         t.set_supervisor(state=SupervisorState(n % 4), expected_workers=n, now=float(n))
-print(n, flush=True)
-"""
 
 
-def start_writer(path: str, what: str, seconds: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, path, what, str(seconds)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "go"
-    return proc
-
-
-def finish_writer(proc: subprocess.Popen[str]) -> int:
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    return int(out.split()[-1])
-
-
-def check_slot(w: heartbeat.WorkerSnapshot) -> int:
-    n = w.jobs_completed
-    assert w.jobs_failed == n
-    assert w.rss_bytes == n
-    assert w.heartbeat == float(n)
-    assert w.progress == n % 101
-    assert w.state == (WorkerState.BUSY if n % 2 else WorkerState.IDLE)
-    assert w.job_id == str(uuid.UUID(int=(n << 64) | n))
-    assert w.restarts == 0
+def check_slot(w: WorkerSnapshot) -> int:
+    n = int(w.heartbeat)
+    assert (w.jobs_completed, w.jobs_failed, w.heartbeat) == (n, n, float(n)), w
+    assert {k: getattr(w, k) for k in slot_fields(n)} == slot_fields(n), w
     return n
 
 
-def check_header(s: heartbeat.SupervisorSnapshot) -> int:
+def check_header(s: SupervisorSnapshot) -> int:
     n = s.expected_workers
-    assert s.heartbeat == float(n)
-    assert s.state == SupervisorState(n % 4)
-    assert s.capacity == CAPACITY
+    assert (s.heartbeat, s.state, s.capacity) == (float(n), SupervisorState(n % 4), CAPACITY), s
     return n
 
 
 @pytest.mark.slow
-def test_slot_reads_are_never_torn_while_another_process_writes(table: HeartbeatTable):
-    table.update_slot(0, state=WorkerState.IDLE, now=0.0)  # what the writer's n == 0 means
-    proc = start_writer(table.path, "slot", 1.0)
+def test_reads_are_never_torn_while_another_process_writes(table: HeartbeatTable):
+    table.update_slot(0, now=0.0, **slot_fields(0))  # what n == 0 looks like
+    table.set_supervisor(state=SupervisorState(0), expected_workers=0, now=0.0)
+    writer = multiprocessing.get_context("fork").Process(target=_hammer, args=(table, 1.5))
+    writer.start()
     reads, seen, last = 0, set(), 0
-    try:
-        while proc.poll() is None or reads < 20_000:
-            w = table.worker(0)
-            if w.jobs_completed == 0:
-                assert (w.job_id, w.progress, w.rss_bytes, w.heartbeat) == (None, 0, 0, 0.0)
-            else:
-                n = check_slot(w)
-                assert n >= last, "a reader went back in time"
-                last = n
-                seen.add(n)
-            reads += 1
-    finally:
-        written = finish_writer(proc)
+    while writer.is_alive() or reads < 20_000:
+        n = check_slot(table.worker(0))
+        assert n >= last, "a read went back in time"
+        last = n
+        seen.add(n)
+        seen.add(check_header(table.supervisor()))
+        reads += 1
+    writer.join(30)
+    assert writer.exitcode == 0
     assert reads >= 20_000
-    assert len(seen) > 100, "the reads did not overlap the writes"
-    assert check_slot(table.worker(0)) == written
+    assert len(seen) > 20, "the reads did not overlap the writes"
+    assert check_slot(table.worker(0)) == check_header(table.supervisor())
 
 
-@pytest.mark.slow
-def test_header_reads_are_never_torn_while_another_process_writes(table: HeartbeatTable):
-    table.set_supervisor(state=SupervisorState.STARTING, expected_workers=0, now=0.0)
-    proc = start_writer(table.path, "header", 1.0)
-    reads, seen = 0, set()
+def test_a_reader_waits_out_a_write_in_progress(table: HeartbeatTable, tmp_path: Path):
+    # The real writer's window is a single copy, too short for the test above to catch
+    # a reader that ignores the counter; this writer stops halfway, counter odd.
+    table.update_slot(2, state=WorkerState.IDLE, progress=10, now=1.0)
+    scratch = HeartbeatTable.create(CAPACITY, directory=str(tmp_path))
     try:
-        while proc.poll() is None or reads < 20_000:
-            seen.add(check_header(table.supervisor()))
-            reads += 1
+        scratch.update_slot(
+            2, state=WorkerState.BUSY, job_id=JOB, progress=90, rss_bytes=(1 << 40) + 3,
+            pickup="poll", completed_delta=5, failed_delta=6, now=2.0,
+        )  # fmt: skip
+        expected = scratch.worker(2)
     finally:
-        written = finish_writer(proc)
-    assert len(seen) > 100, "the reads did not overlap the writes"
-    assert check_header(table.supervisor()) == written
+        scratch.close()
+    offset = heartbeat._HEADER_SIZE + 2 * heartbeat._SLOT_SIZE
+    first = offset + _SEQ.size
+    record = Path(scratch.path).read_bytes()[first : offset + heartbeat._SLOT_SIZE]
+    scratch.unlink()
+    halfway = threading.Event()
+
+    def slow_writer() -> None:
+        with open(table.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+            (seq,) = _SEQ.unpack_from(mm, offset)
+            _SEQ.pack_into(mm, offset, seq + 1)
+            mm[first : first + len(record) // 2] = record[: len(record) // 2]
+            halfway.set()
+            time.sleep(0.05)
+            mm[first + len(record) // 2 : first + len(record)] = record[len(record) // 2 :]
+            _SEQ.pack_into(mm, offset, seq + 2)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    try:
+        assert halfway.wait(10)
+        got = table.worker(2)
+    finally:
+        writer.join(10)
+    assert got == expected
 
 
 # --- a writer killed mid-write -------------------------------------------------------
 
 
 def _force_odd(path: str, offset: int) -> None:
-    """What a writer killed between its two sequence stores leaves behind."""
+    """What a writer killed between its two counter stores leaves behind."""
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
         (seq,) = _SEQ.unpack_from(mm, offset)
-        _SEQ.pack_into(mm, offset, seq + 1 if seq % 2 == 0 else seq)
+        _SEQ.pack_into(mm, offset, seq | 1)
 
 
 def _seq(path: str, offset: int) -> int:
@@ -463,21 +470,18 @@ def test_a_writer_killed_mid_slot_write_neither_hangs_readers_nor_sticks(table: 
     table.update_slot(1, state=WorkerState.BUSY, job_id=JOB, progress=33, now=5.0)
     offset = heartbeat._HEADER_SIZE + 1 * heartbeat._SLOT_SIZE
     _force_odd(table.path, offset)
-    assert _seq(table.path, offset) % 2 == 1
 
     w, elapsed = _timed(table.worker, 1)
     assert elapsed < 2.0, "a reader must give up on a dead writer"
     assert (w.job_id, w.progress) == (JOB, 33)  # the last complete write
-    assert table.worker(0).state == WorkerState.EMPTY  # other slots unaffected, and fast
+    _, elapsed = _timed(table.worker, 0)
+    assert elapsed < 0.05  # other slots are unaffected
 
     # The next write (the supervisor's reset on reap) repairs the parity.
     table.reset_slot(1, pid=0, state=WorkerState.DEAD, restarts=1)
     assert _seq(table.path, offset) % 2 == 0
     w, elapsed = _timed(table.worker, 1)
-    assert w.state == WorkerState.DEAD
-    assert elapsed < 0.05
-    table.update_slot(1, state=WorkerState.IDLE)
-    assert _seq(table.path, offset) % 2 == 0
+    assert (w.state, elapsed < 0.05) == (WorkerState.DEAD, True)
 
 
 def test_a_writer_killed_mid_header_write_neither_hangs_readers_nor_sticks(
@@ -485,12 +489,9 @@ def test_a_writer_killed_mid_header_write_neither_hangs_readers_nor_sticks(
 ):
     table.set_supervisor(state=SupervisorState.RUNNING, expected_workers=2, now=9.0)
     _force_odd(table.path, heartbeat._HEADER_SEQ_OFFSET)
-
     sup, elapsed = _timed(table.supervisor)
     assert elapsed < 2.0
     assert (sup.state, sup.expected_workers) == (SupervisorState.RUNNING, 2)
-    _, elapsed = _timed(table.workers)
-    assert elapsed < 4.0
 
     table.set_supervisor(now=10.0)
     assert _seq(table.path, heartbeat._HEADER_SEQ_OFFSET) % 2 == 0
