@@ -1,120 +1,268 @@
-"""Turns what the google-genai SDK raises or returns into storyworker's errors.
+"""Reads what the google-genai SDK raises or returns: storyworker's errors, refusals,
+token usage, and the shapes of Gemini's answers (outline JSON, stream chunks).
 
-Transport failures come from the SDK's HTTP client (httpx / httpx2), not as
-`APIError`; refusals come as HTTP 200 with no text. Messages never carry the API key
-or the prompt: only the status and Google's own short message.
+Three kinds of failure reach us, each in its own shape:
+- HTTP error statuses arrive as `google.genai.errors.APIError` (with `.code`, `.status`,
+  `.message`, `.details` and the HTTP `.response`);
+- transport failures (refused or dropped connections, timeouts, a stream cut mid-way)
+  arrive as the SDK's HTTP client's own exceptions: httpx2 by default in google-genai
+  3.x, httpx when that is the one installed, so both are recognised;
+- refusals arrive as HTTP 200 with no text: `prompt_feedback.block_reason`, or a
+  candidate whose `finish_reason` says why it stopped.
+Messages are short and built only from the HTTP status and Google's own error message:
+never the API key, never prompt or story text.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from google.genai import errors as genai_errors
+from google.genai import types
 
 from generation.errors import (
     AuthenticationError,
     GenerationError,
     InvalidRequestError,
+    MalformedOutputError,
     ProviderUnavailableError,
     RateLimitedError,
     RefusedError,
 )
+from generation.types import Outline
 
-#: Candidate finish reasons that mean the model would not write this.
-REFUSAL_REASONS = frozenset(
-    {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
+#: Candidate finish reasons that mean the model would not write this content.
+REFUSAL_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "LANGUAGE",
+        "MODEL_ARMOR",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
 )
+#: Longest piece of Google's error message quoted in ours.
+DETAIL_LIMIT = 200
+_RETRY_DELAY = re.compile(r"\s*(\d+(?:\.\d+)?)s\s*")
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP clients' transport failures: connect, read, write, timeouts, protocol."""
     found: list[type[BaseException]] = []
-    for name in ("httpx", "httpx2"):
+    for name in ("httpx2", "httpx"):
         try:
             module = __import__(name)
         except ImportError:
             continue
-        found.append(module.TransportError)  # connect, read, write, timeouts, protocol
-        found.append(module.StreamError)
+        # DecodingError: a body whose compression broke off is a transport failure too.
+        found.extend((module.TransportError, module.DecodingError))
     return tuple(found)
 
 
 TRANSPORT_ERRORS = _transport_errors()
 
 
-def _clean(text: Any, limit: int = 200) -> str:
-    return " ".join(str(text or "").split())[:limit]
+def classify(exc: BaseException, attempts: int = 1) -> GenerationError | None:
+    """The storyworker error for an SDK or transport exception, or None if it is neither.
+
+    `attempts` is how many HTTP attempts the operation made, for the message. Unknown
+    exceptions (bugs, SDK misuse) are not disguised as provider failures: the caller
+    lets them propagate with their traceback.
+    """
+    after = f" after {attempts} attempts" if attempts > 1 else ""
+    if isinstance(exc, GenerationError):
+        return exc
+    if isinstance(exc, genai_errors.APIError):
+        return _from_status(exc, after)
+    if isinstance(exc, TRANSPORT_ERRORS):
+        what = "did not answer in time" if "Timeout" in type(exc).__name__ else "was unreachable"
+        return ProviderUnavailableError(f"Gemini {what}{after} ({type(exc).__name__})")
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return ProviderUnavailableError(f"Gemini was unreachable{after} ({type(exc).__name__})")
+    return None
+
+
+def broken_stream(exc: Exception) -> Exception:
+    """The error for a stream that failed after it started: an error event keeps its
+    status; a transport failure means the stream was cut (retryable)."""
+    error = classify(exc)
+    if error is None or isinstance(exc, (GenerationError, genai_errors.APIError)):
+        return error or exc
+    return ProviderUnavailableError(f"Gemini's stream broke off mid-way ({type(exc).__name__})")
+
+
+def _from_status(exc: genai_errors.APIError, after: str) -> GenerationError:
+    code = exc.code
+    detail = _clean(exc.message or exc.status or "no message")
+    if code == 429:
+        return RateLimitedError(
+            f"Gemini rate limited us (HTTP 429){after}: {detail}",
+            retry_after=retry_after_seconds(exc),
+        )
+    if code == 408 or (isinstance(code, int) and code >= 500):
+        return ProviderUnavailableError(
+            f"Gemini returned HTTP {code}{after}: {detail}", retry_after=retry_after_seconds(exc)
+        )
+    if is_bad_key(exc):
+        return AuthenticationError(f"Gemini rejected the API key (HTTP {code}): {detail}")
+    return InvalidRequestError(f"Gemini rejected the request (HTTP {code}): {detail}")
+
+
+def is_bad_key(exc: genai_errors.APIError) -> bool:
+    """401/403, or the 400 with reason API_KEY_INVALID that Google sends for a bad key."""
+    if exc.code in (401, 403):
+        return True
+    if exc.code != 400:
+        return False
+    reasons = {d.get("reason") for d in _details(exc) if isinstance(d, dict)}
+    return "API_KEY_INVALID" in reasons or "API key not valid" in str(exc.message or "")
 
 
 def retry_after_seconds(exc: genai_errors.APIError) -> float | None:
-    """The wait a 429/503 asked for: Retry-After header, else RetryInfo.retryDelay."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
+    """The wait the server asked for: the Retry-After header (seconds or an HTTP date),
+    else a `google.rpc.RetryInfo` detail's `retryDelay` ("7s"); None if it did not say."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
     header = headers.get("retry-after") if hasattr(headers, "get") else None
-    if header:
-        header = header.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", header):
-            return float(header)
-        when = email.utils.parsedate_to_datetime(header)
-        if when is not None:
-            return max(0.0, when.timestamp() - time.time())
-    details = (
-        (exc.details or {}).get("error", {}).get("details", [])
-        if isinstance(exc.details, dict)
-        else []
-    )
-    for detail in details:
-        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
-        if isinstance(delay, str) and (match := re.fullmatch(r"(\d+(?:\.\d+)?)s", delay.strip())):
+    if isinstance(header, str) and (seconds := _parse_retry_after(header)) is not None:
+        return seconds
+    for detail in _details(exc):
+        if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith("RetryInfo"):
+            continue
+        delay = detail.get("retryDelay")
+        if isinstance(delay, str) and (match := _RETRY_DELAY.fullmatch(delay)):
             return float(match.group(1))
     return None
 
 
-def _is_bad_key(exc: genai_errors.APIError) -> bool:
-    if exc.code in (401, 403):
-        return True
-    text = str(exc.details)
-    return exc.code == 400 and ("API_KEY_INVALID" in text or "API key not valid" in text)
+def _parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
-def classify(exc: BaseException) -> GenerationError:
-    """The storyworker error for an SDK or transport exception."""
-    if isinstance(exc, GenerationError):
-        return exc
-    if isinstance(exc, genai_errors.APIError):
-        code, detail = exc.code, _clean(exc.message or exc.status)
-        if code == 429:
-            return RateLimitedError(
-                f"Gemini rate limit (HTTP 429): {detail}", retry_after=retry_after_seconds(exc)
-            )
-        if code == 408 or (code is not None and code >= 500):
-            return ProviderUnavailableError(
-                f"Gemini returned HTTP {code}: {detail}", retry_after=retry_after_seconds(exc)
-            )
-        if _is_bad_key(exc):
-            return AuthenticationError(f"Gemini rejected the API key (HTTP {code}): {detail}")
-        return InvalidRequestError(f"Gemini rejected the request (HTTP {code}): {detail}")
-    if isinstance(exc, TRANSPORT_ERRORS):
-        return ProviderUnavailableError(f"Gemini unreachable: {type(exc).__name__}: {_clean(exc)}")
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return ProviderUnavailableError(f"Gemini unreachable: {type(exc).__name__}")
-    return ProviderUnavailableError(f"Gemini call failed: {type(exc).__name__}: {_clean(exc)}")
+def _details(exc: genai_errors.APIError) -> list[Any]:
+    body = exc.details
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    details = error.get("details") if isinstance(error, dict) else None
+    return details if isinstance(details, list) else []
+
+
+def _clean(text: Any) -> str:
+    return " ".join(str(text).split())[:DETAIL_LIMIT]
 
 
 def refusal(response: Any) -> RefusedError | None:
-    """A RefusedError when a (200) response says the model would not write."""
+    """A RefusedError when a (HTTP 200) response or stream chunk says the model would not
+    write: a blocked prompt, or a candidate stopped for safety, recitation and the like."""
     feedback = getattr(response, "prompt_feedback", None)
     reason = getattr(feedback, "block_reason", None)
     if reason is not None:
-        return RefusedError(f"Gemini refused the prompt (block_reason={_name(reason)})")
+        return RefusedError(f"Gemini refused the prompt (block_reason={enum_name(reason)})")
     for candidate in getattr(response, "candidates", None) or []:
-        finish = _name(getattr(candidate, "finish_reason", None))
-        if finish in REFUSAL_REASONS:
+        finish = enum_name(getattr(candidate, "finish_reason", None))
+        if finish in REFUSAL_FINISH_REASONS:
             return RefusedError(f"Gemini refused to write this content (finish_reason={finish})")
     return None
 
 
-def _name(value: Any) -> str:
+def enum_name(value: Any) -> str:
+    """An SDK enum (or the plain string the SDK keeps for values it does not know) as text."""
     return str(getattr(value, "value", value) or "")
+
+
+def parse_outline(text: str | None, bullet_count: int) -> Outline:
+    """The outline in `text`: a non-empty title and exactly `bullet_count` non-empty
+    bullets, stripped; else MalformedOutputError saying what is wrong with it."""
+    try:
+        data = json.loads(text or "")
+    except json.JSONDecodeError:
+        raise MalformedOutputError("Gemini's outline is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MalformedOutputError("Gemini's outline is not a JSON object")
+    title, bullets = data.get("title"), data.get("bullets")
+    if not isinstance(title, str) or not title.strip():
+        raise MalformedOutputError("Gemini's outline has no title")
+    if not isinstance(bullets, list) or not all(isinstance(b, str) and b.strip() for b in bullets):
+        raise MalformedOutputError("Gemini's outline bullets are not all non-empty strings")
+    if len(bullets) != bullet_count:
+        raise MalformedOutputError(
+            f"Gemini's outline has {len(bullets)} bullets, expected {bullet_count}"
+        )
+    return Outline(title=title.strip(), bullets=tuple(b.strip() for b in bullets))
+
+
+def usage_of(response: Any) -> tuple[int, int]:
+    """(input, output) tokens of a response; output includes thinking tokens, which are
+    billed as output."""
+    usage = getattr(response, "usage_metadata", None)
+    if usage is None:
+        return 0, 0
+    output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+    return usage.prompt_token_count or 0, output
+
+
+def finish_reason(response: types.GenerateContentResponse) -> str:
+    """The first candidate's finish reason as text; "" when there is none."""
+    candidates = response.candidates or []
+    return enum_name(candidates[0].finish_reason) if candidates else ""
+
+
+def outline_schema(bullet_count: int) -> types.Schema:
+    """The outline's response schema: a title, then exactly `bullet_count` bullets."""
+    return types.Schema(
+        type=types.Type.OBJECT,
+        properties={
+            "title": types.Schema(type=types.Type.STRING),
+            "bullets": types.Schema(
+                type=types.Type.ARRAY,
+                items=types.Schema(type=types.Type.STRING),
+                min_items=bullet_count,
+                max_items=bullet_count,
+            ),
+        },
+        required=["title", "bullets"],
+        property_ordering=["title", "bullets"],
+    )
+
+
+@dataclass
+class StreamHop:
+    """What one streamed HTTP response (one "hop" of a stream) said so far."""
+
+    finish: str = ""
+    token: bytes | None = None
+    #: (input, output) tokens: each chunk's usage is the running total of its response.
+    usage: tuple[int, int] = (0, 0)
+
+    def observe(self, chunk: types.GenerateContentResponse) -> str:
+        """The chunk's text; RefusedError if the chunk refuses."""
+        if chunk.usage_metadata is not None:
+            self.usage = usage_of(chunk)
+        if (refused := refusal(chunk)) is not None:
+            raise refused
+        if candidate := (chunk.candidates or [None])[0]:
+            self.finish = enum_name(candidate.finish_reason) or self.finish
+            self.token = candidate.continuation_token or self.token
+        return chunk.text or ""
+
+    @property
+    def continues(self) -> bool:
+        """Gemini stopped at its per-request limit and said where to pick up."""
+        return self.finish == "CONTINUATION" and bool(self.token)

@@ -1,15 +1,28 @@
-"""A small, real HTTP server that speaks the Gemini REST API (v1beta) on 127.0.0.1.
+"""A small, real HTTP server that speaks the Gemini REST API, on 127.0.0.1.
 
-The real google-genai SDK is pointed at it (GEMINI_BASE_URL / GeminiConfig.base_url).
-Tests script what each endpoint does next (answers, errors, rate limits, refusals,
-cut streams, slow answers) and read back the requests it received. It is independent
-of pytest so process-level tests can run it next to a worker subprocess.
+Point the real google-genai SDK at it (GeminiConfig.base_url, or GEMINI_BASE_URL for a
+worker process). It answers like Gemini by default: the requested number of outline
+bullets, prose streamed as server-sent events, embeddings of the requested size, model
+metadata. Tests script what an endpoint does next (errors, rate limits with
+Retry-After or RetryInfo, refusals, cut streams, slow or dropped answers) and read back
+the requests it received. It needs nothing but the standard library and no pytest:
+
+    with FakeGemini() as fake:
+        fake.queue("generateContent", error_reply(429, retry_after=1))
+        ...  # call the SDK with base_url=fake.base_url, api_key=VALID_KEY
+        assert len(fake.calls("generateContent")) == 2
+
+`python -m tests.fakegemini [PORT]` runs it on its own and prints its base URL.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
+import socket
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -18,6 +31,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 VALID_KEY = "test-key-valid"
+ENDPOINTS = (
+    "generateContent",
+    "streamGenerateContent",
+    "embedContent",
+    "batchEmbedContents",
+    "get",
+)
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 BAD_KEY_BODY = {
     "error": {
         "code": 400,
@@ -33,7 +65,10 @@ BAD_KEY_BODY = {
     }
 }
 PROSE = "The tide came in slowly over the black rocks, and the keeper watched it."
+OUTLINE_TITLE = "The Door at Low Tide"
 USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18}
+SUMMARY = "A keeper finds a door in the sea and opens it."
+_PATH = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+)(?::(?P<method>\w+))?$")
 
 
 @dataclass
@@ -41,112 +76,197 @@ class Reply:
     """One scripted behaviour for the next request to an endpoint."""
 
     status: int = 200
-    body: Any = None  # JSON for non-stream answers
-    chunks: list[Any] | None = None  # JSON objects for a stream
+    body: Any = None  # the JSON answer (ignored when `chunks` is set)
+    chunks: list[Any] | None = None  # a server-sent-event stream of these JSON objects
     cut_after: int | None = None  # close the connection after this many chunks
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before answering at all
+    chunk_delay: float = 0.0  # seconds between stream chunks
+    drop: bool = False  # close the connection without any answer
 
 
-def error_body(
-    code: int, status: str, message: str, details: list[Any] | None = None
-) -> dict[str, Any]:
-    return {"error": {"code": code, "status": status, "message": message, "details": details or []}}
-
-
-def text_response(
-    text: str, finish: str = "STOP", usage: dict[str, int] | None = USAGE
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "candidates": [
-            {
-                "content": {"role": "model", "parts": [{"text": text}]},
-                "finishReason": finish,
-                "index": 0,
-            }
-        ],
-        "modelVersion": "fake",
-    }
-    if usage:
-        body["usageMetadata"] = usage
-    return body
-
-
-def refused_candidate(reason: str = "SAFETY") -> dict[str, Any]:
-    return {
-        "candidates": [
-            {"content": {"role": "model", "parts": []}, "finishReason": reason, "index": 0}
-        ]
-    }
-
-
-def blocked_prompt(reason: str = "SAFETY") -> dict[str, Any]:
-    return {"promptFeedback": {"blockReason": reason}, "usageMetadata": {"promptTokenCount": 5}}
-
-
-@dataclass
+@dataclass(frozen=True)
 class Recorded:
+    """One request as received (the API key header is never kept)."""
+
     method: str
     path: str
     query: str
     headers: dict[str, str]
     body: Any
     at: float
+    client_port: int
+
+
+def error_body(
+    code: int, message: str | None = None, details: list[Any] | None = None
+) -> dict[str, Any]:
+    """Google's error JSON for an HTTP status."""
+    status = STATUS_NAMES.get(code, "UNKNOWN")
+    return {
+        "error": {
+            "code": code,
+            "message": message or f"fake {status.lower()}",
+            "status": status,
+            "details": details or [],
+        }
+    }
+
+
+def error_reply(
+    code: int,
+    message: str | None = None,
+    *,
+    retry_after: float | str | None = None,
+    retry_delay: str | None = None,
+) -> Reply:
+    """An error answer; `retry_after` sets the header, `retry_delay` ("7s") a RetryInfo."""
+    details = []
+    if retry_delay is not None:
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
+        )
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return Reply(status=code, body=error_body(code, message, details), headers=headers)
+
+
+def chunk(
+    text: str, finish: str | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """One GenerateContentResponse: a candidate with `text`; `finish` only on a last chunk."""
+    candidate: dict[str, Any] = {
+        "content": {"role": "model", "parts": [{"text": text}]},
+        "index": 0,
+    }
+    if finish:
+        candidate["finishReason"] = finish
+    body: dict[str, Any] = {"candidates": [candidate], "modelVersion": "fake-gemini"}
+    if usage:
+        body["usageMetadata"] = usage
+    return body
+
+
+def text_response(
+    text: str, finish: str = "STOP", usage: dict[str, int] | None = USAGE
+) -> dict[str, Any]:
+    """A complete (non-streamed) answer."""
+    return chunk(text, finish, usage)
+
+
+def outline_reply(title: str, bullets: list[str]) -> Reply:
+    return Reply(body=text_response(json.dumps({"title": title, "bullets": bullets})))
+
+
+def stream_reply(
+    texts: list[str],
+    *,
+    finish: str = "STOP",
+    usage: dict[str, int] | None = USAGE,
+    cut_after: int | None = None,
+    chunk_delay: float = 0.0,
+) -> Reply:
+    """A stream of `texts`, the last chunk carrying the finish reason and usage."""
+    chunks = [chunk(t) for t in texts[:-1]] + [chunk(texts[-1] if texts else "", finish, usage)]
+    return Reply(chunks=chunks, cut_after=cut_after, chunk_delay=chunk_delay)
+
+
+def refused_candidate(reason: str = "SAFETY") -> dict[str, Any]:
+    """A candidate the model stopped for `reason`, with no text (HTTP 200)."""
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": []}, "finishReason": reason, "index": 0}
+        ],
+        "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5},
+    }
+
+
+def blocked_prompt(reason: str = "SAFETY") -> dict[str, Any]:
+    """A prompt Gemini would not even look at (HTTP 200, no candidates)."""
+    return {"promptFeedback": {"blockReason": reason}, "usageMetadata": {"promptTokenCount": 5}}
 
 
 class FakeGemini:
-    """`start()`, point the SDK at `base_url`, script with `queue()`, read `requests`."""
+    """`start()`, point the SDK at `base_url`, script with `queue()`, read `requests`.
 
-    ENDPOINTS = ("generateContent", "streamGenerateContent", "batchEmbedContents", "get")
+    `outline` (a {"title", "bullets"} dict) and `prose` fix the default answers.
+    """
 
     def __init__(self, key: str = VALID_KEY) -> None:
         self.key = key
-        self.requests: list[Recorded] = []
+        self.outline: dict[str, Any] | None = None
+        self.prose = PROSE
+        self.words_per_chunk = 4
+        self._requests: list[Recorded] = []
         self._script: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
-    # --- control ------------------------------------------------------------------
-
-    def start(self) -> FakeGemini:
-        fake = self
-
-        class Handler(_Handler):
-            owner = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def start(self, port: int = 0) -> FakeGemini:
+        """Listen on 127.0.0.1 (a free port unless given), serving from a daemon thread."""
+        handler = type("Handler", (_Handler,), {"owner": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, name="fake-gemini", daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeGemini:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
+        assert self._server is not None, "start() the fake first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def queue(self, endpoint: str, *replies: Reply) -> None:
         """Script the next replies of `endpoint` (one of ENDPOINTS), in order."""
-        assert endpoint in self.ENDPOINTS, endpoint
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
         with self._lock:
             self._script[endpoint].extend(replies)
+
+    def fail(self, endpoint: str, code: int, times: int = 1, **options: Any) -> None:
+        """The next `times` requests to `endpoint` get HTTP `code` (see error_reply)."""
+        self.queue(endpoint, *(error_reply(code, **options) for _ in range(times)))
+
+    @property
+    def requests(self) -> list[Recorded]:
+        with self._lock:
+            return list(self._requests)
 
     def calls(self, endpoint: str) -> list[Recorded]:
         return [r for r in self.requests if _endpoint(r.method, r.path) == endpoint]
 
-    def next_reply(self, endpoint: str) -> Reply | None:
+    def reset(self) -> None:
+        """Forget recorded requests and unused scripted replies."""
         with self._lock:
-            return self._script[endpoint].popleft() if self._script[endpoint] else None
+            self._requests.clear()
+            self._script.clear()
+
+    def _record(self, request: Recorded) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _next_reply(self, endpoint: str) -> Reply | None:
+        with self._lock:
+            script = self._script[endpoint]
+            return script.popleft() if script else None
 
 
 def _endpoint(method: str, path: str) -> str:
-    if method == "GET":
-        return "get"
-    return path.rsplit(":", 1)[-1]
+    match = _PATH.match(path)
+    if match is None:
+        return ""
+    return "get" if method == "GET" and not match["method"] else match["method"] or ""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -154,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        return
+        return  # quiet: tests read `requests` instead
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -168,14 +288,30 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "x-goog-api-key"}
-        self.owner.requests.append(Recorded(method, path, query, headers, body, time.monotonic()))
-        if self.headers.get("x-goog-api-key") != self.owner.key:
-            self._json(400, BAD_KEY_BODY)
-            return
+        recorded = Recorded(
+            method, path, query, headers, body, time.monotonic(), self.client_address[1]
+        )
+        self.owner._record(recorded)
+        key = self.headers.get("x-goog-api-key")
         endpoint = _endpoint(method, path)
-        reply = self.owner.next_reply(endpoint) or self._default(endpoint, path, body)
+        if key != self.owner.key:
+            self._json(400, BAD_KEY_BODY) if key else self._json(403, error_body(403))
+        elif endpoint not in ENDPOINTS:
+            self._json(404, error_body(404, f"{path} is not found"))
+        else:
+            self._answer(self.owner._next_reply(endpoint) or self._default(endpoint, path, body))
+
+    def _answer(self, reply: Reply) -> None:
+        try:
+            self._reply(reply)
+        except ConnectionError:  # the client went away (timed out, or stopped reading)
+            self.close_connection = True
+
+    def _reply(self, reply: Reply) -> None:
         time.sleep(reply.delay)
-        if reply.chunks is not None:
+        if reply.drop:
+            self._drop()
+        elif reply.chunks is not None and reply.status == 200:
             self._stream(reply)
         else:
             self._json(reply.status, reply.body, reply.headers)
@@ -183,23 +319,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _default(self, endpoint: str, path: str, body: Any) -> Reply:
         if endpoint == "get":
             name = path.split("/models/", 1)[-1]
-            return Reply(
-                body={"name": f"models/{name}", "displayName": name, "inputTokenLimit": 1048576}
-            )
+            return Reply(body={"name": f"models/{name}", "displayName": name, "version": "001"})
         if endpoint == "batchEmbedContents":
             return Reply(body={"embeddings": [_embedding(r) for r in body["requests"]]})
+        if endpoint == "embedContent":
+            return Reply(body={"embedding": _embedding(body)})
         if endpoint == "streamGenerateContent":
-            words = PROSE.split()
-            return Reply(
-                chunks=[
-                    text_response(" ".join(words[i : i + 4]) + " ", usage=None)
-                    for i in range(0, len(words), 4)
-                ]
-                + [text_response("", usage=USAGE)]
-            )
-        if body and body.get("generationConfig", {}).get("responseMimeType") == "application/json":
-            return Reply(body=text_response(json.dumps(_outline(body))))
-        return Reply(body=text_response("A keeper finds a door in the sea and opens it."))
+            words = self.owner.prose.split(" ")
+            step = self.owner.words_per_chunk
+            pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
+            return stream_reply([p + " " for p in pieces[:-1]] + pieces[-1:])
+        config = (body or {}).get("generationConfig", {})
+        if config.get("responseMimeType") == "application/json":
+            outline = self.owner.outline or _outline(body)
+            return Reply(body=text_response(json.dumps(outline)))
+        return Reply(body=text_response(SUMMARY))
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -212,36 +346,69 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, reply: Reply) -> None:
-        self.send_response(reply.status)
+        self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
         self.end_headers()
-        for n, chunk in enumerate(reply.chunks or []):
-            if reply.cut_after is not None and n >= reply.cut_after:
-                self.close_connection = True
-                self.wfile.flush()
-                self.connection.shutdown(2)  # mid-stream, no terminating chunk
+        for sent, event in enumerate(reply.chunks or []):
+            if reply.cut_after is not None and sent >= reply.cut_after:
+                self._drop()  # mid-stream, without the terminating chunk
                 return
-            self._send_chunk(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
-            time.sleep(reply.delay)
+            self._send_chunk(f"data: {json.dumps(event)}\r\n\r\n".encode())
+            time.sleep(reply.chunk_delay)
         self._send_chunk(b"")
 
     def _send_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
 
 def _embedding(request: dict[str, Any]) -> dict[str, Any]:
+    """A deterministic vector for the request's content, of its outputDimensionality."""
     size = int(request.get("outputDimensionality") or 3072)
-    text = json.dumps(request.get("content"))
-    return {"values": [((hash(text) >> (i % 32)) % 97 + 1) / 97.0 for i in range(size)]}
+    seed = hashlib.sha256(json.dumps(request.get("content"), sort_keys=True).encode()).digest()
+    return {"values": [(seed[i % len(seed)] + i % 7 + 1) / 263.0 for i in range(size)]}
 
 
 def _outline(body: dict[str, Any]) -> dict[str, Any]:
-    text = json.dumps(body)
-    match = re.search(r"exactly (\d+)", text) or re.search(r"bullet_count[^0-9]{0,12}(\d+)", text)
-    count = int(match.group(1)) if match else 4
+    """The default outline, with as many bullets as the request asks for."""
+    count = _bullet_count(body)
     return {
-        "title": "The Door at Low Tide",
-        "bullets": [f"Beat {i + 1} of the chapter" for i in range(count)],
+        "title": OUTLINE_TITLE,
+        "bullets": [f"Beat {i + 1} of the chapter." for i in range(count)],
     }
+
+
+def _bullet_count(body: dict[str, Any]) -> int:
+    # The schema says it exactly (minItems); else the prompt's wording; else 4.
+    config = body.get("generationConfig", {})
+    schema = config.get("responseSchema") or config.get("responseJsonSchema") or {}
+    bullets = schema.get("properties", {}).get("bullets", {})
+    for key in ("minItems", "min_items"):
+        if bullets.get(key) is not None:
+            return int(bullets[key])
+    match = re.search(r"exactly (\d+)", json.dumps(body.get("contents")))
+    return int(match.group(1)) if match else 4
+
+
+def main(argv: list[str]) -> None:
+    """Serve until interrupted, for trying a worker against it by hand."""
+    fake = FakeGemini().start(int(argv[0]) if argv else 0)
+    print(f"fake Gemini at {fake.base_url} (api key {VALID_KEY!r}); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
