@@ -32,19 +32,22 @@ print("done", time.time(), flush=True)
 PGQUEUER_WORKER = """
 import asyncio, sys, time
 from datetime import timedelta
-import asyncpg
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pgqueuer import AsyncpgDriver, Queries, QueueManager
+from pgqueuer import AsyncpgDriver, PsycopgDriver, Queries, QueueManager
 from pgqueuer.types import QueueExecutionMode
-dsn, mode, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
+dsn, mode, go, driver = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 
 async def main():
-    # asyncpg, pgqueuer's own first choice: with psycopg it listens and queries on one
-    # connection, and a NOTIFY-triggered fetch waits out the listener's 1 s timeout.
-    p = conninfo_to_dict(dsn)
-    conn = await asyncpg.connect(host=p.get("host"), port=p.get("port"), user=p.get("user"),
-                                 password=p.get("password"), database=p.get("dbname"))
-    qm = QueueManager(queries=Queries(AsyncpgDriver(conn)))
+    if driver == "asyncpg":  # pgqueuer's own first choice
+        import asyncpg
+        p = conninfo_to_dict(dsn)
+        conn = await asyncpg.connect(host=p.get("host"), port=p.get("port"), user=p.get("user"),
+                                     password=p.get("password"), database=p.get("dbname"))
+        qm = QueueManager(queries=Queries(AsyncpgDriver(conn)))
+    else:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        qm = QueueManager(queries=Queries(PsycopgDriver(conn)))
 
     @qm.entrypoint("noop")
     async def noop(job):
@@ -60,19 +63,27 @@ asyncio.run(main())
 """
 
 
+PEERS = {
+    # name: (modules it needs, worker script, extra worker argument)
+    "procrastinate": (("procrastinate",), "procrastinate", ""),
+    "pgqueuer (asyncpg)": (("pgqueuer", "asyncpg"), "pgqueuer", "asyncpg"),
+    # With psycopg, pgqueuer listens and queries on one connection: a fetch woken by
+    # NOTIFY waits for the listener's 1 s read timeout to give the connection back.
+    "pgqueuer (psycopg)": (("pgqueuer",), "pgqueuer", "psycopg"),
+}
+
+
 def available() -> dict[str, bool]:
-    found = {}
-    for name in ("procrastinate", "pgqueuer"):
-        try:
-            __import__(name)
-            found[name] = True
-        except ImportError:
-            found[name] = False
-    return found
+    import importlib.util
+
+    return {
+        name: all(importlib.util.find_spec(m) is not None for m in modules)
+        for name, (modules, _, _) in PEERS.items()
+    }
 
 
 def install(peer: str, dsn: str) -> None:
-    if peer == "procrastinate":
+    if PEERS[peer][1] == "procrastinate":
         import procrastinate
 
         app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=dsn))
@@ -93,7 +104,7 @@ def install(peer: str, dsn: str) -> None:
 
 def enqueuer(peer: str, dsn: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     """(enqueue(n), close): n no-op jobs, committed when enqueue returns."""
-    if peer == "procrastinate":
+    if PEERS[peer][1] == "procrastinate":
         import procrastinate
 
         app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=dsn))
