@@ -124,10 +124,11 @@ def enqueuer(peer: str, dsn: str) -> tuple[Callable[[int], None], Callable[[], N
 
 
 def start_workers(peer: str, dsn: str, mode: str, count: int, go: float) -> list[subprocess.Popen]:
-    script = PROCRASTINATE_WORKER if peer == "procrastinate" else PGQUEUER_WORKER
+    _, kind, extra = PEERS[peer]
+    script = PROCRASTINATE_WORKER if kind == "procrastinate" else PGQUEUER_WORKER
     return [
         subprocess.Popen(
-            [sys.executable, "-c", script, dsn, mode, str(go)],
+            [sys.executable, "-c", script, dsn, mode, str(go), extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
