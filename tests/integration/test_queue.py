@@ -7,19 +7,34 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
 
 from supervisor import queue
 from supervisor.errors import InvalidStateError, JobNotFoundError, LeaseLostError
-from supervisor.jobs import Status
+from supervisor.jobs import Claim, Status
 
 CHECKPOINT = {"outline": {"title": "T", "bullets": ["a", "b"]}, "sections_done": 1}
 
 
 def row(conn: psycopg.Connection, table: str, id_: uuid.UUID) -> dict:
     return conn.execute(f"select * from {table} where id = %s", (id_,)).fetchone()
+
+
+def finish(conn: psycopg.Connection, claim: Claim, **extra: Any) -> Claim | None:
+    """queue.finish with an empty result: the fencing is what these tests look at."""
+    return queue.finish(
+        conn,
+        claim,
+        summary="s",
+        embedding=[],
+        embedding_model="m",
+        word_count=0,
+        checkpoint={},
+        **extra,
+    )
 
 
 def expire_lease(conn: psycopg.Connection, job_id: uuid.UUID) -> None:
@@ -294,9 +309,7 @@ def test_cancel_wins_over_a_late_finish(conn, job_factory):
     claim = queue.claim(conn, "w1")
     queue.cancel(conn, job["id"])
     with pytest.raises(LeaseLostError, match="cancelled"):
-        queue.finish(
-            conn, claim, summary="s", embedding=[], embedding_model="m", word_count=0, checkpoint={}
-        )
+        finish(conn, claim)
     with pytest.raises(LeaseLostError, match="cancelled"):
         queue.checkpoint(conn, claim, text="late", progress=90, step="x", checkpoint={})
     assert row(conn, "generation_jobs", job["id"])["status"] == "cancelled"
@@ -412,19 +425,7 @@ def test_finish_can_claim_the_next_job_in_the_same_commit(conn, job_factory):
     assert nxt is not None and nxt.job_id == second["id"] and nxt.owner == "w1"
     assert row(conn, "generation_jobs", first["id"])["status"] == "completed"
     assert row(conn, "generation_jobs", second["id"])["status"] == "processing"
-    assert (
-        queue.finish(
-            conn,
-            nxt,
-            summary="s",
-            embedding=[],
-            embedding_model="m",
-            word_count=0,
-            checkpoint={},
-            next_owner="w1",
-        )
-        is None
-    )  # nothing left
+    assert finish(conn, nxt, next_owner="w1") is None  # nothing left
 
 
 def test_a_lost_finish_claims_nothing(conn, job_factory):
@@ -432,14 +433,5 @@ def test_a_lost_finish_claims_nothing(conn, job_factory):
     claim = queue.claim(conn, "w1")
     queue.cancel(conn, first["id"])
     with pytest.raises(LeaseLostError):
-        queue.finish(
-            conn,
-            claim,
-            summary="s",
-            embedding=[],
-            embedding_model="m",
-            word_count=0,
-            checkpoint={},
-            next_owner="w1",
-        )
+        finish(conn, claim, next_owner="w1")
     assert row(conn, "generation_jobs", second["id"])["status"] == "pending"
