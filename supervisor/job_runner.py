@@ -102,6 +102,9 @@ class ChapterSink:
     content_length: int
     outline: Outline | None
     on_progress: Callable[[int], None]
+    #: Called at each flush interval while text streams: a long section keeps the
+    #: worker's heartbeat fresh between checkpoints.
+    on_alive: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
     buffer: list[str] = field(default_factory=list)
     last_flush: float = 0.0
@@ -130,6 +133,7 @@ class ChapterSink:
                 queue.append_text(self.conn, self.claim, pending)
                 self.flushes += 1
             self.last_flush = now
+            self.on_alive()
 
     def on_section_done(self, index: int, stats: SectionStats) -> None:
         done = index + 1

@@ -236,6 +236,7 @@ class Worker:
             content_length=prepared.content_length,
             outline=prepared.checkpoint.outline,
             on_progress=lambda p: self._progress(claim, p),
+            on_alive=lambda: self._beat(None),
         )
         sink.on_section_done = self._timed(sink.on_section_done, claim)  # type: ignore[method-assign]
         result = write_chapter(

@@ -305,3 +305,17 @@ def test_postgres_restart_mid_run_loses_and_duplicates_nothing(service, jobs, co
     wait_for(lambda: svc.get("/ready")[0] == 200, 20, "ready again")
     assert "database connection lost" in svc.logs() or "database unavailable" in svc.logs()
     assert svc.stop() == 0
+
+
+def test_a_long_streaming_section_keeps_the_worker_alive(service, jobs, conn):
+    # 600 words in 12-word chunks at 100 ms each: a section streams for ~5 s, longer
+    # than WORKER_TIMEOUT_SECONDS; the heartbeat must come from the stream itself.
+    (job,) = jobs(1, {**PREFS, "bullet_count": 1, "words_per_bullet": 600})
+    svc = service(
+        WORKER_CONCURRENCY="1", OFFLINE_LATENCY_MS="100", WORKER_TIMEOUT_SECONDS="2"
+    ).start()
+    wait_for(lambda: all_settled(conn, 1), 60, "the job to complete")
+    assert_chapters_correct(conn, [job])
+    assert conn.execute("select attempts from generation_jobs").fetchone()["attempts"] == 1
+    assert "worker is stuck" not in svc.logs()
+    assert svc.stop() == 0
