@@ -26,6 +26,12 @@ HANDLED_SIGNALS = (
 )
 
 
+def unblock_signals() -> None:
+    """In a child of `Processes.spawn`, once its handlers are installed: let the
+    signals that were held back since the fork arrive."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+
+
 @dataclass(frozen=True)
 class Exit:
     """How a child ended: an exit code or the signal that killed it."""
@@ -48,22 +54,34 @@ class Processes:
     """fork/kill/reap for real."""
 
     def spawn(self, child: Callable[[], NoReturn], before_child: Callable[[], None]) -> int:
-        """Fork; the child runs `before_child` then `child`, and never returns."""
-        pid = os.fork()
-        if pid == 0:
-            code = exitcodes.FAILURE
-            try:
-                before_child()
-                child()
-            except SystemExit as exc:
-                # Also the way a grandchild (gunicorn's worker) leaves: keep its code.
-                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-        return pid
+        """Fork; the child runs `before_child` then `child`, and never returns.
+
+        The child is born with HANDLED_SIGNALS blocked and calls `unblock_signals()`
+        once its own handlers are in place. Otherwise a signal sent the moment it is
+        born (TTOU right after TTIN, TERM during a reload) would run the parent's
+        inherited handler in the child and be lost there.
+        """
+        parent_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
+            raise
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
+            return pid
+        code = exitcodes.FAILURE
+        try:
+            before_child()
+            child()
+        except SystemExit as exc:
+            # Also the way a grandchild (gunicorn's worker) leaves: keep its code.
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
 
     def kill(self, pid: int, sig: int) -> bool:
         """Send `sig`; False when the process is already gone."""

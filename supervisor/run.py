@@ -17,6 +17,7 @@ from supervisor.config import Settings, load_settings, require_api_key
 from supervisor.db import connect
 from supervisor.logs import fields
 from supervisor.migrate import require_migrated
+from supervisor.procs import unblock_signals
 
 log = logging.getLogger("supervisor.pool")
 
@@ -98,6 +99,8 @@ def _health_main(settings: Settings, table_path: str, metrics_dir: str) -> NoRet
     # the health server last, on purpose.
     os.setpgid(0, 0)
     setproctitle("storyworker: health")
+    # Until gunicorn installs its handlers, TERM keeps its default: end the process.
+    unblock_signals()
     from health.server import run_health_server
     from supervisor.health_wiring import build_health_app
 

@@ -36,6 +36,7 @@ from supervisor.job_runner import ChapterSink, prepare
 from supervisor.jobs import Claim
 from supervisor.listener import Waiter
 from supervisor.logs import fields
+from supervisor.procs import unblock_signals
 from supervisor.providers import build_provider
 from supervisor.ratelimit import build_hook
 
@@ -104,6 +105,7 @@ class Worker:
             signal.signal(ignored, signal.SIG_IGN if ignored != signal.SIGCHLD else signal.SIG_DFL)
         faulthandler.enable()  # SIGABRT from a supervisor that found us stuck: traceback
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+        unblock_signals()  # a TERM sent while we were starting lands in _handle_term now
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
         if os.getppid() != self.parent:  # the supervisor died before prctl took effect

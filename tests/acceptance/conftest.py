@@ -8,6 +8,7 @@ import pytest
 
 from tests.service import Service
 
+LOG_LINES_ON_FAILURE = 120
 PREFS = {"bullet_count": 4, "words_per_bullet": 60, "genre": "mystery"}
 
 
@@ -24,6 +25,10 @@ def service(database_url, tmp_path):
     for svc in started:
         if svc.proc and svc.proc.poll() is None:
             svc.kill_everything()
+        # Captured output is shown only when the test failed: the service's own account.
+        if svc.log_path.exists():
+            tail = svc.logs().splitlines()[-LOG_LINES_ON_FAILURE:]
+            print(f"--- last lines of {svc.log_path.name} ---", *tail, sep="\n")
 
 
 @pytest.fixture

@@ -228,7 +228,12 @@ def test_a_frozen_worker_is_killed_and_replaced_and_its_job_completes(service, j
 
 
 def test_ttin_ttou_and_hup(service, jobs, conn):
-    svc = service(WORKER_CONCURRENCY="2").start()
+    svc = service()
+    dotenv = svc.log_path.parent / ".env"  # the service's working directory
+    del svc.env["WORKER_CONCURRENCY"]
+    dotenv.write_text("WORKER_CONCURRENCY=2\n")
+    svc.start()
+    assert len(svc.workers()) == 2
     svc.send(signal.SIGTTIN)
     wait_for(lambda: len(svc.workers()) == 3 and svc.healthy(), 15, "three workers")
     # Signals of one kind sent back to back may merge into one (POSIX): one at a time.
@@ -240,13 +245,15 @@ def test_ttin_ttou_and_hup(service, jobs, conn):
 
     created = jobs(6, {**PREFS, "words_per_bullet": 150})
     before = {w["pid"] for w in svc.workers()}
-    svc.env["WORKER_CONCURRENCY"] = "2"
-    svc.send(signal.SIGHUP)
+    dotenv.write_text("WORKER_CONCURRENCY=3\n")
+    svc.send(signal.SIGHUP)  # re-reads the configuration, replaces workers one at a time
     wait_for(lambda: all_settled(conn, 6), 90, "every job to complete across the reload")
     wait_for(
-        lambda: len(svc.workers()) >= 1 and not before & {w["pid"] for w in svc.workers()},
+        lambda: len(svc.workers()) == 3
+        and svc.healthy()
+        and not before & {w["pid"] for w in svc.workers()},
         20,
-        "new pids",
+        "three workers, none from before the reload",
     )
     assert_chapters_correct(conn, created)
     assert svc.stop() == 0
