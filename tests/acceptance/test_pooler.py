@@ -4,6 +4,7 @@ cannot work, so workers find that out by themselves, poll, and keep working."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +25,7 @@ pytestmark = [
 
 INI = """
 [databases]
-app = host={host} dbname={dbname} user=postgres
+app = {server}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -41,21 +42,33 @@ ignore_startup_parameters = extra_float_digits
 """
 
 
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture
 def pgbouncer(database_url):
     params = conninfo_to_dict(database_url)
-    if not str(params.get("host", "")).startswith("/"):
-        pytest.skip("the test database is not on a local socket")
+    server = " ".join(
+        f"{key}={params[key]}"
+        for key in ("host", "port", "dbname", "user", "password")
+        if params.get(key)
+    )
     workdir = Path(tempfile.mkdtemp(prefix="storyworker-pgbouncer-"))
-    workdir.chmod(0o777)  # pgbouncer drops root for the server's own user
+    workdir.chmod(0o777)  # pgbouncer, started as root, drops to an unprivileged user
     port = free_port()
     (workdir / "users.txt").write_text('"postgres" ""\n')
-    (workdir / "pgbouncer.ini").write_text(
-        INI.format(host=params["host"], dbname=params["dbname"], port=port, dir=workdir)
-    )
+    ini = workdir / "pgbouncer.ini"
+    ini.write_text(INI.format(server=server, port=port, dir=workdir))
+    ini.chmod(0o600)  # it may hold the server's password
     command = ["pgbouncer", str(workdir / "pgbouncer.ini")]
     if os.geteuid() == 0:
-        command[1:1] = ["-u", "pgserver"]
+        # pgserver's own user can reach its socket directory; any other will do for TCP.
+        command[1:1] = ["-u", "pgserver" if _user_exists("pgserver") else "nobody"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     dsn = f"postgresql://postgres@127.0.0.1:{port}/app"
 
