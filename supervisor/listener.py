@@ -6,6 +6,12 @@ worker holds no server connection, so notifications for it are dropped. So LISTE
 proven at start with a probe NOTIFY sent from another connection while this one
 waits idle, exactly as a new job's NOTIFY would arrive; if the probe does not come
 back, the worker polls instead and says so once.
+
+Only an idle worker listens. PostgreSQL wakes every listening backend of the database
+for every NOTIFY, whatever its channel, and each wake-up costs that backend a
+transaction: a busy worker listening would pay one for each progress NOTIFY of every
+running job. So the worker UNLISTENs when it claims a job, and LISTENs again when it
+next finds the queue empty.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Waiter:
         self._poll_interval = poll_interval
         self._slice = slice_seconds
         self.mode = Mode.POLL
+        self._listening = False
 
     def start(self, listen: bool = True) -> Mode:
         """LISTEN and prove it works; fall back to polling otherwise. Returns the mode.
@@ -77,10 +84,27 @@ class Waiter:
                     extra=fields(poll_interval_ms=round(self._poll_interval * 1000)),
                 )
         self.mode = Mode.LISTEN if got else Mode.POLL
+        self._listening = got
         return self.mode
+
+    def busy(self) -> None:
+        """A job was claimed: stop listening until the queue is next found empty."""
+        if self._listening:
+            with translated("UNLISTEN"):
+                self._conn.execute(f"unlisten {CHANNEL}")
+                for _ in self._conn.notifies(timeout=0):  # what came while we listened
+                    pass
+            self._listening = False
 
     def wait(self, should_stop: Callable[[], bool], on_slice: Callable[[], None]) -> None:
         """Return when work may be there, the poll interval passed, or `should_stop()`."""
+        if self.mode is Mode.LISTEN and not self._listening:
+            # A job inserted since the caller's last claim sent its NOTIFY to nobody:
+            # listen, then return at once so that the caller claims once more.
+            with translated("LISTEN"):
+                self._conn.execute(f"listen {CHANNEL}")
+            self._listening = True
+            return
         deadline = time.monotonic() + self._poll_interval
         while not should_stop():
             remaining = deadline - time.monotonic()

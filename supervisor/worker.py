@@ -202,6 +202,7 @@ class Worker:
         self._beat(WorkerState.BUSY, job_id=str(claim.job_id), progress=0)
         self._title(f"busy job={claim.job_id} 0%")
         try:
+            self.waiter.busy()
             outcome = self._write(claim)
         except LeaseLostError as exc:
             outcome = "lost"

@@ -249,9 +249,11 @@ def test_ttin_ttou_and_hup(service, jobs, conn):
     svc.send(signal.SIGHUP)  # re-reads the configuration, replaces workers one at a time
     wait_for(lambda: all_settled(conn, 6), 90, "every job to complete across the reload")
     wait_for(
-        lambda: len(svc.workers()) == 3
-        and svc.healthy()
-        and not before & {w["pid"] for w in svc.workers()},
+        lambda: (
+            len(svc.workers()) == 3
+            and svc.healthy()
+            and not before & {w["pid"] for w in svc.workers()}
+        ),
         20,
         "three workers, none from before the reload",
     )

@@ -157,7 +157,7 @@ def run_jobcost(bench: Bench, logs: Path) -> None:
     rates = Result("jobs/s, 4 workers", "jobs/s")
     for _ in range(bench.runs):
         with bench.database() as dsn:
-            per_job, all_commits, rate = ours.job_cost(dsn, logs, 40, 4)
+            per_job, all_commits, rate = ours.job_cost(dsn, logs, 200, 4)
         writes.samples.append(per_job)
         commits.samples.append(all_commits)
         rates.samples.append(rate)
