@@ -47,7 +47,17 @@ from generation.gemini_errors import (
     refusal,
     usage_of,
 )
-from generation.types import CallRecord, ChapterRequest, Outline, ProviderHooks
+from generation.types import (
+    GEMINI_API_VERSION,
+    GEMINI_EMBEDDING_DIMENSIONS,
+    GEMINI_EMBEDDING_MODEL,
+    GEMINI_MODEL,
+    GEMINI_TIMEOUT_SECONDS,
+    CallRecord,
+    ChapterRequest,
+    Outline,
+    ProviderHooks,
+)
 
 T = TypeVar("T")
 
@@ -68,17 +78,17 @@ class GeminiConfig:
     """How to reach Gemini and how hard to try. `api_key` never appears in a repr."""
 
     api_key: str = field(repr=False)
-    model: str = "gemini-2.5-flash"
-    embedding_model: str = "gemini-embedding-001"
+    model: str = GEMINI_MODEL
+    embedding_model: str = GEMINI_EMBEDDING_MODEL
     base_url: str | None = None
-    api_version: str = "v1beta"
-    timeout_seconds: float = 120.0
+    api_version: str = GEMINI_API_VERSION
+    timeout_seconds: float = GEMINI_TIMEOUT_SECONDS
     #: HTTP attempts per request, the first included.
     max_attempts: int = 5
     backoff_base_seconds: float = 1.0
     #: Longest wait between attempts; a server asking for longer ends the call at once.
     max_backoff_seconds: float = 60.0
-    embedding_dimensions: int = 768
+    embedding_dimensions: int = GEMINI_EMBEDDING_DIMENSIONS
 
     def __post_init__(self) -> None:
         # An empty key would make the SDK fall back to GOOGLE_API_KEY / GEMINI_API_KEY.

@@ -10,6 +10,14 @@ if TYPE_CHECKING:
     from generation.preferences import Preferences
 
 
+# Gemini's defaults, one place for both GeminiConfig and the service's settings.
+GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
+GEMINI_API_VERSION = "v1beta"  # the SDK defaults to v1; see generation/gemini.py
+GEMINI_TIMEOUT_SECONDS = 120.0
+GEMINI_EMBEDDING_DIMENSIONS = 768
+
+
 @dataclass(frozen=True)
 class Outline:
     """A chapter plan: a title and one bullet per section, in order."""

@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from generation.types import (
+    GEMINI_API_VERSION,
+    GEMINI_EMBEDDING_DIMENSIONS,
+    GEMINI_EMBEDDING_MODEL,
+    GEMINI_MODEL,
+    GEMINI_TIMEOUT_SECONDS,
+)
 from supervisor.errors import ConfigError
 
 PROVIDERS = ("gemini", "offline")
 LOG_FORMATS = ("text", "json")
 API_KEY_VARIABLES = ("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
-DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
-DEFAULT_EMBEDDING_MODEL = "gemini-embedding-001"
 
 
 @dataclass(frozen=True)
@@ -33,12 +38,12 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     provider: str = "gemini"
-    gemini_model: str = DEFAULT_GEMINI_MODEL
-    gemini_embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    gemini_model: str = GEMINI_MODEL
+    gemini_embedding_model: str = GEMINI_EMBEDDING_MODEL
     gemini_base_url: str | None = None
-    gemini_api_version: str = "v1beta"
-    gemini_timeout_seconds: float = 120.0
-    embedding_dimensions: int = 768
+    gemini_api_version: str = GEMINI_API_VERSION
+    gemini_timeout_seconds: float = GEMINI_TIMEOUT_SECONDS
+    embedding_dimensions: int = GEMINI_EMBEDDING_DIMENSIONS
     offline_latency_ms: int = 0
     concurrency: int = 1
     poll_interval_ms: int = 5000
