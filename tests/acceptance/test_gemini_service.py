@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from tests.acceptance.conftest import PREFS
@@ -27,21 +28,18 @@ def gemini_env(server: FakeGemini, key: str = VALID_KEY) -> dict[str, str]:
     }
 
 
+def job_status(conn: psycopg.Connection, job_id: object) -> str:
+    return conn.execute("select status from generation_jobs where id = %s", (job_id,)).fetchone()[
+        "status"
+    ]
+
+
 def test_jobs_complete_through_gemini_and_a_refusal_fails_clearly(
     service, job_factory, conn, gemini
 ):
     good = job_factory(user_preferences={**PREFS, "bullet_count": 2})
     svc = service(WORKER_CONCURRENCY="1", **gemini_env(gemini)).start()
-    wait_for(
-        lambda: (
-            conn.execute(
-                "select status from generation_jobs where id = %s", (good["id"],)
-            ).fetchone()["status"]
-            == "completed"
-        ),
-        30,
-        "the Gemini job",
-    )
+    wait_for(lambda: job_status(conn, good["id"]) == "completed", 30, "the Gemini job")
     chapter = conn.execute("select * from chapters where id = %s", (good["chapter_id"],)).fetchone()
     assert chapter["content"].count("The tide came in") == 2  # one streamed section per bullet
     assert chapter["embedding_model"] == "gemini-embedding-001" and len(chapter["embedding"]) == 768
@@ -49,16 +47,7 @@ def test_jobs_complete_through_gemini_and_a_refusal_fails_clearly(
 
     gemini.queue("generateContent", Reply(body=refused_candidate("PROHIBITED_CONTENT")))
     refused = job_factory(user_preferences=PREFS)
-    wait_for(
-        lambda: (
-            conn.execute(
-                "select status from generation_jobs where id = %s", (refused["id"],)
-            ).fetchone()["status"]
-            == "failed"
-        ),
-        30,
-        "the refused job",
-    )
+    wait_for(lambda: job_status(conn, refused["id"]) == "failed", 30, "the refused job")
     row = conn.execute("select * from generation_jobs where id = %s", (refused["id"],)).fetchone()
     assert "refused" in row["error_message"] and row["attempts"] == 1
     status, ready = svc.get("/ready")

@@ -205,15 +205,7 @@ def test_stale_holder_changes_nothing_after_rescue_and_reclaim(conn, job_factory
     with pytest.raises(LeaseLostError):
         queue.append_text(conn, first, " more")
     with pytest.raises(LeaseLostError):
-        queue.finish(
-            conn,
-            first,
-            summary="s",
-            embedding=[1.0],
-            embedding_model="m",
-            word_count=1,
-            checkpoint={},
-        )
+        finish(conn, first)
     with pytest.raises(LeaseLostError):
         queue.fail(conn, first, "boom", retryable=True, max_retries=3, backoff_base=1)
     assert queue.release(conn, first) is False
@@ -412,16 +404,7 @@ def test_claim_of_a_job_whose_chapter_is_gone_has_no_context(conn, chapter_facto
 def test_finish_can_claim_the_next_job_in_the_same_commit(conn, job_factory):
     first, second = job_factory(), job_factory()
     claim = queue.claim(conn, "w1")
-    nxt = queue.finish(
-        conn,
-        claim,
-        summary="s",
-        embedding=[0.5],
-        embedding_model="m",
-        word_count=3,
-        checkpoint={},
-        next_owner="w1",
-    )
+    nxt = finish(conn, claim, next_owner="w1")
     assert nxt is not None and nxt.job_id == second["id"] and nxt.owner == "w1"
     assert row(conn, "generation_jobs", first["id"])["status"] == "completed"
     assert row(conn, "generation_jobs", second["id"])["status"] == "processing"
