@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from supervisor.migrate import migrate
+from supervisor.db.migrate import migrate
 
 TEMPLATE = "storyworker_test_template"
 

@@ -23,8 +23,8 @@ from tests.benchmarks.harness import (
 # connection), so that process start-up is not counted; it prints when it is done.
 REAL_DRAIN = """
 import sys, time
-from supervisor import queue
-from supervisor.db import connect
+from supervisor.db import queue
+from supervisor.db.connection import connect
 conn = connect(sys.argv[1])
 go = float(sys.argv[2])
 time.sleep(max(0.0, go - time.time()))

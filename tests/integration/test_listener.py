@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from supervisor.db import connect
-from supervisor.listener import CHANNEL, Mode, Waiter
+from supervisor.db.connection import connect
+from supervisor.worker.listener import CHANNEL, Mode, Waiter
 
 
 @pytest.fixture

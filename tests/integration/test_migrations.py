@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from supervisor.migrate import applied, migrate, shipped
+from supervisor.db.migrate import applied, migrate, shipped
 
 SCHEMA_SNAPSHOT = """
 select 'column' as kind, table_schema || '.' || table_name || '.' || column_name

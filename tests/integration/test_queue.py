@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from supervisor import queue
+from supervisor.db import queue
+from supervisor.db.jobs import Claim, Status
 from supervisor.errors import InvalidStateError, JobNotFoundError, LeaseLostError
-from supervisor.jobs import Claim, Status
 
 CHECKPOINT = {"outline": {"title": "T", "bullets": ["a", "b"]}, "sections_done": 1}
 
@@ -87,8 +87,8 @@ def test_a_chapter_is_never_written_by_two_jobs_at_once(conn, chapter_factory, j
 CLAIMER = textwrap.dedent(
     """
     import sys
-    from supervisor.db import connect
-    from supervisor import queue
+    from supervisor.db.connection import connect
+    from supervisor.db import queue
     conn = connect(sys.argv[1])
     owner = sys.argv[2]
     while (claim := queue.claim(conn, owner)) is not None:

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from supervisor.db import connect
-from supervisor.ratelimit import RateLimiter
+from supervisor.db.connection import connect
+from supervisor.db.ratelimit import RateLimiter
 
 TAKER = textwrap.dedent(
     """
     import sys, time
-    from supervisor.db import connect
-    from supervisor.ratelimit import RateLimiter
+    from supervisor.db.connection import connect
+    from supervisor.db.ratelimit import RateLimiter
     limiter = RateLimiter(connect(sys.argv[1]), int(sys.argv[2]))
     deadline = float(sys.argv[3])
     while time.time() < deadline:

@@ -10,10 +10,10 @@ import pytest
 
 from health.heartbeat import HeartbeatTable, WorkerState
 from supervisor import exitcodes
+from supervisor.arbiter.loop import Arbiter
+from supervisor.arbiter.procs import Exit
 from supervisor.config import Settings
-from supervisor.pool import Arbiter
-from supervisor.procs import Exit
-from supervisor.worker import owner_name
+from supervisor.worker.process import owner_name
 
 
 @dataclass

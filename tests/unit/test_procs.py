@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from supervisor.procs import Processes, unblock_signals
+from supervisor.arbiter.procs import Processes, unblock_signals
 
 HANDLED_BY_CHILD = 0
 NOT_HANDLED = 1

@@ -51,8 +51,8 @@ def main() -> None:
 def migrate() -> None:
     """Apply the database migrations shipped with storyworker (idempotent)."""
     from supervisor import logs
-    from supervisor.db import connect
-    from supervisor.migrate import migrate as apply
+    from supervisor.db.connection import connect
+    from supervisor.db.migrate import migrate as apply
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -70,7 +70,7 @@ def migrate() -> None:
 @friendly_errors
 def run(concurrency: int | None, port: int | None, provider: str | None) -> None:
     """Run the supervisor, its workers and the health server in the foreground."""
-    from supervisor.run import run as run_supervisor
+    from supervisor.arbiter.bootstrap import run as run_supervisor
 
     sys.exit(run_supervisor({"concurrency": concurrency, "port": port, "provider": provider}))
 
@@ -80,7 +80,7 @@ def run(concurrency: int | None, port: int | None, provider: str | None) -> None
 def demo() -> None:
     """Everything at once on this machine: a throwaway Postgres, two workers, live."""
     from supervisor import logs
-    from supervisor.demo import run_demo
+    from supervisor.cli.demo import run_demo
 
     settings = load_settings()
     logs.configure("WARNING", settings.log_format)
@@ -92,8 +92,8 @@ def demo() -> None:
 @friendly_errors
 def watch(job_id: UUID) -> None:
     """A live progress bar for one job; exit 0 when it completes, 1 failed, 4 cancelled."""
-    from supervisor import progress, queue
-    from supervisor.db import connect
+    from supervisor.db import progress, queue
+    from supervisor.db.connection import connect
 
     settings = load_settings()
     with connect(settings.require_database(), application_name="storyworker watch") as conn:
@@ -113,7 +113,7 @@ def watch(job_id: UUID) -> None:
 
 
 def _register_subcommands() -> None:
-    from supervisor import cli_admin
+    from supervisor.cli import admin as cli_admin
 
     main.add_command(cli_admin.enqueue)
     main.add_command(cli_admin.jobs)

@@ -11,8 +11,8 @@ from uuid import UUID
 
 import psycopg
 
-from supervisor.db import translated
-from supervisor.jobs import Status
+from supervisor.db.connection import translated
+from supervisor.db.jobs import Status
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 POLL_SECONDS = 2.0

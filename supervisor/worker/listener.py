@@ -24,11 +24,11 @@ from collections.abc import Callable
 
 import psycopg
 
-from supervisor.db import translated
+from supervisor.db.connection import translated
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger("supervisor.worker.process")
 
 CHANNEL = "generation_jobs"
 PROBE_TIMEOUT_SECONDS = 2.0

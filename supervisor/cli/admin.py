@@ -9,11 +9,12 @@ from uuid import UUID
 
 import click
 
-from supervisor import exitcodes, queue
+from supervisor import exitcodes
 from supervisor.cli import fail, friendly_errors
 from supervisor.config import load_settings
-from supervisor.db import connect
-from supervisor.jobs import Job, Status
+from supervisor.db import queue
+from supervisor.db.connection import connect
+from supervisor.db.jobs import Job, Status
 
 
 def _connect(command: str) -> Any:

@@ -36,7 +36,7 @@ class Migration:
 
 def shipped() -> list[Migration]:
     """The migrations in the package, in order."""
-    folder = resources.files("supervisor") / "migrations"
+    folder = resources.files("supervisor.db") / "migrations"
     files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
     return [Migration(f.name.removesuffix(".sql"), f.read_text("utf-8")) for f in files]
 

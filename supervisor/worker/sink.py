@@ -20,10 +20,10 @@ from generation.errors import PermanentError
 from generation.preferences import Preferences, parse_preferences
 from generation.types import ChapterRequest, Checkpoint, Outline
 from generation.writer import SectionStats
-from supervisor import queue
-from supervisor.jobs import Claim
+from supervisor.db import queue
+from supervisor.db.jobs import Claim
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger("supervisor.worker.process")
 
 FLUSH_INTERVAL_SECONDS = 0.5
 OUTLINE_PROGRESS = 10

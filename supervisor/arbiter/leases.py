@@ -13,14 +13,15 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from supervisor import metrics, queue
+from supervisor import metrics
 from supervisor.config import Settings
-from supervisor.db import connect
+from supervisor.db import queue
+from supervisor.db.connection import connect
+from supervisor.db.jobs import Outcome
 from supervisor.errors import DatabaseError
-from supervisor.jobs import Outcome
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.pool")
+log = logging.getLogger("supervisor.arbiter.loop")
 
 CONNECT_TIMEOUT_SECONDS = 3
 

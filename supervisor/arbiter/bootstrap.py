@@ -13,13 +13,13 @@ from typing import Any, NoReturn
 from setproctitle import setproctitle
 
 from supervisor import logs
+from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings, load_settings, require_api_key
-from supervisor.db import connect
+from supervisor.db.connection import connect
+from supervisor.db.migrate import require_migrated
 from supervisor.logs import fields
-from supervisor.migrate import require_migrated
-from supervisor.procs import unblock_signals
 
-log = logging.getLogger("supervisor.pool")
+log = logging.getLogger("supervisor.arbiter.loop")
 
 #: Heartbeat slots: the most workers TTIN can grow to.
 TABLE_CAPACITY = 256
@@ -59,10 +59,10 @@ def run(overrides: dict[str, Any]) -> int:
     # anything imports supervisor.metrics.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from health.heartbeat import HeartbeatTable
-    from supervisor.maintenance import Maintenance
-    from supervisor.pool import Arbiter
-    from supervisor.systemd import Notifier
-    from supervisor.worker import worker_main
+    from supervisor.arbiter.leases import Maintenance
+    from supervisor.arbiter.loop import Arbiter
+    from supervisor.arbiter.systemd import Notifier
+    from supervisor.worker.process import worker_main
 
     notifier = Notifier.from_environment()
     table = HeartbeatTable.create(TABLE_CAPACITY, directory=str(runtime))

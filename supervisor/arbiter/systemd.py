@@ -11,7 +11,7 @@ import os
 import socket
 import time
 
-log = logging.getLogger("supervisor.systemd")
+log = logging.getLogger("supervisor.arbiter.systemd")
 
 
 class Notifier:

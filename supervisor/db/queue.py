@@ -20,7 +20,8 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from supervisor.db import translated
+from supervisor.db.connection import translated
+from supervisor.db.jobs import Claim, Job, Outcome, Status
 from supervisor.errors import (
     ChapterNotFoundError,
     DatabaseError,
@@ -28,7 +29,6 @@ from supervisor.errors import (
     JobNotFoundError,
     LeaseLostError,
 )
-from supervisor.jobs import Claim, Job, Outcome, Status
 
 #: Longest delay between two attempts, however many retries are configured.
 MAX_RETRY_DELAY_SECONDS = 3600.0
@@ -39,7 +39,7 @@ CONTINUITY_SUMMARIES = 20
 @cache
 def queries() -> dict[str, str]:
     """The named statements of queries.sql."""
-    text = (resources.files("supervisor") / "queries.sql").read_text("utf-8")
+    text = (resources.files("supervisor.db") / "queries.sql").read_text("utf-8")
     parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import click
 
-from supervisor import progress, queue
 from supervisor.config import Settings
-from supervisor.db import connect
-from supervisor.migrate import migrate
+from supervisor.db import progress, queue
+from supervisor.db.connection import connect
+from supervisor.db.migrate import migrate
 
 PREMISE = (
     "A lighthouse keeper on a dying island finds a door in the sea that opens only at low tide."

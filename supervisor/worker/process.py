@@ -28,19 +28,20 @@ from generation.errors import AuthenticationError, GenerationError
 from generation.types import CallRecord, ProviderHooks
 from generation.writer import SectionStats, write_chapter
 from health.heartbeat import HeartbeatTable, WorkerState, current_rss_bytes
-from supervisor import exitcodes, metrics, queue
+from supervisor import exitcodes, metrics
+from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings
-from supervisor.db import connect
+from supervisor.db import queue
+from supervisor.db.connection import connect
+from supervisor.db.jobs import Claim
+from supervisor.db.ratelimit import build_hook
 from supervisor.errors import DatabaseError, LeaseLostError
-from supervisor.job_runner import ChapterSink, prepare
-from supervisor.jobs import Claim
-from supervisor.listener import Waiter
 from supervisor.logs import fields
-from supervisor.procs import unblock_signals
-from supervisor.providers import build_provider
-from supervisor.ratelimit import build_hook
+from supervisor.worker.listener import Waiter
+from supervisor.worker.providers import build_provider
+from supervisor.worker.sink import ChapterSink, prepare
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger("supervisor.worker.process")
 
 PR_SET_PDEATHSIG = 1
 RECONNECT_MAX_SECONDS = 30.0

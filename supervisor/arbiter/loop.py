@@ -17,14 +17,14 @@ from typing import NoReturn
 
 from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
 from supervisor import exitcodes
+from supervisor.arbiter.leases import Maintenance
+from supervisor.arbiter.procs import Exit, Processes, SignalQueue
+from supervisor.arbiter.systemd import Notifier
 from supervisor.config import Settings
 from supervisor.logs import fields
-from supervisor.maintenance import Maintenance
-from supervisor.procs import Exit, Processes, SignalQueue
-from supervisor.systemd import Notifier
-from supervisor.worker import owner_name
+from supervisor.worker.process import owner_name
 
-log = logging.getLogger("supervisor.pool")
+log = logging.getLogger("supervisor.arbiter.loop")
 
 LOOP_SECONDS = 0.5
 ABORT_TO_KILL_SECONDS = 5.0

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from supervisor import queue
-from supervisor.db import translated
+from supervisor.db import queue
+from supervisor.db.connection import translated
 
 #: Longest single sleep, so a worker stays responsive to shutdown while it waits.
 MAX_NAP_SECONDS = 1.0

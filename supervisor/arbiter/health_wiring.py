@@ -1,0 +1,107 @@
+"""Builds the health app with storyworker's readiness checks and queue statistics.
+
+This runs inside the health server's process (a gunicorn worker), never in the
+supervisor: the probes open short-lived connections of their own. Operators who run
+the health server apart from the supervisor point gunicorn at `app_from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import psycopg
+from flask import Flask
+
+from health.app import HealthConfig, create_app
+from health.checks import CachedCheck, CheckResult
+from health.heartbeat import HeartbeatTable
+from health.metrics import QueueStats
+from supervisor.config import Settings, load_settings
+from supervisor.db import queue
+from supervisor.db.connection import connect
+from supervisor.db.migrate import require_migrated
+
+PROBE_CONNECT_TIMEOUT = 2
+API_KEY_RECHECK_SECONDS = 300.0
+
+
+def _probe_connection(settings: Settings) -> psycopg.Connection:
+    return connect(
+        settings.require_database(),
+        application_name="storyworker health",
+        prepared_statements=False,
+        connect_timeout=PROBE_CONNECT_TIMEOUT,
+    )
+
+
+def database_check(settings: Settings) -> Callable[[], CheckResult]:
+    def check() -> CheckResult:
+        with _probe_connection(settings) as conn:
+            conn.execute("set statement_timeout = 2000")
+            require_migrated(conn)
+        return CheckResult(ok=True, detail="reachable, migrations applied")
+
+    return check
+
+
+def api_key_check(settings: Settings) -> Callable[[], CheckResult]:
+    if settings.provider == "offline":
+        return lambda: CheckResult(ok=True, detail="offline provider needs no key")
+    from supervisor.worker.providers import build_provider
+
+    provider = build_provider(settings)
+
+    def check() -> CheckResult:
+        provider.check()
+        return CheckResult(
+            ok=True, detail=f"{settings.provider} key accepted for {settings.gemini_model}"
+        )
+
+    return CachedCheck(check, ttl_seconds=API_KEY_RECHECK_SECONDS)
+
+
+def listener_check(table: HeartbeatTable) -> Callable[[], CheckResult]:
+    def check() -> CheckResult:
+        modes = sorted({w.pickup for w in table.workers() if w.pickup})
+        if not modes:
+            return CheckResult(ok=True, detail="no worker connected yet")
+        return CheckResult(ok=True, detail=" and ".join(modes))
+
+    return check
+
+
+def queue_stats(settings: Settings) -> Callable[[], QueueStats]:
+    def stats() -> QueueStats:
+        with _probe_connection(settings) as conn:
+            found = queue.stats(conn)
+        return QueueStats(found.depth_by_status, found.oldest_runnable_age_seconds)
+
+    return stats
+
+
+def build_health_app(settings: Settings, table_path: str, metrics_dir: str | None) -> Flask:
+    """The health app over the heartbeat table at `table_path`."""
+    table = HeartbeatTable.open(table_path)
+    return create_app(
+        HealthConfig(
+            table=table,
+            worker_timeout_seconds=settings.worker_timeout_seconds,
+            readiness_checks={
+                "database": database_check(settings),
+                "api_key": api_key_check(settings),
+                "listener": listener_check(table),
+            },
+            queue_stats=queue_stats(settings),
+            multiprocess_dir=metrics_dir,
+        )
+    )
+
+
+def app_from_env() -> Flask:
+    """For `gunicorn 'supervisor.health_wiring:app_from_env()'` run apart from the
+    supervisor: the table's path comes from STORYWORKER_HEARTBEAT_PATH."""
+    path = os.environ.get("STORYWORKER_HEARTBEAT_PATH")
+    if not path:
+        raise SystemExit("STORYWORKER_HEARTBEAT_PATH is not set (the supervisor logs it at start)")
+    return build_health_app(load_settings(), path, os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
