@@ -19,7 +19,7 @@ MAX_DETAIL = 300
 # Exception messages can quote a DSN or URL: keep credentials out of /ready.
 _SECRETS = (
     (re.compile(r"(://[^:/@\s]*:)[^@\s]+@"), r"\1***@"),
-    (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I), r"\1***"),
+    (re.compile(r"(password\s*=\s*)('[^']*'|[^\s&]+)", re.I), r"\1***"),
     (re.compile(r"([?&](?:key|api_key|token)=)[^&\s]+", re.I), r"\1***"),
     (re.compile(r"AIza[0-9A-Za-z_\-]{8,}"), "***"),
 )
@@ -32,11 +32,18 @@ class CheckResult:
     latency_seconds: float = 0.0
 
 
-def safe_detail(text: str) -> str:
-    """`text` on one line, credentials masked, at most MAX_DETAIL characters."""
-    text = " ".join(text.split())
+def mask_secrets(text: str) -> str:
+    """`text` with every credential it may quote masked: a URL's password, a
+    `password=` pair in any libpq spelling (spaces, quotes, a query parameter), an API
+    key parameter, a Google API key."""
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
+    return text
+
+
+def safe_detail(text: str) -> str:
+    """`text` on one line, credentials masked, at most MAX_DETAIL characters."""
+    text = mask_secrets(" ".join(text.split()))
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 

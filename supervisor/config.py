@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from generation.types import (
     GEMINI_API_VERSION,
@@ -25,6 +25,7 @@ from generation.types import (
     GEMINI_TIMEOUT_SECONDS,
 )
 from supervisor.errors import ConfigError
+from supervisor.redact import redact_dsn
 
 PROVIDERS = ("gemini", "offline")
 LOG_FORMATS = ("text", "json")
@@ -78,23 +79,6 @@ class Settings:
         updated = dataclasses.replace(self, **changes)
         _validate(updated)
         return updated
-
-
-def redact_dsn(dsn: str | None) -> str:
-    """The DSN with any password replaced by `***`, safe for logs and errors."""
-    if not dsn:
-        return ""
-    if "://" not in dsn:
-        # key=value form: hide the password=… pair.
-        return " ".join(
-            "password=***" if part.lower().startswith("password=") else part for part in dsn.split()
-        )
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class _Invalid(ValueError):

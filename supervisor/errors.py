@@ -18,6 +18,15 @@ class DatabaseError(StoryworkerError):
     """The database could not be reached or refused the operation."""
 
 
+class ConstraintViolation(DatabaseError):
+    """The database refused a write that breaks one of its constraints."""
+
+    def __init__(self, message: str | None = None, *, constraint: str = "") -> None:
+        super().__init__(message)
+        #: The violated constraint's (or unique index's) name, "" when unknown.
+        self.constraint = constraint
+
+
 class NotMigratedError(DatabaseError):
     """The database schema is not migrated; run `storyworker migrate`."""
 

@@ -15,7 +15,7 @@ from setproctitle import setproctitle
 from supervisor import logs
 from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings, load_settings, require_api_key
-from supervisor.db.connection import connect
+from supervisor.db.connection import connect_for
 from supervisor.db.migrate import require_migrated
 from supervisor.logs import fields
 
@@ -32,11 +32,7 @@ def preflight(overrides: dict[str, Any]) -> Settings:
     if settings.provider == "gemini":
         require_api_key(settings)
     logs.configure(settings.log_level, settings.log_format)
-    with connect(
-        settings.require_database(),
-        application_name="storyworker run",
-        prepared_statements=settings.prepared_statements,
-    ) as conn:
+    with connect_for(settings, "run") as conn:
         require_migrated(conn)
     return settings
 

@@ -18,27 +18,25 @@ from health.checks import CachedCheck, CheckResult
 from health.heartbeat import HeartbeatTable
 from health.metrics import QueueStats
 from supervisor.config import Settings, load_settings
-from supervisor.db import queue
-from supervisor.db.connection import connect
+from supervisor.db import queue, sql
+from supervisor.db.connection import PROBE_CONNECT_TIMEOUT_SECONDS, connect_for
 from supervisor.db.migrate import require_migrated
 
-PROBE_CONNECT_TIMEOUT = 2
 API_KEY_RECHECK_SECONDS = 300.0
+#: Milliseconds any one statement of a probe may take.
+PROBE_STATEMENT_TIMEOUT_MS = 2000
 
 
 def _probe_connection(settings: Settings) -> psycopg.Connection:
-    return connect(
-        settings.require_database(),
-        application_name="storyworker health",
-        prepared_statements=False,
-        connect_timeout=PROBE_CONNECT_TIMEOUT,
+    return connect_for(
+        settings, "health", connect_timeout=PROBE_CONNECT_TIMEOUT_SECONDS, short_lived=True
     )
 
 
 def database_check(settings: Settings) -> Callable[[], CheckResult]:
     def check() -> CheckResult:
         with _probe_connection(settings) as conn:
-            conn.execute("set statement_timeout = 2000")
+            sql.one(conn, "probe_timeout", {"timeout": str(PROBE_STATEMENT_TIMEOUT_MS)})
             require_migrated(conn)
         return CheckResult(ok=True, detail="reachable, migrations applied")
 

@@ -16,7 +16,7 @@ import psycopg
 from supervisor import metrics
 from supervisor.config import Settings
 from supervisor.db import queue
-from supervisor.db.connection import connect
+from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Outcome
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
@@ -83,12 +83,8 @@ class Maintenance:
         """Run `action` on a (re)opened connection; None when the database is unavailable."""
         try:
             if self._conn is None or self._conn.closed:
-                settings = self._settings()
-                self._conn = connect(
-                    settings.require_database(),
-                    application_name="storyworker supervisor",
-                    prepared_statements=settings.prepared_statements,
-                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                self._conn = connect_for(
+                    self._settings(), "supervisor", connect_timeout=CONNECT_TIMEOUT_SECONDS
                 )
             result = action(self._conn)
         except DatabaseError as exc:

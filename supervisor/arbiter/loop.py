@@ -21,8 +21,8 @@ from supervisor.arbiter.leases import Maintenance
 from supervisor.arbiter.procs import Exit, Processes, SignalQueue
 from supervisor.arbiter.systemd import Notifier
 from supervisor.config import Settings
+from supervisor.db.jobs import owner_name
 from supervisor.logs import fields
-from supervisor.worker.process import owner_name
 
 log = logging.getLogger("supervisor.arbiter.loop")
 

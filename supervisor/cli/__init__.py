@@ -51,12 +51,12 @@ def main() -> None:
 def migrate() -> None:
     """Apply the database migrations shipped with storyworker (idempotent)."""
     from supervisor import logs
-    from supervisor.db.connection import connect
+    from supervisor.db.connection import connect_for
     from supervisor.db.migrate import migrate as apply
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    with connect(settings.require_database(), application_name="storyworker migrate") as conn:
+    with connect_for(settings, "migrate") as conn:
         applied = apply(conn)
     click.echo(
         f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
@@ -93,10 +93,10 @@ def demo() -> None:
 def watch(job_id: UUID) -> None:
     """A live progress bar for one job; exit 0 when it completes, 1 failed, 4 cancelled."""
     from supervisor.db import progress, queue
-    from supervisor.db.connection import connect
+    from supervisor.db.connection import connect_for
 
     settings = load_settings()
-    with connect(settings.require_database(), application_name="storyworker watch") as conn:
+    with connect_for(settings, "watch") as conn:
         queue.get(conn, job_id)  # a clear error for an unknown id
         live = sys.stdout.isatty()
         last = None

@@ -13,17 +13,12 @@ from supervisor import exitcodes
 from supervisor.cli import fail, friendly_errors
 from supervisor.config import load_settings
 from supervisor.db import queue
-from supervisor.db.connection import connect
+from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Job, Status
 
 
 def _connect(command: str) -> Any:
-    settings = load_settings()
-    return connect(
-        settings.require_database(),
-        application_name=f"storyworker {command}",
-        prepared_statements=settings.prepared_statements,
-    )
+    return connect_for(load_settings(), command)
 
 
 def read_preferences(value: str | None) -> Any:

@@ -20,10 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import psycopg
 
 from supervisor.config import Settings
-from supervisor.db import progress, queue
-from supervisor.db.connection import connect
+from supervisor.db import progress, queue, sql
+from supervisor.db.connection import connect_for
 from supervisor.db.migrate import migrate
 
 PREMISE = (
@@ -61,25 +62,22 @@ def database(settings: Settings) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _connect(dsn: str, purpose: str = "demo") -> psycopg.Connection:
+    return connect_for(Settings(database_url=dsn), purpose)
+
+
 def seed(dsn: str) -> list[uuid.UUID]:
     """Migrate, create a demo user, sequence and chapters, and queue one job each."""
-    with connect(dsn, application_name="storyworker demo") as conn:
+    with _connect(dsn) as conn:
         migrate(conn)
-        user = conn.execute(
-            "insert into auth.users (id) values (gen_random_uuid()) returning id"
-        ).fetchone()["id"]
-        sequence = conn.execute(
-            "insert into sequences (user_id, title, premise) values (%s, %s, %s) returning id",
-            (user, "The Keeper", PREMISE),
-        ).fetchone()["id"]
+        user = sql.one(conn, "demo_user")["id"]
+        story = {"user_id": user, "title": "The Keeper", "premise": PREMISE}
+        sequence = sql.one(conn, "demo_sequence", story)["id"]
         jobs = []
         for number, title in enumerate(CHAPTERS, start=1):
-            chapter = conn.execute(
-                "insert into chapters (sequence_id, chapter_number, title)"
-                " values (%s, %s, %s) returning id",
-                (sequence, number, title),
-            ).fetchone()["id"]
-            jobs.append(queue.enqueue(conn, chapter, PREFERENCES))
+            chapter = {"sequence_id": sequence, "number": number, "title": title}
+            chapter_id = sql.one(conn, "demo_chapter", chapter)["id"]
+            jobs.append(queue.enqueue(conn, chapter_id, PREFERENCES))
         return jobs
 
 
@@ -114,7 +112,7 @@ def show_progress(
     live = sys.stdout.isatty()
     drawn = 0
     final: dict[uuid.UUID, progress.JobProgress] = {}
-    with connect(dsn, application_name="storyworker demo progress") as conn:
+    with _connect(dsn, "demo progress") as conn:
         for state in progress.follow(conn, jobs):
             final = state
             lines = [
@@ -142,12 +140,8 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
 
 
 def excerpt(dsn: str, job_id: uuid.UUID, lines: int = 6) -> str:
-    with connect(dsn, application_name="storyworker demo") as conn:
-        row = conn.execute(
-            "select c.title, c.content, c.word_count from generation_jobs j"
-            " join chapters c on c.id = j.chapter_id where j.id = %s",
-            (job_id,),
-        ).fetchone()
+    with _connect(dsn) as conn:
+        row = sql.one(conn, "demo_excerpt", {"job_id": job_id})
     head = "\n".join(row["content"].splitlines()[:lines])
     return f"{row['title']} ({row['word_count']} words)\n\n{head}"
 

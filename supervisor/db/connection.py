@@ -1,5 +1,11 @@
-"""Database connections. Connections are opened in the process that uses them, never
-before a fork, and driver errors are translated here into storyworker's own."""
+"""Database connections, and the edge where driver errors become storyworker's own.
+
+`connect_for(settings, purpose)` is how every part of storyworker opens a connection:
+in the process that uses it, never before a fork, with the settings' choice about
+prepared statements (off behind a transaction-mode pooler). Driver errors are
+translated by `translated(action)`: a constraint violation keeps the constraint's name,
+everything else is a DatabaseError naming what failed. No message carries a password.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,35 @@ from collections.abc import Iterator
 import psycopg
 from psycopg.rows import dict_row
 
-from supervisor.config import redact_dsn
-from supervisor.errors import DatabaseError
+from supervisor.config import Settings
+from supervisor.errors import ConstraintViolation, DatabaseError
+from supervisor.redact import redact, redact_dsn
 
-CONNECT_TIMEOUT_SECONDS = 10
+CONNECT_TIMEOUT_SECONDS = 10.0
+#: How long a probe (health checks, a LISTEN test) waits for a connection.
+PROBE_CONNECT_TIMEOUT_SECONDS = 2.0
+
+
+def connect_for(
+    settings: Settings,
+    purpose: str,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    short_lived: bool = False,
+) -> psycopg.Connection:
+    """A connection to `settings`' database for `purpose` ("worker 3", "migrate", …,
+    shown as `application_name` in pg_stat_activity).
+
+    `short_lived` connections (probes) never prepare statements: they end before
+    preparing could pay off. Raises ConfigError when no database is configured and
+    DatabaseError when it cannot be reached.
+    """
+    return connect(
+        settings.require_database(),
+        application_name=f"storyworker {purpose}",
+        prepared_statements=settings.prepared_statements and not short_lived,
+        connect_timeout=connect_timeout,
+    )
 
 
 def connect(
@@ -44,28 +75,25 @@ def connect(
             keepalives_count=3,
         )
     except psycopg.Error as exc:
-        raise DatabaseError(describe(exc, dsn)) from exc
+        raise DatabaseError(f"cannot connect to {redact_dsn(dsn)}: {describe(exc, dsn)}") from exc
 
 
 def describe(exc: BaseException, dsn: str | None = None) -> str:
-    """A one-line description of a driver error, with the password scrubbed."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if dsn:
-        from urllib.parse import urlsplit
-
-        with contextlib.suppress(ValueError):
-            password = urlsplit(dsn).password if "://" in dsn else None
-            if password:
-                text = text.replace(password, "***")
-        where = redact_dsn(dsn)
-        return f"cannot connect to {where}: {text}"
-    return text
+    """A one-line description of a driver error, with every credential masked."""
+    return redact(" ".join(str(exc).split()) or type(exc).__name__, dsn)
 
 
 @contextlib.contextmanager
 def translated(action: str) -> Iterator[None]:
-    """Re-raise driver errors from the block as DatabaseError naming `action`."""
+    """Re-raise driver errors from the block as storyworker's, naming `action`: a
+    constraint violation as ConstraintViolation with the constraint's name, anything
+    else as DatabaseError."""
     try:
         yield
+    except psycopg.errors.IntegrityError as exc:
+        constraint = exc.diag.constraint_name or ""
+        raise ConstraintViolation(
+            f"{action} failed: {describe(exc)}", constraint=constraint
+        ) from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"{action} failed: {describe(exc)}") from exc

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import enum
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+
+def owner_name(pid: int) -> str:
+    """`locked_by` for the worker process `pid` on this host."""
+    return f"{socket.gethostname()}/{pid}"
 
 
 class Status(enum.StrEnum):

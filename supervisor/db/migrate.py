@@ -13,20 +13,13 @@ from importlib import resources
 
 import psycopg
 
+from supervisor.db import sql
 from supervisor.errors import NotMigratedError
 
 log = logging.getLogger(__name__)
 
 # Any constant unique to storyworker; pg_advisory_lock takes a bigint.
 ADVISORY_LOCK_KEY = 0x5707_3A0E_C0DE
-
-_CREATE_TABLE = """
-create table if not exists storyworker_migrations (
-    version text primary key,
-    applied_at timestamptz not null default now()
-)
-"""
-
 
 @dataclass(frozen=True)
 class Migration:
@@ -43,9 +36,9 @@ def shipped() -> list[Migration]:
 
 def applied(conn: psycopg.Connection) -> set[str]:
     """Versions recorded as applied; empty when the bookkeeping table is missing."""
-    if conn.execute("select to_regclass('storyworker_migrations') as t").fetchone()["t"] is None:
+    if sql.one(conn, "migrations_table")["t"] is None:
         return set()
-    return {row["version"] for row in conn.execute("select version from storyworker_migrations")}
+    return {row["version"] for row in sql.all_rows(conn, "migrations_applied")}
 
 
 def pending(conn: psycopg.Connection) -> list[Migration]:
@@ -70,20 +63,18 @@ def migrate(conn: psycopg.Connection, *, lock_timeout: str = "15s") -> list[str]
     `conn` must be in autocommit mode. `lock_timeout` bounds how long one DDL
     statement waits behind running workers' row locks before giving up cleanly.
     """
-    conn.execute("select pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    lock = {"key": ADVISORY_LOCK_KEY}
+    sql.one(conn, "migration_lock", lock)
     try:
-        conn.execute(_CREATE_TABLE)
+        sql.run(conn, "migrations_create_table")
         done: list[str] = []
         for migration in pending(conn):
             with conn.transaction():
-                conn.execute(f"set local lock_timeout = '{lock_timeout}'")
+                sql.one(conn, "migration_lock_timeout", {"timeout": lock_timeout})
                 conn.execute(migration.sql)
-                conn.execute(
-                    "insert into storyworker_migrations (version) values (%s)",
-                    (migration.version,),
-                )
+                sql.run(conn, "migration_record", {"version": migration.version})
             log.info("migration applied version=%s", migration.version)
             done.append(migration.version)
         return done
     finally:
-        conn.execute("select pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        sql.one(conn, "migration_unlock", lock)

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import psycopg
 
+from supervisor.db import sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Status
 
@@ -44,12 +45,7 @@ def describe(p: JobProgress, width: int = 30) -> str:
 
 
 def read(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> dict[UUID, JobProgress]:
-    with translated("reading progress"):
-        rows = conn.execute(
-            "select id, status, progress, current_step, error_message"
-            " from generation_jobs where id = any(%s)",
-            (list(job_ids),),
-        ).fetchall()
+    rows = sql.all_rows(conn, "progress", {"job_ids": list(job_ids)})
     return {
         row["id"]: JobProgress(
             row["id"],
@@ -68,8 +64,7 @@ def follow(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> Iterator[dict[U
     `conn` must be an autocommit connection of its own (it LISTENs).
     """
     wanted = {str(j) for j in job_ids}
-    with translated("LISTEN generation_progress"):
-        conn.execute("listen generation_progress")
+    sql.run(conn, "listen_progress")
     current = read(conn, job_ids)
     yield current
     while not all(p.done for p in current.values()):

@@ -1,9 +1,11 @@
--- Every statement storyworker runs against generation_jobs and chapters, by name.
--- supervisor/queue.py is their only caller. Statements made on behalf of a claim are
+-- Every statement storyworker runs, by name: `-- name: NAME`, then at least one line
+-- saying what it does. supervisor/db/sql.py loads and runs them; job statements are
+-- called only from supervisor/db/queue.py. Statements made on behalf of a claim are
 -- fenced: they match only while the job is still `processing` under the same owner
 -- and attempt, so a worker that lost its job changes nothing.
 
 -- name: enqueue
+-- A new job for an existing chapter; user and sequence are taken from the chapter.
 insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences)
 select c.sequence_id, c.id, s.user_id, %(preferences)s
   from chapters c join sequences s on s.id = c.sequence_id
@@ -50,6 +52,7 @@ returning j.*, (
 ) as chapter_context;
 
 -- name: renew_leases
+-- The supervisor's lease renewal for its live workers' jobs.
 update generation_jobs
    set heartbeat_at = now()
  where status = 'processing' and locked_by = any(%(owners)s);
@@ -124,6 +127,7 @@ with job as (
 select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
 
 -- name: finish
+-- The job is done: completed, with the chapter's summary, embedding and word count.
 with job as (
     update generation_jobs
        set status = 'completed', progress = 100, current_step = 'completed',
@@ -190,15 +194,18 @@ update generation_jobs j
 returning j.id, j.status;
 
 -- name: get
+-- One job, every column.
 select * from generation_jobs where id = %(job_id)s;
 
 -- name: list
+-- The newest jobs first, optionally of one status.
 select * from generation_jobs
  where %(status)s::text is null or status = %(status)s
  order by created_at desc, id
  limit %(limit)s;
 
 -- name: cancel
+-- The operator cancels a pending or processing job; its worker notices at its next write.
 update generation_jobs
    set status = 'cancelled', current_step = 'cancelled', completed_at = now(),
        heartbeat_at = null, updated_at = now()
@@ -206,6 +213,7 @@ update generation_jobs
 returning *;
 
 -- name: retry
+-- A failed or cancelled job back to pending with fresh retries; `fresh` drops the checkpoint.
 update generation_jobs
    set status = 'pending', attempts = 0, run_after = null, locked_by = null,
        heartbeat_at = null, completed_at = null, error_message = null,
@@ -217,6 +225,7 @@ update generation_jobs
 returning *;
 
 -- name: queue_stats
+-- Jobs per status (every status, zeros included) and the age of the oldest runnable job.
 select s.status, coalesce(c.n, 0) as jobs,
        (select extract(epoch from now() - min(created_at))
           from generation_jobs
@@ -227,6 +236,7 @@ select s.status, coalesce(c.n, 0) as jobs,
     on c.status = s.status;
 
 -- name: rate_limit_init
+-- Create a limiter's row the first time a worker uses it.
 insert into storyworker_rate_limits (name, tat) values (%(name)s, clock_timestamp())
 on conflict (name) do nothing;
 
@@ -240,6 +250,7 @@ update storyworker_rate_limits
 returning 0 as wait;
 
 -- name: rate_limit_wait
+-- Seconds until the limiter allows the next call.
 select greatest(extract(epoch from tat - clock_timestamp()), 0)::float8 as wait
   from storyworker_rate_limits where name = %(name)s;
 
@@ -264,3 +275,80 @@ update generation_jobs
        locked_by = null, heartbeat_at = null, run_after = null, updated_at = now()
  where status = 'processing' and locked_by = %(owner)s
 returning id, status;
+
+-- name: listen_jobs
+-- An idle worker waits for new jobs (the insert and requeue triggers NOTIFY here).
+listen generation_jobs;
+
+-- name: unlisten_jobs
+-- A worker that claimed a job stops listening: PostgreSQL wakes every listener for
+-- every NOTIFY, and each wake-up costs the backend a transaction.
+unlisten generation_jobs;
+
+-- name: notify
+-- A NOTIFY from another connection: the probe that proves LISTEN is delivered.
+select pg_notify(%(channel)s, %(payload)s);
+
+-- name: listen_progress
+-- `watch` and the demo follow jobs' progress (the progress trigger NOTIFYs here).
+listen generation_progress;
+
+-- name: progress
+-- What a progress bar shows for each of the given jobs.
+select id, status, progress, current_step, error_message
+  from generation_jobs where id = any(%(job_ids)s);
+
+-- name: probe_timeout
+-- Health probes bound every statement they run, so a stuck database cannot hold them.
+select set_config('statement_timeout', %(timeout)s, false);
+
+-- name: migration_lock
+-- Migrations run one at a time, whichever host starts them (a session advisory lock).
+select pg_advisory_lock(%(key)s);
+
+-- name: migration_unlock
+-- Let the next migrating session in.
+select pg_advisory_unlock(%(key)s);
+
+-- name: migration_lock_timeout
+-- One migration's DDL waits at most this long behind running workers' row locks.
+select set_config('lock_timeout', %(timeout)s, true);
+
+-- name: migrations_table
+-- Whether the bookkeeping table exists yet (null on a database never migrated).
+select to_regclass('storyworker_migrations') as t;
+
+-- name: migrations_create_table
+-- The bookkeeping table: one row per applied migration.
+create table if not exists storyworker_migrations (
+    version text primary key,
+    applied_at timestamptz not null default now()
+);
+
+-- name: migrations_applied
+-- Versions recorded as applied.
+select version from storyworker_migrations;
+
+-- name: migration_record
+-- Record one migration as applied, in the transaction that applied it.
+insert into storyworker_migrations (version) values (%(version)s);
+
+-- name: demo_user
+-- The demo's user (on plain PostgreSQL, the minimal auth.users that migrate made).
+insert into auth.users (id) values (gen_random_uuid()) returning id;
+
+-- name: demo_sequence
+-- The demo's story.
+insert into sequences (user_id, title, premise)
+values (%(user_id)s, %(title)s, %(premise)s) returning id;
+
+-- name: demo_chapter
+-- One empty chapter of the demo's story.
+insert into chapters (sequence_id, chapter_number, title)
+values (%(sequence_id)s, %(number)s, %(title)s) returning id;
+
+-- name: demo_excerpt
+-- The finished chapter the demo quotes at the end.
+select c.title, c.content, c.word_count
+  from generation_jobs j join chapters c on c.id = j.chapter_id
+ where j.id = %(job_id)s;

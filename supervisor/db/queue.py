@@ -1,30 +1,28 @@
 """The job queue: the one owner of job and chapter SQL.
 
 Callers say what they mean (`claim`, `checkpoint`, `finish`, `release` …); the SQL
-itself lives in `queries.sql`, by name. Writes made on behalf of a `Claim` are fenced:
-when the job was cancelled, rescued or re-claimed meanwhile they change nothing and
-raise LeaseLostError, which tells the worker to stop.
+itself lives in `queries.sql`, by name (see `supervisor.db.sql`). Writes made on
+behalf of a `Claim` are fenced: when the job was cancelled, rescued or re-claimed
+meanwhile they change nothing and raise LeaseLostError, which tells the worker to stop.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from supervisor.db import sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Claim, Job, Outcome, Status
 from supervisor.errors import (
     ChapterNotFoundError,
-    DatabaseError,
+    ConstraintViolation,
     InvalidStateError,
     JobNotFoundError,
     LeaseLostError,
@@ -36,22 +34,8 @@ MAX_RETRY_DELAY_SECONDS = 3600.0
 CONTINUITY_SUMMARIES = 20
 
 
-@cache
-def queries() -> dict[str, str]:
-    """The named statements of queries.sql."""
-    text = (resources.files("supervisor.db") / "queries.sql").read_text("utf-8")
-    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-def _one(conn: psycopg.Connection, name: str, params: Mapping[str, Any]) -> dict | None:
-    with translated(name):
-        return conn.execute(queries()[name], params).fetchone()
-
-
-def _all(conn: psycopg.Connection, name: str, params: Mapping[str, Any]) -> list[dict]:
-    with translated(name):
-        return conn.execute(queries()[name], params).fetchall()
+_one = sql.one
+_all = sql.all_rows
 
 
 # --- producing and steering jobs ------------------------------------------------
@@ -121,18 +105,20 @@ def stats(conn: psycopg.Connection) -> QueueStats:
 # --- the worker's side ----------------------------------------------------------
 
 
+#: The unique index that lets only one job write a chapter at a time.
+ONE_WRITER_PER_CHAPTER = "generation_jobs_one_writer_per_chapter_idx"
+
+
 def claim(conn: psycopg.Connection, owner: str) -> Claim | None:
     """Claim the oldest runnable pending job for `owner`, or None when there is none."""
     try:
-        params = {"owner": owner, "summaries": CONTINUITY_SUMMARIES}
-        row = conn.execute(queries()["claim"], params).fetchone()
-    except psycopg.errors.UniqueViolation:
+        row = _one(conn, "claim", {"owner": owner, "summaries": CONTINUITY_SUMMARIES})
+    except ConstraintViolation as exc:
+        if exc.constraint != ONE_WRITER_PER_CHAPTER:
+            raise
         # Another worker claimed a job for the same chapter in the same instant; the
         # next claim skips that chapter.
         return None
-    except psycopg.Error as exc:
-        with translated("claim"):
-            raise exc
     return None if row is None else Claim.from_row(row)
 
 
@@ -140,8 +126,7 @@ def renew_leases(conn: psycopg.Connection, owners: Sequence[str]) -> int:
     """Refresh the heartbeat of every processing job held by `owners`; return how many."""
     if not owners:
         return 0
-    with translated("renew_leases"):
-        return conn.execute(queries()["renew_leases"], {"owners": list(owners)}).rowcount
+    return sql.run(conn, "renew_leases", {"owners": list(owners)})
 
 
 def _fenced(conn: psycopg.Connection, name: str, claim: Claim, **params: Any) -> None:
@@ -244,11 +229,9 @@ def finish(
     try:
         with translated("finish and claim"), conn.transaction():
             _fenced(conn, "finish", claim, **params)
-            row = conn.execute(
-                queries()["claim"], {"owner": next_owner, "summaries": CONTINUITY_SUMMARIES}
-            ).fetchone()
-    except DatabaseError as exc:
-        if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+            row = _one(conn, "claim", {"owner": next_owner, "summaries": CONTINUITY_SUMMARIES})
+    except ConstraintViolation as exc:
+        if exc.constraint != ONE_WRITER_PER_CHAPTER:
             raise
         # A claim race on one chapter (see `claim`) undid the whole transaction.
         _fenced(conn, "finish", claim, **params)
@@ -318,3 +301,35 @@ def rescue_owner(
         conn, "rescue_owner", {"owner": owner, "reason": reason, "max_retries": max_retries}
     )
     return [Outcome(row["id"], Status(row["status"])) for row in rows]
+
+
+class WorkerQueue:
+    """The worker's statements bound to its connection: what `JobRunner` and
+    `ChapterSink` call (see `supervisor.worker.runner.JobQueue`)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def claim(self, owner: str) -> Claim | None:
+        return claim(self.conn, owner)
+
+    def start_chapter(self, claim: Claim, **changes: Any) -> None:
+        start_chapter(self.conn, claim, **changes)
+
+    def cut_back(self, claim: Claim, length: int) -> None:
+        cut_back(self.conn, claim, length)
+
+    def append_text(self, claim: Claim, text: str) -> None:
+        append_text(self.conn, claim, text)
+
+    def checkpoint(self, claim: Claim, **changes: Any) -> None:
+        checkpoint(self.conn, claim, **changes)
+
+    def finish(self, claim: Claim, **result: Any) -> Claim | None:
+        return finish(self.conn, claim, **result)
+
+    def fail(self, claim: Claim, message: str, **policy: Any) -> Outcome:
+        return fail(self.conn, claim, message, **policy)
+
+    def release(self, claim: Claim) -> bool:
+        return release(self.conn, claim)

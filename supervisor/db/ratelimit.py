@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from supervisor.db import queue
-from supervisor.db.connection import translated
+from supervisor.db import sql
 
 #: Longest single sleep, so a worker stays responsive to shutdown while it waits.
 MAX_NAP_SECONDS = 1.0
@@ -39,17 +38,15 @@ class RateLimiter:
     def acquire(self) -> float:
         """Take one call from the shared budget; return the seconds spent waiting."""
         params = {"name": self._name, "interval": self._interval}
-        sql = queue.queries()
         waited = 0.0
-        with translated("rate limit"):
-            if not self._initialised:
-                self._conn.execute(sql["rate_limit_init"], params)
-                self._initialised = True
-            while self._conn.execute(sql["rate_limit_take"], params).fetchone() is None:
-                row = self._conn.execute(sql["rate_limit_wait"], params).fetchone()
-                nap = min(max(row["wait"], 0.001), MAX_NAP_SECONDS)
-                self._sleep(nap)
-                waited += nap
+        if not self._initialised:
+            sql.run(self._conn, "rate_limit_init", params)
+            self._initialised = True
+        while sql.one(self._conn, "rate_limit_take", params) is None:
+            row = sql.one(self._conn, "rate_limit_wait", params)
+            nap = min(max(row["wait"], 0.001), MAX_NAP_SECONDS)
+            self._sleep(nap)
+            waited += nap
         return waited
 
 

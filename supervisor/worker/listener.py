@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from supervisor.db import sql
 from supervisor.db.connection import translated
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
@@ -67,7 +68,7 @@ class Waiter:
             return self.mode
         probe = f"probe:{uuid.uuid4()}"
         try:
-            self._conn.execute(f"listen {CHANNEL}")
+            sql.run(self._conn, "listen_jobs")
             self._send_probe(CHANNEL, probe)
             got = any(
                 n.payload == probe
@@ -90,8 +91,8 @@ class Waiter:
     def busy(self) -> None:
         """A job was claimed: stop listening until the queue is next found empty."""
         if self._listening:
+            sql.run(self._conn, "unlisten_jobs")
             with translated("UNLISTEN"):
-                self._conn.execute(f"unlisten {CHANNEL}")
                 for _ in self._conn.notifies(timeout=0):  # what came while we listened
                     pass
             self._listening = False
@@ -101,8 +102,7 @@ class Waiter:
         if self.mode is Mode.LISTEN and not self._listening:
             # A job inserted since the caller's last claim sent its NOTIFY to nobody:
             # listen, then return at once so that the caller claims once more.
-            with translated("LISTEN"):
-                self._conn.execute(f"listen {CHANNEL}")
+            sql.run(self._conn, "listen_jobs")
             self._listening = True
             return
         deadline = time.monotonic() + self._poll_interval

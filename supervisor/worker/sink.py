@@ -1,8 +1,8 @@
-"""Runs one claimed job: check it, write the chapter through the generation package,
-persist what the writer hands back, and settle the job.
+"""Between a claimed job and the chapter writer: `prepare` checks the job and finds
+where to resume; `ChapterSink` persists what the writer hands back.
 
-The writer knows nothing of SQL; `ChapterSink` is the bridge: each callback becomes
-one fenced queue call. Live text is flushed at most every `FLUSH_INTERVAL_SECONDS`, so
+The writer knows nothing of SQL; the sink is the bridge: each callback becomes one
+fenced queue call. Live text is flushed at most every `FLUSH_INTERVAL_SECONDS`, so
 database load does not grow with the number of streamed chunks.
 """
 
@@ -12,16 +12,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from generation.errors import PermanentError
 from generation.preferences import Preferences, parse_preferences
 from generation.types import ChapterRequest, Checkpoint, Outline
 from generation.writer import SectionStats
-from supervisor.db import queue
 from supervisor.db.jobs import Claim
+
+if TYPE_CHECKING:
+    from supervisor.worker.runner import JobQueue
 
 log = logging.getLogger("supervisor.worker.process")
 
@@ -48,7 +48,7 @@ class PreparedJob:
     content_length: int
 
 
-def prepare(conn: psycopg.Connection, claim: Claim) -> PreparedJob:
+def prepare(queue: JobQueue, claim: Claim) -> PreparedJob:
     """Check ownership and preferences, and cut back a half-written section.
 
     Raises JobRejected (permanent) with a message that says why; the chapter is not
@@ -68,7 +68,7 @@ def prepare(conn: psycopg.Connection, claim: Claim) -> PreparedJob:
     preferences = parse_preferences(claim.user_preferences)
     checkpoint, length = _resume_point(claim.checkpoint, preferences)
     if length < len(context.content) and checkpoint.outline is not None:
-        queue.cut_back(conn, claim, length)
+        queue.cut_back(claim, length)
     request = ChapterRequest(
         chapter_number=context.chapter_number,
         preferences=preferences,
@@ -96,7 +96,7 @@ def _resume_point(saved: Mapping[str, Any] | None, prefs: Preferences) -> tuple[
 class ChapterSink:
     """The writer's callbacks, persisted through fenced queue calls."""
 
-    conn: psycopg.Connection
+    queue: JobQueue
     claim: Claim
     total_sections: int
     content_length: int
@@ -105,6 +105,8 @@ class ChapterSink:
     #: Called at each flush interval while text streams: a long section keeps the
     #: worker's heartbeat fresh between checkpoints.
     on_alive: Callable[[], None] = lambda: None
+    #: Called once a finished section is committed (for logs and metrics).
+    on_section: Callable[[int, SectionStats], None] = lambda index, stats: None
     clock: Callable[[], float] = time.monotonic
     buffer: list[str] = field(default_factory=list)
     last_flush: float = 0.0
@@ -113,8 +115,7 @@ class ChapterSink:
     def on_outline(self, outline: Outline) -> None:
         self.outline = outline
         self.content_length = 0
-        queue.start_chapter(
-            self.conn,
+        self.queue.start_chapter(
             self.claim,
             outline=outline.to_json(),
             title=outline.title or None,
@@ -130,7 +131,7 @@ class ChapterSink:
         if now - self.last_flush >= FLUSH_INTERVAL_SECONDS:
             pending = self._take()
             if pending:
-                queue.append_text(self.conn, self.claim, pending)
+                self.queue.append_text(self.claim, pending)
                 self.flushes += 1
             self.last_flush = now
             self.on_alive()
@@ -138,8 +139,7 @@ class ChapterSink:
     def on_section_done(self, index: int, stats: SectionStats) -> None:
         done = index + 1
         progress = progress_after(done, self.total_sections)
-        queue.checkpoint(
-            self.conn,
+        self.queue.checkpoint(
             self.claim,
             text=self._take(),
             progress=progress,
@@ -147,6 +147,7 @@ class ChapterSink:
             checkpoint=self._checkpoint(done),
         )
         self.on_progress(progress)
+        self.on_section(index, stats)
 
     def checkpoint_json(self) -> dict[str, Any]:
         return self._checkpoint(self.total_sections)

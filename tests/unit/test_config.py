@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.config import Settings, load_settings, redact_dsn
+from supervisor.config import Settings, load_settings
+from supervisor.redact import redact_dsn
 from supervisor.errors import ConfigError
 
 SECRET_DSN = "postgresql://app:hunter2-secret@db.example.com:5432/app"

@@ -13,7 +13,7 @@ from supervisor import exitcodes
 from supervisor.arbiter.loop import Arbiter
 from supervisor.arbiter.procs import Exit
 from supervisor.config import Settings
-from supervisor.worker.process import owner_name
+from supervisor.db.jobs import owner_name
 
 
 @dataclass

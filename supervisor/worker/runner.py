@@ -1,0 +1,250 @@
+"""Runs one claimed job from its claim to its end: check it, write the chapter
+through the generation package, and settle it (completed, retried, failed, lost).
+
+It talks to the queue only through `JobQueue`, the worker's statements bound to its
+connection, so it can be driven in unit tests by an in-memory queue. Connection loss
+(DatabaseError) and Abandon (SIGQUIT) are not settled here: they belong to the
+process, which reconnects or exits.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from generation.errors import GenerationError
+from generation.types import CallRecord, Provider
+from generation.writer import SectionStats, write_chapter
+from supervisor import metrics
+from supervisor.db.jobs import Claim, Outcome
+from supervisor.errors import DatabaseError, LeaseLostError
+from supervisor.logs import fields
+from supervisor.worker.sink import ChapterSink, prepare
+
+log = logging.getLogger("supervisor.worker")
+
+
+class Abandon(BaseException):
+    """SIGQUIT: drop the current job back to the queue and exit now."""
+
+
+class Settled(enum.StrEnum):
+    """How one attempt at a job ended (the `outcome` label of the jobs metric)."""
+
+    COMPLETED = "completed"
+    RETRIED = "retried"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+class JobQueue(Protocol):
+    """The statements a worker runs on behalf of its claims (`supervisor.db.queue`
+    over one connection; an in-memory fake in the unit tests)."""
+
+    def claim(self, owner: str) -> Claim | None: ...
+    def start_chapter(
+        self,
+        claim: Claim,
+        *,
+        outline: Mapping[str, Any],
+        title: str | None,
+        checkpoint: Mapping[str, Any],
+        progress: int,
+    ) -> None: ...
+    def cut_back(self, claim: Claim, length: int) -> None: ...
+    def append_text(self, claim: Claim, text: str) -> None: ...
+    def checkpoint(
+        self,
+        claim: Claim,
+        *,
+        text: str,
+        progress: int,
+        step: str,
+        checkpoint: Mapping[str, Any],
+    ) -> None: ...
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        summary: str,
+        embedding: Sequence[float],
+        embedding_model: str,
+        word_count: int,
+        checkpoint: Mapping[str, Any],
+        next_owner: str | None = None,
+    ) -> Claim | None: ...
+    def fail(
+        self,
+        claim: Claim,
+        message: str,
+        *,
+        retryable: bool,
+        max_retries: int,
+        backoff_base: float,
+        retry_after: float | None = None,
+    ) -> Outcome: ...
+    def release(self, claim: Claim) -> bool: ...
+
+
+@dataclass
+class Tally:
+    """Tokens spent since the last section was logged."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, record: CallRecord) -> None:
+        self.input_tokens += record.input_tokens
+        self.output_tokens += record.output_tokens
+
+    def take(self) -> tuple[int, int]:
+        spent = (self.input_tokens, self.output_tokens)
+        self.input_tokens = self.output_tokens = 0
+        return spent
+
+
+@dataclass
+class JobRunner:
+    """Runs claimed jobs for `owner` with `provider`, settling each through `queue`."""
+
+    queue: JobQueue
+    provider: Provider
+    owner: str
+    max_retries: int
+    backoff_seconds: float
+    #: Progress (percent) of the job in hand, for the heartbeat table and the title.
+    on_progress: Callable[[Claim, int], None] = lambda claim, progress: None
+    #: Called while text streams: the worker is alive between checkpoints.
+    on_alive: Callable[[], None] = lambda: None
+    #: True once the worker was asked to stop: claim nothing more.
+    should_stop: Callable[[], bool] = lambda: False
+    tally: Tally = field(default_factory=Tally)
+    #: The next job, claimed in the same transaction as the last one's finish.
+    next_claim: Claim | None = None
+
+    def run(self, claim: Claim) -> Settled:
+        """Run `claim` to its end and record how it ended on the job. Raises only
+        DatabaseError (the connection broke) and Abandon (after releasing the job)."""
+        started = time.monotonic()
+        try:
+            settled = self._write(claim)
+        except LeaseLostError as exc:
+            settled = Settled.LOST
+            log.info("job lost", extra=fields(job_id=claim.job_id, reason=str(exc)))
+        except Abandon:
+            self.release(claim)
+            raise
+        except DatabaseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one catch-all: a failing job never stops a worker
+            settled = self.fail(claim, exc)
+        metrics.JOBS.labels(settled.value).inc()
+        metrics.JOB_SECONDS.observe(time.monotonic() - started)
+        return settled
+
+    def _write(self, claim: Claim) -> Settled:
+        prepared = prepare(self.queue, claim)
+        sink = ChapterSink(
+            queue=self.queue,
+            claim=claim,
+            total_sections=prepared.request.preferences.bullet_count,
+            content_length=prepared.content_length,
+            outline=prepared.checkpoint.outline,
+            on_progress=lambda p: self.on_progress(claim, p),
+            on_alive=self.on_alive,
+            on_section=lambda index, stats: self._section_written(claim, index, stats),
+        )
+        result = write_chapter(
+            prepared.request,
+            self.provider,
+            prepared.checkpoint,
+            sink,
+            written_text=prepared.written_text,
+        )
+        self.next_claim = self.queue.finish(
+            claim,
+            summary=result.summary,
+            embedding=result.embedding,
+            embedding_model=result.embedding_model,
+            word_count=result.word_count,
+            checkpoint=sink.checkpoint_json(),
+            next_owner=None if self.should_stop() else self.owner,
+        )
+        log.info(
+            "job completed",
+            extra=fields(
+                job_id=claim.job_id,
+                attempt=claim.attempt,
+                words=result.word_count,
+                flushes=sink.flushes,
+            ),
+        )
+        return Settled.COMPLETED
+
+    def _section_written(self, claim: Claim, index: int, stats: SectionStats) -> None:
+        metrics.SECTION_SECONDS.observe(stats.elapsed_seconds)
+        input_tokens, output_tokens = self.tally.take()
+        log.info(
+            "section written",
+            extra=fields(
+                job_id=claim.job_id,
+                section=index + 1,
+                elapsed_ms=round(stats.elapsed_seconds * 1000),
+                words=stats.words,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            ),
+        )
+
+    def fail(self, claim: Claim, exc: Exception) -> Settled:
+        """Record a failed attempt of `claim` caused by `exc`: retried while retries
+        remain and the error may pass, else failed with a message that says why."""
+        # Unknown errors are retried too (they may be passing), within MAX_RETRIES.
+        retryable = exc.retryable if isinstance(exc, GenerationError) else True
+        message = (
+            str(exc)
+            if isinstance(exc, GenerationError)
+            else f"internal error: {type(exc).__name__}: {exc}"
+        )
+        if not isinstance(exc, GenerationError):
+            log.error("job crashed", exc_info=True, extra=fields(job_id=claim.job_id))
+        try:
+            result = self.queue.fail(
+                claim,
+                message,
+                retryable=retryable,
+                max_retries=self.max_retries,
+                backoff_base=self.backoff_seconds,
+                retry_after=getattr(exc, "retry_after", None),
+            )
+        except LeaseLostError as lost:
+            log.info("job lost", extra=fields(job_id=claim.job_id, reason=str(lost)))
+            return Settled.LOST
+        log.warning(
+            "job failed",
+            extra=fields(
+                job_id=claim.job_id,
+                attempt=claim.attempt,
+                status=result.status.value,
+                retry_in_s=None
+                if result.retry_in_seconds is None
+                else round(result.retry_in_seconds, 1),
+                error=message,
+            ),
+        )
+        return Settled.RETRIED if result.status.value == "pending" else Settled.FAILED
+
+    def release(self, claim: Claim) -> None:
+        """Give `claim` back to the queue without using up a retry, if still ours."""
+        try:
+            if self.queue.release(claim):
+                log.info("job released", extra=fields(job_id=claim.job_id, attempt=claim.attempt))
+        except DatabaseError as exc:
+            log.warning(
+                "could not release job; the supervisor will",
+                extra=fields(job_id=claim.job_id, error=str(exc)),
+            )
