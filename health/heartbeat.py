@@ -131,10 +131,15 @@ def current_rss_bytes() -> int:
         return 0
 
 
+def systemd_runtime_directory() -> str | None:
+    """The first directory of systemd's $RUNTIME_DIRECTORY when it exists, else None."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return runtime if runtime and os.path.isdir(runtime) else None
+
+
 def default_directory() -> str:
     """$RUNTIME_DIRECTORY (systemd's), else /dev/shm, else the temp directory."""
-    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if runtime and os.path.isdir(runtime):
+    if runtime := systemd_runtime_directory():
         return runtime
     return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 

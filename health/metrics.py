@@ -11,25 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from health.heartbeat import HeartbeatTable, WorkerState
+from health.stats import QueueStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """What the queue looks like: jobs per status, and how long the oldest job that
-    could run now has waited (None when there is none)."""
-
-    depth_by_status: Mapping[str, int]
-    oldest_runnable_age_seconds: float | None
 
 
 class HeartbeatCollector(Collector):

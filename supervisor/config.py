@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from generation.providers import PROVIDER_NAMES
 from generation.types import (
     GEMINI_API_VERSION,
     GEMINI_EMBEDDING_DIMENSIONS,
@@ -27,7 +28,6 @@ from generation.types import (
 from supervisor.errors import ConfigError
 from supervisor.redact import redact_dsn
 
-PROVIDERS = ("gemini", "offline")
 LOG_FORMATS = ("text", "json")
 API_KEY_VARIABLES = ("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 
@@ -155,7 +155,7 @@ _LEVELS = tuple(logging.getLevelNamesMapping())
 #: environment variable -> (Settings field, parser)
 VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_URL": ("database_url", _dsn),
-    "GENERATION_PROVIDER": ("provider", _choice(PROVIDERS)),
+    "GENERATION_PROVIDER": ("provider", _choice(PROVIDER_NAMES)),
     "GEMINI_MODEL": ("gemini_model", _text),
     "GEMINI_EMBEDDING_MODEL": ("gemini_embedding_model", _text),
     "GEMINI_BASE_URL": ("gemini_base_url", _url),
@@ -220,9 +220,9 @@ def load_settings(
 
 
 def _validate(settings: Settings) -> None:
-    if settings.provider not in PROVIDERS:
+    if settings.provider not in PROVIDER_NAMES:
         raise ConfigError(
-            f"provider must be one of {', '.join(PROVIDERS)}; got {settings.provider!r}"
+            f"provider must be one of {', '.join(PROVIDER_NAMES)}; got {settings.provider!r}"
         )
     if settings.concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {settings.concurrency}")

@@ -5,9 +5,14 @@ CONFIG so that a service that can never start is not restarted forever.
 """
 
 OK = 0
+#: A command failed (a job that failed, for `watch`; an unhealthy answer, for `health`).
 FAILURE = 1
+#: The command line itself is wrong (click's own code for usage errors).
+USAGE = 2
 #: Workers die before they can claim anything (bad import, bad configuration).
 CANNOT_BOOT = 3
+#: `watch`: the job was cancelled.
+CANCELLED = 4
 #: The database is unreachable or not migrated at start-up.
 UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
 #: Invalid configuration.

@@ -39,8 +39,9 @@ def preflight(overrides: dict[str, Any]) -> Settings:
 
 def runtime_directory() -> Path:
     """systemd's RuntimeDirectory when given, else a private temporary directory."""
-    base = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if base and os.path.isdir(base):
+    from health.heartbeat import systemd_runtime_directory
+
+    if base := systemd_runtime_directory():
         return Path(tempfile.mkdtemp(prefix="run-", dir=base))
     return Path(tempfile.mkdtemp(prefix="storyworker-"))
 

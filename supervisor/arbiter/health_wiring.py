@@ -16,7 +16,7 @@ from flask import Flask
 from health.app import HealthConfig, create_app
 from health.checks import CachedCheck, CheckResult
 from health.heartbeat import HeartbeatTable
-from health.metrics import QueueStats
+from health.stats import QueueStats
 from supervisor.config import Settings, load_settings
 from supervisor.db import queue, sql
 from supervisor.db.connection import PROBE_CONNECT_TIMEOUT_SECONDS, connect_for
@@ -72,8 +72,7 @@ def listener_check(table: HeartbeatTable) -> Callable[[], CheckResult]:
 def queue_stats(settings: Settings) -> Callable[[], QueueStats]:
     def stats() -> QueueStats:
         with _probe_connection(settings) as conn:
-            found = queue.stats(conn)
-        return QueueStats(found.depth_by_status, found.oldest_runnable_age_seconds)
+            return queue.stats(conn)
 
     return stats
 

@@ -2,12 +2,16 @@
 
     handle signals → reap children → kill stale workers → maintain → spawn → wait
 
+One catch-all guards each pass: a bug in any step is logged with its traceback and
+the supervisor drains (a graceful shutdown) instead of leaving its workers orphaned.
+
 The supervisor never calls the LLM and never runs a job; workers never fork. All
 fork/kill/wait calls go through `Processes`, so the loop can be driven with fakes.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import time
@@ -19,6 +23,7 @@ from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
 from supervisor import exitcodes
 from supervisor.arbiter.leases import Maintenance
 from supervisor.arbiter.procs import Exit, Processes, SignalQueue
+from supervisor.arbiter.slots import Slot
 from supervisor.arbiter.systemd import Notifier
 from supervisor.config import Settings
 from supervisor.db.jobs import owner_name
@@ -29,24 +34,17 @@ log = logging.getLogger("supervisor.arbiter.loop")
 LOOP_SECONDS = 0.5
 ABORT_TO_KILL_SECONDS = 5.0
 QUIT_TO_KILL_SECONDS = 5.0
-#: A worker that lived this long resets its slot's crash backoff.
-STABLE_SECONDS = 30.0
-MAX_RESPAWN_DELAY = 30.0
 #: Consecutive workers dying before they booted, with none booting in between.
 BOOT_FAILURES_TO_GIVE_UP = 3
+#: Consecutive loop passes that raised before the supervisor stops trying to drain.
+LOOP_ERRORS_TO_GIVE_UP = 20
 
 
-@dataclass
-class Slot:
-    index: int
-    pid: int | None = None
-    started: float = 0.0
-    booted: bool = False
-    restarts: int = 0
-    crashes: int = 0
-    not_before: float = 0.0
-    aborted_at: float | None = None
-    quitting: bool = False  # we asked it to go (shutdown, reload, scale down)
+class Stopping(enum.StrEnum):
+    """How the supervisor is shutting down."""
+
+    GRACEFUL = "graceful"  # TERM/INT: jobs may finish within the grace period
+    IMMEDIATE = "immediate"  # QUIT, or the grace is over: release jobs now
 
 
 @dataclass
@@ -65,12 +63,13 @@ class Arbiter:
     target: int = 0
     health_pid: int | None = None
     health_restarts: int = 0
-    stopping: str | None = None  # None | "graceful" | "immediate"
+    stopping: Stopping | None = None
     deadline: float = 0.0
     reload_queue: list[int] = field(default_factory=list)
     boot_failures: int = 0
     exit_code: int = exitcodes.OK
     ready_sent: bool = False
+    loop_errors: int = 0
 
     # --- life cycle --------------------------------------------------------------
 
@@ -84,20 +83,42 @@ class Arbiter:
             extra=fields(workers=self.target, provider=self.settings.provider),
         )
         self.spawn_health()
-        while True:
-            self.handle_signals()
-            self.reap()
-            self.kill_stale()
-            self.maintain()
-            if self.stopping and self.drive_shutdown():
-                break
-            if not self.stopping:
-                self.spawn_missing()
+        while not self.run_pass():
             self.signals.wait(LOOP_SECONDS)
         self.stop_health()
         self.table.set_supervisor(state=SupervisorState.STOPPED)
         log.info("supervisor stopped", extra=fields(exit_code=self.exit_code))
         return self.exit_code
+
+    def run_pass(self) -> bool:
+        """One pass of the loop; True once the supervisor may exit. Never raises."""
+        try:
+            self.handle_signals()
+            self.reap()
+            self.kill_stale()
+            self.maintain()
+            if self.stopping and self.drive_shutdown():
+                return True
+            if not self.stopping:
+                self.spawn_missing()
+        except Exception:
+            log.error("unhandled exception in the main loop; draining", exc_info=True)
+            return self.after_loop_error()
+        self.loop_errors = 0
+        return False
+
+    def after_loop_error(self) -> bool:
+        """Drain after a bug; kill everything if even draining keeps failing."""
+        self.exit_code = exitcodes.FAILURE
+        self.loop_errors += 1
+        if self.loop_errors >= LOOP_ERRORS_TO_GIVE_UP:
+            log.critical("the main loop keeps failing; killing every worker")
+            for slot in self.live_slots():
+                self.processes.kill(slot.pid, signal.SIGKILL)
+            return True
+        if self.stopping is None:
+            self.handle_term()
+        return False
 
     # --- signals -----------------------------------------------------------------
 
@@ -119,23 +140,24 @@ class Arbiter:
         if self.stopping:
             self.handle_quit()
             return
-        self.begin_shutdown("graceful")
+        self.begin_shutdown(Stopping.GRACEFUL)
         self.deadline = self.clock() + self.settings.shutdown_grace_seconds
         for slot in self.live_slots():
             self.ask_to_stop(slot, signal.SIGTERM)
 
     def handle_quit(self) -> None:
-        if self.stopping != "immediate":
-            self.begin_shutdown("immediate")
+        if self.stopping is not Stopping.IMMEDIATE:
+            self.begin_shutdown(Stopping.IMMEDIATE)
             self.quit_all()
 
-    def begin_shutdown(self, how: str) -> None:
+    def begin_shutdown(self, how: Stopping) -> None:
         if self.stopping is None:
             self.notifier.stopping()
             self.table.set_supervisor(state=SupervisorState.DRAINING)
         self.stopping = how
         log.info(
-            "shutting down", extra=fields(mode=how, grace_s=self.settings.shutdown_grace_seconds)
+            "shutting down",
+            extra=fields(mode=how.value, grace_s=self.settings.shutdown_grace_seconds),
         )
 
     def handle_hup(self) -> None:
@@ -209,11 +231,7 @@ class Arbiter:
                 owner, f"rescued: worker {slot.index} (pid {ended.pid}) {ended.describe()}"
             )
         self.count_boot_failure(slot, ended)
-        lived = now - slot.started
-        slot.crashes = 0 if slot.quitting or lived >= STABLE_SECONDS else slot.crashes + 1
-        delay = 0.0 if slot.crashes <= 1 else min(2.0 ** (slot.crashes - 2), MAX_RESPAWN_DELAY)
-        slot.not_before = now + delay
-        slot.pid, slot.aborted_at, slot.quitting = None, None, False
+        slot.ended(now)
         state = (
             WorkerState.DEAD
             if slot.index < self.target and not self.stopping
@@ -236,7 +254,7 @@ class Arbiter:
         self.roll_reload()
         for index in range(self.target):
             slot = self.slots.setdefault(index, Slot(index))
-            if slot.pid is None and now >= slot.not_before:
+            if slot.due(now):
                 self.spawn_worker(slot)
 
     def roll_reload(self) -> None:
@@ -248,15 +266,14 @@ class Arbiter:
             self.ask_to_stop(slot, signal.SIGTERM)
 
     def spawn_worker(self, slot: Slot) -> None:
-        if slot.started:
-            slot.restarts += 1
+        slot.restarts += bool(slot.started)
         self.maintenance.before_fork()
         settings, table, main = self.settings, self.table, self.worker_main
         self.table.reset_slot(slot.index, pid=0, state=WorkerState.STARTING, restarts=slot.restarts)
         pid = self.processes.spawn(
             lambda: main(slot.index, settings, table), self.signals.forget_in_child
         )
-        slot.pid, slot.started, slot.booted = pid, self.clock(), False
+        slot.spawned(pid, self.clock())
         self.table.reset_slot(
             slot.index, pid=pid, state=WorkerState.STARTING, restarts=slot.restarts
         )
@@ -297,9 +314,20 @@ class Arbiter:
     # --- periodic work -----------------------------------------------------------
 
     def maintain(self) -> None:
+        """The periodic steps: beat, leases, readiness and status, health server."""
         now = self.clock()
+        self.beat(now)
+        self.tend_leases(now)
+        self.report_status()
+        self.restart_health()
+
+    def beat(self, now: float) -> None:
+        """The supervisor's own heartbeat (table and systemd watchdog)."""
         self.table.set_supervisor()
         self.notifier.watchdog(now)
+
+    def tend_leases(self, now: float) -> None:
+        """Renew the leases of workers whose heartbeat is fresh; rescue expired ones."""
         fresh = [
             owner_name(s.pid)
             for s in self.live_slots()
@@ -307,6 +335,9 @@ class Arbiter:
             and self.table.worker(s.index).age(now) < self.settings.worker_timeout_seconds
         ]
         self.maintenance.tick(now, fresh)
+
+    def report_status(self) -> None:
+        """READY=1 once every worker booted and /health answers; STATUS= after that."""
         busy = sum(
             1 for s in self.live_slots() if self.table.worker(s.index).state == WorkerState.BUSY
         )
@@ -325,6 +356,9 @@ class Arbiter:
             log.info("supervisor ready", extra=fields(workers=self.target, port=self.settings.port))
         elif self.ready_sent:
             self.notifier.status(status)
+
+    def restart_health(self) -> None:
+        """Start the health server again if it died (not while shutting down)."""
         if self.health_pid is None and not self.stopping and self.health_main is not None:
             self.health_restarts += 1
             self.spawn_health()
@@ -352,9 +386,9 @@ class Arbiter:
             return True
         now = self.clock()
         if now >= self.deadline:
-            if self.stopping == "graceful":
+            if self.stopping is Stopping.GRACEFUL:
                 log.warning("grace period over; releasing unfinished jobs")
-                self.stopping = "immediate"
+                self.stopping = Stopping.IMMEDIATE
                 self.quit_all()
             else:
                 for slot in self.live_slots():

@@ -10,15 +10,10 @@ from uuid import UUID
 import click
 
 from supervisor import exitcodes
-from supervisor.cli import fail, friendly_errors
+from supervisor.cli.common import connect, fail, friendly_errors
 from supervisor.config import load_settings
 from supervisor.db import queue
-from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Job, Status
-
-
-def _connect(command: str) -> Any:
-    return connect_for(load_settings(), command)
 
 
 def read_preferences(value: str | None) -> Any:
@@ -34,14 +29,15 @@ def read_preferences(value: str | None) -> Any:
     try:
         prefs = json.loads(text)
     except json.JSONDecodeError as exc:
-        fail(f"--prefs is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", 2)
+        where = f"line {exc.lineno} column {exc.colno}"
+        fail(f"--prefs is not valid JSON: {exc.msg} at {where}", exitcodes.USAGE)
     from generation.errors import InvalidPreferencesError
     from generation.preferences import parse_preferences
 
     try:
         parse_preferences(prefs)
     except InvalidPreferencesError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), exitcodes.USAGE)
     return prefs
 
 
@@ -52,7 +48,7 @@ def read_preferences(value: str | None) -> Any:
 def enqueue(chapter_id: UUID, prefs: str | None) -> None:
     """Queue a job for an existing chapter and print the job's id."""
     preferences = read_preferences(prefs)
-    with _connect("enqueue") as conn:
+    with connect("enqueue") as conn:
         click.echo(queue.enqueue(conn, chapter_id, preferences))
 
 
@@ -71,7 +67,7 @@ def _age(job: Job) -> str:
 @friendly_errors
 def list_command(status: str | None, limit: int) -> None:
     """The newest jobs first."""
-    with _connect("jobs list") as conn:
+    with connect("jobs list") as conn:
         found = queue.list_jobs(conn, Status(status) if status else None, limit)
     click.echo(f"{'id':36}  {'status':10}  {'progress':>8}  {'attempts':>8}  {'created':19}  step")
     for job in found:
@@ -109,7 +105,7 @@ def _job_fields(job: Job) -> dict[str, Any]:
 @friendly_errors
 def show(job_id: UUID, as_json: bool) -> None:
     """Everything about one job."""
-    with _connect("jobs show") as conn:
+    with connect("jobs show") as conn:
         job = queue.get(conn, job_id)
     data = _job_fields(job)
     if as_json:
@@ -126,7 +122,7 @@ def show(job_id: UUID, as_json: bool) -> None:
 @friendly_errors
 def retry(job_id: UUID, fresh: bool) -> None:
     """Put a failed or cancelled job back to pending."""
-    with _connect("jobs retry") as conn:
+    with connect("jobs retry") as conn:
         job = queue.retry(conn, job_id, fresh=fresh)
     click.echo(f"{job.id} is pending again" + (" (starting over)" if fresh else ""))
 
@@ -136,7 +132,7 @@ def retry(job_id: UUID, fresh: bool) -> None:
 @friendly_errors
 def cancel(job_id: UUID) -> None:
     """Cancel a pending or processing job."""
-    with _connect("jobs cancel") as conn:
+    with connect("jobs cancel") as conn:
         job = queue.cancel(conn, job_id)
     click.echo(f"{job.id} cancelled")
 
@@ -155,4 +151,4 @@ def health(url: str | None, timeout: float) -> None:
     except HealthClientError as exc:
         fail(str(exc), exitcodes.FAILURE)
     click.echo(json.dumps(body, indent=2))
-    raise SystemExit(0 if status == 200 else 1)
+    raise SystemExit(exitcodes.OK if status == 200 else exitcodes.FAILURE)

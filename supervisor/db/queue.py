@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from health.stats import QueueStats
 from supervisor.db import sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Claim, Job, Outcome, Status
@@ -85,12 +85,6 @@ def retry(conn: psycopg.Connection, job_id: UUID, *, fresh: bool = False) -> Job
             f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried"
         )
     return Job.from_row(row)
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    depth_by_status: dict[str, int]
-    oldest_runnable_age_seconds: float | None
 
 
 def stats(conn: psycopg.Connection) -> QueueStats:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from supervisor.config import Settings, load_settings
-from supervisor.redact import redact_dsn
 from supervisor.errors import ConfigError
+from supervisor.redact import redact_dsn
 
 SECRET_DSN = "postgresql://app:hunter2-secret@db.example.com:5432/app"
 

@@ -22,6 +22,7 @@ from health.app import HealthConfig, create_app
 from health.checks import CachedCheck, CheckResult
 from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
 from health.metrics import QueueStats
+from tests.fakes import Clock
 
 WORKER_TIMEOUT = 30.0
 SUPERVISOR_TIMEOUT = 10.0
@@ -40,17 +41,9 @@ WORKER_KEYS = {
 }
 
 
-class Clock:
-    def __init__(self, now: float = 10_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(10_000.0)
 
 
 @pytest.fixture

@@ -14,27 +14,7 @@ from supervisor.arbiter.loop import Arbiter
 from supervisor.arbiter.procs import Exit
 from supervisor.config import Settings
 from supervisor.db.jobs import owner_name
-
-
-@dataclass
-class FakeProcesses:
-    next_pid: int = 100
-    spawned: list[int] = field(default_factory=list)
-    killed: list[tuple[int, int]] = field(default_factory=list)
-    exits: list[Exit] = field(default_factory=list)
-
-    def spawn(self, child, before_child) -> int:
-        self.next_pid += 1
-        self.spawned.append(self.next_pid)
-        return self.next_pid
-
-    def kill(self, pid: int, sig: int) -> bool:
-        self.killed.append((pid, sig))
-        return True
-
-    def reap(self) -> list[Exit]:
-        ended, self.exits = self.exits, []
-        return ended
+from tests.fakes import Clock, FakeProcesses
 
 
 @dataclass
@@ -50,14 +30,6 @@ class FakeMaintenance:
 
     def rescue(self, owner: str, reason: str) -> None:
         self.rescued.append((owner, reason))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

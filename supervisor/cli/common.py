@@ -1,0 +1,48 @@
+"""What every command shares: one line on stderr and a distinct exit code for
+storyworker's errors, and a connection for a command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+import psycopg
+
+from supervisor import exitcodes
+from supervisor.config import load_settings
+from supervisor.errors import ConfigError, DatabaseError, StoryworkerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+def fail(message: str, code: int) -> NoReturn:
+    """Print one line to stderr and exit with `code`."""
+    click.echo(f"storyworker: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn storyworker's errors into one line on stderr and a distinct exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), exitcodes.CONFIG)
+        except DatabaseError as exc:
+            fail(str(exc), exitcodes.UNAVAILABLE)
+        except StoryworkerError as exc:
+            fail(str(exc), exitcodes.FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+
+
+def connect(command: str) -> psycopg.Connection:
+    """A connection for `storyworker COMMAND`, from the environment's settings."""
+    from supervisor.db.connection import connect_for
+
+    return connect_for(load_settings(), command)

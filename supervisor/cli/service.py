@@ -1,0 +1,77 @@
+"""The service's own commands: migrate, run, demo and watch."""
+
+from __future__ import annotations
+
+import sys
+from uuid import UUID
+
+import click
+
+from supervisor import exitcodes
+from supervisor.cli.common import friendly_errors
+from supervisor.config import load_settings
+
+
+@click.command()
+@friendly_errors
+def migrate() -> None:
+    """Apply the database migrations shipped with storyworker (idempotent)."""
+    from supervisor import logs
+    from supervisor.db.connection import connect_for
+    from supervisor.db.migrate import migrate as apply
+
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    with connect_for(settings, "migrate") as conn:
+        applied = apply(conn)
+    click.echo(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )
+
+
+@click.command()
+@click.option("--concurrency", type=int, help="Worker processes (WORKER_CONCURRENCY).")
+@click.option("--port", type=int, help="Health server port (PORT).")
+@click.option("--provider", help="gemini or offline (GENERATION_PROVIDER).")
+@friendly_errors
+def run(concurrency: int | None, port: int | None, provider: str | None) -> None:
+    """Run the supervisor, its workers and the health server in the foreground."""
+    from supervisor.arbiter.bootstrap import run as run_supervisor
+
+    sys.exit(run_supervisor({"concurrency": concurrency, "port": port, "provider": provider}))
+
+
+@click.command()
+@friendly_errors
+def demo() -> None:
+    """Everything at once on this machine: a throwaway Postgres, two workers, live."""
+    from supervisor import logs
+    from supervisor.cli.demo import run_demo
+
+    settings = load_settings()
+    logs.configure("WARNING", settings.log_format)
+    sys.exit(run_demo(settings))
+
+
+@click.command()
+@click.argument("job_id", type=click.UUID)
+@friendly_errors
+def watch(job_id: UUID) -> None:
+    """A live progress bar for one job; exit 0 when it completes, 1 failed, 4 cancelled."""
+    from supervisor.cli.common import connect
+    from supervisor.db import progress, queue
+
+    with connect("watch") as conn:
+        queue.get(conn, job_id)  # a clear error for an unknown id
+        live = sys.stdout.isatty()
+        last = None
+        for state in progress.follow(conn, [job_id]):
+            last = state[job_id]
+            line = progress.describe(last)
+            click.echo(f"\r{line}\x1b[K" if live else line, nl=not live)
+    if live:
+        click.echo()
+    if last is not None and last.status.value == "failed":
+        sys.exit(exitcodes.FAILURE)
+    if last is not None and last.status.value == "cancelled":
+        sys.exit(exitcodes.CANCELLED)

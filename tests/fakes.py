@@ -1,0 +1,188 @@
+"""Fakes shared by unit tests: a settable clock, processes that are never forked, and
+an in-memory job queue that fences writes exactly as the SQL does (procrastinate's
+InMemoryConnector is the model)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.arbiter.procs import Exit
+from supervisor.db.jobs import ChapterContext, Claim, Outcome, Status
+from supervisor.errors import LeaseLostError
+
+
+class Clock:
+    """A clock that moves only when a test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeProcesses:
+    """`Processes` that hands out pids and records what it was asked to do."""
+
+    next_pid: int = 100
+    spawned: list[int] = field(default_factory=list)
+    killed: list[tuple[int, int]] = field(default_factory=list)
+    exits: list[Exit] = field(default_factory=list)
+
+    def spawn(self, child, before_child) -> int:
+        self.next_pid += 1
+        self.spawned.append(self.next_pid)
+        return self.next_pid
+
+    def kill(self, pid: int, sig: int) -> bool:
+        self.killed.append((pid, sig))
+        return True
+
+    def reap(self) -> list[Exit]:
+        ended, self.exits = self.exits, []
+        return ended
+
+
+@dataclass
+class MemoryJob:
+    """One job and its chapter, as the database would hold them."""
+
+    preferences: Any
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    status: Status = Status.PENDING
+    attempts: int = 0
+    owner: str | None = None
+    checkpoint: Mapping[str, Any] | None = None
+    progress: int = 0
+    step: str | None = None
+    error: str | None = None
+    content: str = ""
+    outline: Mapping[str, Any] | None = None
+    summary: str | None = None
+    embedding: list[float] | None = None
+    #: The writes that changed something, in order: (statement, detail).
+    writes: list[tuple[str, Any]] = field(default_factory=list)
+
+
+class MemoryQueue:
+    """The worker's statements (`supervisor.worker.runner.JobQueue`) over jobs held in
+    memory. Every write on behalf of a claim matches only while the job is processing
+    under the same owner and attempt, else raises LeaseLostError, as the SQL does."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[uuid.UUID, MemoryJob] = {}
+        self.sequence_id, self.user_id = uuid.uuid4(), uuid.uuid4()
+
+    def add(self, preferences: Any = None, **state: Any) -> MemoryJob:
+        job = MemoryJob(preferences if preferences is not None else {}, **state)
+        self.jobs[job.id] = job
+        return job
+
+    def claim(self, owner: str) -> Claim | None:
+        job = next((j for j in self.jobs.values() if j.status is Status.PENDING), None)
+        if job is None:
+            return None
+        job.status, job.owner, job.attempts = Status.PROCESSING, owner, job.attempts + 1
+        context = ChapterContext(
+            self.sequence_id, self.user_id, 1, job.content, "The Keeper", None, ()
+        )
+        return Claim(
+            job.id, owner, job.attempts, job.id, self.sequence_id, self.user_id,
+            job.preferences, job.checkpoint, context,
+        )  # fmt: skip
+
+    def _held(self, claim: Claim) -> MemoryJob:
+        job = self.jobs.get(claim.job_id)
+        if (
+            job is None
+            or job.status is not Status.PROCESSING
+            or (job.owner, job.attempts) != (claim.owner, claim.attempt)
+        ):
+            raise LeaseLostError(f"job {claim.job_id} is no longer held by {claim.owner}")
+        return job
+
+    def start_chapter(
+        self,
+        claim: Claim,
+        *,
+        outline: Mapping[str, Any],
+        title: str | None,
+        checkpoint: Mapping[str, Any],
+        progress: int,
+    ) -> None:
+        job = self._held(claim)
+        job.outline, job.content, job.checkpoint = outline, "", checkpoint
+        job.progress, job.step = progress, "outline"
+        job.writes.append(("start_chapter", outline))
+
+    def cut_back(self, claim: Claim, length: int) -> None:
+        job = self._held(claim)
+        job.content = job.content[:length]
+        job.writes.append(("cut_back", length))
+
+    def append_text(self, claim: Claim, text: str) -> None:
+        job = self._held(claim)
+        job.content += text
+        job.writes.append(("append_text", text))
+
+    def checkpoint(
+        self,
+        claim: Claim,
+        *,
+        text: str,
+        progress: int,
+        step: str,
+        checkpoint: Mapping[str, Any],
+    ) -> None:
+        job = self._held(claim)
+        job.content += text
+        job.progress, job.step, job.checkpoint = progress, step, checkpoint
+        job.writes.append(("checkpoint", step))
+
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        summary: str,
+        embedding: Sequence[float],
+        embedding_model: str,
+        word_count: int,
+        checkpoint: Mapping[str, Any],
+        next_owner: str | None = None,
+    ) -> Claim | None:
+        job = self._held(claim)
+        job.status, job.progress, job.step = Status.COMPLETED, 100, "completed"
+        job.summary, job.embedding, job.checkpoint = summary, list(embedding), checkpoint
+        job.writes.append(("finish", word_count))
+        return None if next_owner is None else self.claim(next_owner)
+
+    def fail(
+        self,
+        claim: Claim,
+        message: str,
+        *,
+        retryable: bool,
+        max_retries: int,
+        backoff_base: float,
+        retry_after: float | None = None,
+    ) -> Outcome:
+        job = self._held(claim)
+        requeue = retryable and claim.attempt <= max_retries
+        job.status = Status.PENDING if requeue else Status.FAILED
+        job.owner = None if requeue else job.owner
+        job.error = message
+        job.writes.append(("fail", message))
+        return Outcome(job.id, job.status, backoff_base if requeue else None)
+
+    def release(self, claim: Claim) -> bool:
+        try:
+            job = self._held(claim)
+        except LeaseLostError:
+            return False
+        job.status, job.owner, job.attempts = Status.PENDING, None, job.attempts - 1
+        job.writes.append(("release", None))
+        return True

@@ -1,0 +1,151 @@
+"""Running one job, claim to settlement, against the in-memory queue: no database, no
+processes. The same code runs against PostgreSQL in tests/integration and as a real
+process in tests/acceptance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from generation.errors import ProviderUnavailableError, RefusedError
+from generation.offline import OfflineProvider
+from generation.types import ChapterRequest, Outline
+from supervisor.db.jobs import Status
+from supervisor.worker.runner import Abandon, JobRunner, Settled
+from tests.fakes import MemoryQueue
+
+PREFS = {"bullet_count": 4, "words_per_bullet": 60}
+OWNER = "host/1"
+
+
+class FailingProvider(OfflineProvider):
+    """The offline provider, failing in section `at` with `error` after some text."""
+
+    def __init__(self, at: int, error: BaseException) -> None:
+        super().__init__()
+        self.at, self.error = at, error
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        chunks = super().stream_section(request, outline, index, previous_text)
+        if index == self.at:
+            yield next(iter(chunks))
+            raise self.error
+        yield from chunks
+
+
+def runner_for(queue: MemoryQueue, provider=None, **options) -> JobRunner:
+    return JobRunner(
+        queue=queue,
+        provider=provider or OfflineProvider(),
+        owner=OWNER,
+        max_retries=3,
+        backoff_seconds=1.0,
+        **options,
+    )
+
+
+def fault_free_text(prefs=PREFS) -> str:
+    queue = MemoryQueue()
+    job = queue.add(prefs)
+    runner_for(queue).run(queue.claim(OWNER))
+    return job.content
+
+
+def test_a_job_runs_to_completion_with_progress_after_each_step():
+    queue = MemoryQueue()
+    job = queue.add(PREFS)
+    progress: list[int] = []
+    runner = runner_for(queue, on_progress=lambda claim, p: progress.append(p))
+    assert runner.run(queue.claim(OWNER)) is Settled.COMPLETED
+    assert job.status is Status.COMPLETED and job.progress == 100
+    assert progress == [10, 30, 50, 70, 90]
+    assert job.content.count("\n\n") == 3  # four sections, each once
+    assert job.summary and len(job.embedding) > 0
+    assert job.checkpoint["sections_done"] == 4
+    assert job.checkpoint["content_length"] == len(job.content)
+
+
+def test_invalid_preferences_fail_at_once_and_leave_the_chapter_untouched():
+    queue = MemoryQueue()
+    job = queue.add({"bullet_count": 99}, content="the user's own text")
+    assert runner_for(queue).run(queue.claim(OWNER)) is Settled.FAILED
+    assert job.status is Status.FAILED and "bullet_count" in job.error
+    assert job.content == "the user's own text"
+    assert [name for name, _ in job.writes] == ["fail"]
+
+
+def test_a_passing_provider_failure_is_retried_and_a_refusal_is_not():
+    queue = MemoryQueue()
+    passing = queue.add(PREFS)
+    runner = runner_for(queue, FailingProvider(1, ProviderUnavailableError("HTTP 503")))
+    assert runner.run(queue.claim(OWNER)) is Settled.RETRIED
+    assert passing.status is Status.PENDING and "HTTP 503" in passing.error
+
+    refused = queue.add(PREFS)
+    passing.status = Status.COMPLETED  # out of the way
+    runner = runner_for(queue, FailingProvider(0, RefusedError("the model refused")))
+    assert runner.run(queue.claim(OWNER)) is Settled.FAILED
+    assert refused.status is Status.FAILED and refused.error == "the model refused"
+
+
+def test_an_unexpected_exception_is_an_internal_error_that_is_retried():
+    queue = MemoryQueue()
+    job = queue.add(PREFS)
+    runner = runner_for(queue, FailingProvider(2, KeyError("surprise")))
+    assert runner.run(queue.claim(OWNER)) is Settled.RETRIED
+    assert job.error.startswith("internal error: KeyError")
+
+
+def test_a_job_lost_mid_way_stops_writing_and_settles_nothing():
+    queue = MemoryQueue()
+    job = queue.add(PREFS)
+
+    def cancel_at_section_2(claim, progress):
+        if progress == 50:
+            job.status = Status.CANCELLED
+
+    runner = runner_for(queue, on_progress=cancel_at_section_2)
+    assert runner.run(queue.claim(OWNER)) is Settled.LOST
+    assert job.status is Status.CANCELLED
+    assert job.writes[-1] == ("checkpoint", "section 2 of 4")
+
+
+def test_abandon_releases_the_job_without_using_an_attempt():
+    queue = MemoryQueue()
+    job = queue.add(PREFS)
+    runner = runner_for(queue, FailingProvider(1, Abandon()))
+    with pytest.raises(Abandon):
+        runner.run(queue.claim(OWNER))
+    assert job.status is Status.PENDING and job.attempts == 0
+    assert job.checkpoint["sections_done"] == 1  # resumes after section 1
+
+
+def test_a_resumed_job_cuts_back_the_half_written_section_and_matches_a_fresh_run():
+    queue = MemoryQueue()
+    job = queue.add(PREFS)
+    runner = runner_for(queue, FailingProvider(2, ProviderUnavailableError("cut")))
+    assert runner.run(queue.claim(OWNER)) is Settled.RETRIED
+    committed = job.checkpoint["content_length"]
+    job.content += " and half a sentence the dead attempt left"
+    assert len(job.content) > committed
+
+    assert runner_for(queue).run(queue.claim(OWNER)) is Settled.COMPLETED
+    assert ("cut_back", committed) in job.writes
+    assert "start_chapter" not in [name for name, _ in job.writes[1:]]  # outline kept
+    assert job.content == fault_free_text()
+
+
+def test_finishing_claims_the_next_job_unless_asked_to_stop():
+    queue = MemoryQueue()
+    first, second = queue.add(PREFS), queue.add(PREFS)
+    runner = runner_for(queue)
+    runner.run(queue.claim(OWNER))
+    assert runner.next_claim is not None and runner.next_claim.job_id == second.id
+
+    stopping = runner_for(queue, should_stop=lambda: True)
+    stopping.run(runner.next_claim)
+    assert stopping.next_claim is None
+    assert first.status is second.status is Status.COMPLETED
