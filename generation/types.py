@@ -55,7 +55,14 @@ class ChapterRequest:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One finished provider operation, for logs and metrics."""
+    """One finished provider operation, for logs, metrics and per-job usage.
+
+    Token counts keep the meaning /metrics has always given them: `output_tokens` is
+    everything billed as output, thinking included (storyworker_llm_tokens{direction=
+    "output"}); `thinking_tokens` is the part of it the model spent thinking, so
+    `output_tokens - thinking_tokens` is the visible answer. `provider` and `model` say
+    who served the operation, so usage can be summed per provider and model.
+    """
 
     kind: str  # "outline" | "prose" | "summary" | "embedding" | "check"
     outcome: str  # "ok" | "retryable_error" | "permanent_error"
@@ -64,6 +71,9 @@ class CallRecord:
     output_tokens: int = 0
     #: Attempts beyond the first inside this operation (transport-level retries).
     retries: int = 0
+    thinking_tokens: int = 0
+    provider: str = ""
+    model: str = ""
 
 
 def _no_op() -> None:

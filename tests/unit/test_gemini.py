@@ -43,6 +43,8 @@ from tests.fakegemini import (
 REQUEST = ChapterRequest(chapter_number=1, preferences=parse_preferences({"bullet_count": 3}))
 OUTLINE = Outline("T", ("a", "b", "c"))
 SECRET = "AIzaSy-not-a-real-key-0123456789"
+#: Who a default provider's call records say served them.
+SERVED_BY = {"provider": "gemini", "model": "gemini-2.5-flash"}
 
 
 class Recorder:
@@ -117,7 +119,9 @@ def test_outline_is_structured_json_on_v1beta(fake_gemini, make_provider, record
     assert config["responseSchema"]["properties"]["title"]["type"] == "STRING"
     assert call.body["systemInstruction"]["parts"][0]["text"] == SYSTEM_PROMPT
     assert "exactly 3" in call.body["contents"][0]["parts"][0]["text"]
-    assert recorder.last == CallRecord("outline", "ok", recorder.last.elapsed_seconds, 11, 7, 0)
+    assert recorder.last == CallRecord(
+        "outline", "ok", recorder.last.elapsed_seconds, 11, 7, 0, **SERVED_BY
+    )
 
 
 def test_a_malformed_outline_is_asked_for_once_more(fake_gemini, make_provider, recorder):
@@ -254,7 +258,9 @@ def test_429_with_retry_after_then_success(fake_gemini, make_provider, recorder)
     )
     assert time.monotonic() - started >= 0.4
     assert recorder.attempts == 2  # before_request ran before each attempt
-    assert recorder.last == CallRecord("summary", "ok", recorder.last.elapsed_seconds, 11, 7, 1)
+    assert recorder.last == CallRecord(
+        "summary", "ok", recorder.last.elapsed_seconds, 11, 7, 1, **SERVED_BY
+    )
 
 
 def test_429_with_a_retryinfo_delay(fake_gemini, make_provider):

@@ -1,5 +1,6 @@
-"""Reads what the google-genai SDK raises or returns: storyworker's errors, refusals,
-token usage, and the shapes of Gemini's answers (outline JSON, stream chunks).
+"""What crosses the wire between storyworker and Gemini, in the google-genai SDK's types:
+the errors it raises read as storyworker's, refusals, token usage, the outline's JSON
+schema and answer, and stream chunks.
 
 Three kinds of failure reach us, each in its own shape:
 - HTTP error statuses arrive as `google.genai.errors.APIError` (with `.code`, `.status`,
@@ -19,12 +20,13 @@ import email.utils
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from generation.calls import Usage
 from generation.errors import (
     AuthenticationError,
     GenerationError,
@@ -208,14 +210,15 @@ def parse_outline(text: str | None, bullet_count: int) -> Outline:
     return Outline(title=title.strip(), bullets=tuple(b.strip() for b in bullets))
 
 
-def usage_of(response: Any) -> tuple[int, int]:
-    """(input, output) tokens of a response; output includes thinking tokens, which are
-    billed as output."""
+def usage_of(response: Any) -> Usage:
+    """The tokens a response was billed for. Output includes thinking tokens, which are
+    billed as output; `thinking_tokens` says how many of them there were."""
     usage = getattr(response, "usage_metadata", None)
     if usage is None:
-        return 0, 0
-    output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-    return usage.prompt_token_count or 0, output
+        return Usage()
+    thinking = usage.thoughts_token_count or 0
+    output = (usage.candidates_token_count or 0) + thinking
+    return Usage(usage.prompt_token_count or 0, output, thinking)
 
 
 def finish_reason(response: types.GenerateContentResponse) -> str:
@@ -248,8 +251,8 @@ class StreamHop:
 
     finish: str = ""
     token: bytes | None = None
-    #: (input, output) tokens: each chunk's usage is the running total of its response.
-    usage: tuple[int, int] = (0, 0)
+    #: Each chunk's usage is the running total of its response, so the last one counts.
+    usage: Usage = field(default_factory=Usage)
 
     def observe(self, chunk: types.GenerateContentResponse) -> str:
         """The chunk's text; RefusedError if the chunk refuses."""
