@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from generation.offline import OFFLINE_TITLE_PREFIX, OfflineProvider
+from generation.offline import OFFLINE_TITLE_PREFIX, OfflineConfig, OfflineProvider
 from generation.preferences import parse_preferences
 from generation.providers import build_provider
 from generation.types import CallRecord, ChapterRequest, Outline, Provider, ProviderHooks
@@ -194,9 +194,9 @@ def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:
 
 
 def test_build_provider() -> None:
-    provider: Provider = build_provider("offline", hooks=ProviderHooks(), offline_latency_ms=5)
+    provider: Provider = build_provider("offline", OfflineConfig(latency_ms=5), ProviderHooks())
     assert isinstance(provider, OfflineProvider)
     with pytest.raises(ValueError, match="unknown provider 'openai'"):
-        build_provider("openai", hooks=ProviderHooks())
+        build_provider("openai", None, ProviderHooks())
     with pytest.raises(ValueError, match="GeminiConfig"):
-        build_provider("gemini", hooks=ProviderHooks())
+        build_provider("gemini", None, ProviderHooks())
