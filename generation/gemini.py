@@ -18,6 +18,7 @@ What the SDK leaves open, or would do on its own, is settled here on purpose:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -30,16 +31,25 @@ from generation.calls import Operation, RequestRunner
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
 from generation.gemini_config import GeminiConfig
 from generation.gemini_wire import (
+    ModelSlot,
     StreamHop,
     broken_stream,
     classify,
     finish_reason,
+    generation_controls,
     outline_schema,
     parse_outline,
     refusal,
+    supports,
     usage_of,
 )
-from generation.types import ChapterRequest, Outline, ProviderHooks
+from generation.types import (
+    GEMINI_EMBEDDING_MODEL,
+    GEMINI_MODEL,
+    ChapterRequest,
+    Outline,
+    ProviderHooks,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiConfig", "GeminiProvider"]
 
@@ -65,6 +75,16 @@ class GeminiProvider:
     def __init__(self, config: GeminiConfig, hooks: ProviderHooks = _DEFAULT_HOOKS) -> None:
         self._config = config
         self._runner = RequestRunner(self.name, config.retry_policy, self._classify, hooks)
+        # The variables are the service's names for these settings, so that an error
+        # about a model tells the operator what to change.
+        self._text = ModelSlot(config.model, "GEMINI_MODEL", "model", GEMINI_MODEL)
+        self._embedding = ModelSlot(
+            config.embedding_model,
+            "GEMINI_EMBEDDING_MODEL",
+            "embedding model",
+            GEMINI_EMBEDDING_MODEL,
+        )
+        self._controls = generation_controls(config.thinking_level, config.safety_threshold)
         self._client = genai.Client(
             api_key=config.api_key,
             vertexai=False,
@@ -153,18 +173,23 @@ class GeminiProvider:
             return [v / norm for v in values]
 
     def check(self) -> None:
-        """Prove the key and model work with one quick GET models/{model}: a rejected
-        key raises AuthenticationError, an unknown model InvalidRequestError, an
-        unreachable or failing server a RetryableError. One attempt: callers decide
-        whether to try again."""
+        """Prove the key and both models work, with one quick GET models/{model} each: a
+        rejected key raises AuthenticationError; a model that does not exist, or does not
+        support generateContent (the text model) or embedContent (the embedding model),
+        ModelUnavailableError naming the model and the variable to change; an unreachable
+        or failing server a RetryableError. One attempt each: callers decide whether to
+        try again."""
         timeout = _millis(min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS))
         config = types.GetModelConfig(http_options=types.HttpOptions(timeout=timeout))
         with self._runner.operation("check", self._config.model) as op:
-            self._runner.send(
-                op,
-                lambda: self._client.models.get(model=self._config.model, config=config),
-                tries=1,
-            )
+            for slot, method in (
+                (self._text, "generateContent"),
+                (self._embedding, "embedContent"),
+            ):
+                get = functools.partial(self._client.models.get, model=slot.name, config=config)
+                model = self._runner.send(op, get, tries=1, model=slot.name)
+                if not supports(model, method):
+                    raise slot.unavailable(f"does not support {method}")
 
     # --- requests -----------------------------------------------------------------
 
@@ -175,6 +200,7 @@ class GeminiProvider:
             system_instruction=prompt.system,
             automatic_continuation=False,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            **self._controls,
             **options,
         )
 
@@ -234,14 +260,15 @@ class GeminiProvider:
                 raise
 
         stream, first = self._runner.send(op, request, tries=None if retry else 1)
-        return _rest_of_stream(stream, first)
+        return _rest_of_stream(stream, first, self._text)
 
     def _classify(self, exc: Exception, attempts: int, model: str) -> GenerationError | None:
-        return classify(exc, attempts)
+        slot = self._text if model == self._text.name else self._embedding
+        return classify(exc, attempts, slot)
 
 
 def _rest_of_stream(
-    stream: Iterator[types.GenerateContentResponse], first: Any
+    stream: Iterator[types.GenerateContentResponse], first: Any, model: ModelSlot
 ) -> Generator[types.GenerateContentResponse, None, None]:
     """`first`, then the rest of `stream`; a failure mid-way becomes a GenerationError."""
     try:
@@ -254,7 +281,7 @@ def _rest_of_stream(
             except StopIteration:
                 return
             except Exception as exc:
-                raise broken_stream(exc) from exc
+                raise broken_stream(exc, model) from exc
             yield chunk
     finally:
         _close(stream)

@@ -16,6 +16,8 @@ from generation.types import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
     GEMINI_TIMEOUT_SECONDS,
+    SAFETY_THRESHOLDS,
+    THINKING_LEVELS,
 )
 
 
@@ -35,6 +37,12 @@ class GeminiConfig:
     #: Longest wait between attempts; a server asking for longer ends the call at once.
     max_backoff_seconds: float = 60.0
     embedding_dimensions: int = GEMINI_EMBEDDING_DIMENSIONS
+    #: One of THINKING_LEVELS for every generation request; None leaves the model's own
+    #: default. Never sent as a thinking budget.
+    thinking_level: str | None = None
+    #: One of SAFETY_THRESHOLDS for every adjustable harm category of every generation
+    #: request; None leaves the API's defaults. Embedding requests carry neither.
+    safety_threshold: str | None = None
 
     def __post_init__(self) -> None:
         # An empty key would make the SDK fall back to GOOGLE_API_KEY / GEMINI_API_KEY.
@@ -47,6 +55,8 @@ class GeminiConfig:
             )
         if self.backoff_base_seconds < 0 or self.max_backoff_seconds < 0:
             raise ValueError("GeminiConfig backoff seconds must be >= 0")
+        _check_choice("thinking_level", self.thinking_level, THINKING_LEVELS)
+        _check_choice("safety_threshold", self.safety_threshold, SAFETY_THRESHOLDS)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -55,4 +65,11 @@ class GeminiConfig:
             max_attempts=self.max_attempts,
             base_seconds=self.backoff_base_seconds,
             cap_seconds=self.max_backoff_seconds,
+        )
+
+
+def _check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise ValueError(
+            f"GeminiConfig.{name} must be one of {', '.join(allowed)} (or None), got {value!r}"
         )
