@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import backoff
 
@@ -95,6 +95,11 @@ class Operation:
     def add_usage(self, usage: Usage) -> None:
         self.usage += usage
 
+    def count_retry(self, wait: float) -> None:
+        """One more request for this operation, after waiting `wait` seconds."""
+        self.retries += 1
+        self.waits.append(wait)
+
     def __enter__(self) -> Operation:
         return self
 
@@ -144,8 +149,23 @@ class RequestRunner:
         GenerationError the provider's classification makes of it. Retries are counted
         in `op`. `model` (default `op.model`) is what the request was for, for messages.
         """
+        retrying = backoff.on_exception(
+            waits,
+            RetryableError,
+            max_tries=tries or self.policy.max_attempts,
+            giveup=self._give_up,
+            on_backoff=lambda details: op.count_retry(details["wait"]),
+            jitter=None,
+            logger=None,
+            base=self.policy.base_seconds,
+            cap=self.policy.cap_seconds,
+        )(self._attempts(request, op.model if model is None else model))
+        return retrying()
+
+    def _attempts(self, request: Callable[[], T], model: str) -> Callable[[], T]:
+        """One attempt at `request` per call: `before_request`, then the request, its
+        failures classified (counting the attempts made so far, for the message)."""
         attempts = 0
-        model = op.model if model is None else model
 
         def attempt() -> T:
             nonlocal attempts
@@ -161,22 +181,7 @@ class RequestRunner:
                     raise
                 raise error from exc
 
-        def count_retry(details: Any) -> None:
-            op.retries += 1
-            op.waits.append(details["wait"])
-
-        retrying = backoff.on_exception(
-            waits,
-            RetryableError,
-            max_tries=tries or self.policy.max_attempts,
-            giveup=self._give_up,
-            on_backoff=count_retry,
-            jitter=None,
-            logger=None,
-            base=self.policy.base_seconds,
-            cap=self.policy.cap_seconds,
-        )(attempt)
-        return retrying()
+        return attempt
 
     def _give_up(self, error: RetryableError) -> bool:
         # A provider-wide fault (a spent daily quota) will not pass within seconds, and a

@@ -200,3 +200,17 @@ def test_build_provider() -> None:
         build_provider("openai", None, ProviderHooks())
     with pytest.raises(ValueError, match="GeminiConfig"):
         build_provider("gemini", None, ProviderHooks())
+
+
+def test_records_say_the_offline_provider_served_them() -> None:
+    records: list[CallRecord] = []
+    provider = OfflineProvider(hooks=ProviderHooks(on_call=records.append))
+    request = make_request()
+    outline = provider.outline(request)
+    provider.embed(provider.summarize(request, outline, "text"))
+    assert [(r.provider, r.model) for r in records] == [
+        ("offline", "offline"),
+        ("offline", "offline"),
+        ("offline", "offline-embedding"),
+    ]
+    assert all(r.thinking_tokens == 0 and r.retries == 0 for r in records)
