@@ -185,9 +185,8 @@ def quota_ids(exc: genai_errors.APIError) -> list[str]:
     "GenerateRequestsPerDayPerProjectPerModel-FreeTier"; [] when there is none."""
     found: list[str] = []
     for detail in _details(exc):
-        if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith(
-            "QuotaFailure"
-        ):
+        kind = str(detail.get("@type", "")) if isinstance(detail, dict) else ""
+        if not kind.endswith("QuotaFailure"):
             continue
         for violation in detail.get("violations") or []:
             if isinstance(violation, dict) and violation.get("quotaId"):
