@@ -3,6 +3,11 @@
 Every failure that leaves this package is a `GenerationError`, split by what the caller
 should do about it: try the job again later (`RetryableError`) or give up on it
 (`PermanentError`). Each class's docstring is its default message.
+
+Across that split, `provider_wide` marks the faults of the provider rather than of the
+job (a rejected key, a withdrawn model, a spent daily quota or disabled billing): every
+other job would fail the same way, so the caller may pause all work on that provider
+instead of failing job after job.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ class GenerationError(Exception):
     """Chapter generation failed."""
 
     retryable: bool = False
+    #: Every job would fail the same way until the provider or its configuration changes.
+    provider_wide: bool = False
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
@@ -34,6 +41,14 @@ class RetryableError(GenerationError):
 
 class RateLimitedError(RetryableError):
     """The provider is rate limiting us (HTTP 429)."""
+
+
+class QuotaExhaustedError(RetryableError):
+    """The provider will not serve us until its quota resets or billing is enabled."""
+
+    # Retryable: the job itself is fine. Provider-wide: not retried inside the call, and
+    # the caller may pause every worker on this provider until it resets.
+    provider_wide = True
 
 
 class ProviderUnavailableError(RetryableError):
@@ -64,6 +79,14 @@ class RefusedError(PermanentError):
 
 class AuthenticationError(PermanentError):
     """The provider rejected the API key."""
+
+    provider_wide = True
+
+
+class ModelUnavailableError(PermanentError):
+    """The configured model does not exist (any more) or cannot do what we ask of it."""
+
+    provider_wide = True
 
 
 class InvalidRequestError(PermanentError):

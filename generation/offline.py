@@ -15,13 +15,20 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Self
 
 from generation import prompts
-from generation.types import CallRecord, ChapterRequest, Outline, ProviderHooks
+from generation.calls import Operation, RequestRunner, RetryPolicy, Usage
+from generation.errors import GenerationError
+from generation.types import ChapterRequest, Outline, ProviderHooks
 
 OFFLINE_TITLE_PREFIX = "[Offline draft] "
 OFFLINE_SUMMARY_PREFIX = "[Offline summary] "
 DEFAULT_DIMENSIONS = 768
+#: The "model" named in the offline provider's call records.
+OFFLINE_MODEL = "offline"
+OFFLINE_EMBEDDING_MODEL = "offline-embedding"
 # A rough words-to-tokens ratio for English, so metrics look like a real provider's.
 TOKENS_PER_WORD = 1.3
 
@@ -54,8 +61,25 @@ _SENTENCES = (
 )
 
 
+@dataclass(frozen=True)
+class OfflineConfig:
+    """The offline provider's settings."""
+
+    #: Simulated latency per call and per streamed chunk.
+    latency_ms: int = 0
+    dimensions: int = DEFAULT_DIMENSIONS
+
+    def __post_init__(self) -> None:
+        if self.latency_ms < 0 or self.dimensions < 1:
+            raise ValueError("OfflineConfig needs latency_ms >= 0 and dimensions >= 1")
+
+
 class OfflineProvider:
-    """A `Provider` that writes readable placeholder chapters without any network."""
+    """A `Provider` that writes readable placeholder chapters without any network.
+
+    Its "requests" go through the same RequestRunner as a real provider's, so the hooks
+    see the same sequence: `before_request`, then one CallRecord per operation.
+    """
 
     name = "offline"
 
@@ -71,32 +95,35 @@ class OfflineProvider:
         if latency_ms < 0 or chunk_words < 1 or dimensions < 1:
             raise ValueError("latency_ms must be >= 0, chunk_words and dimensions >= 1")
         self._latency = latency_ms / 1000
-        self._hooks = hooks
+        # Nothing here fails the way a provider does: one attempt, nothing to classify.
+        self._runner = RequestRunner(self.name, RetryPolicy(max_attempts=1), _no_failures, hooks)
         self._chunk_words = chunk_words
         self._dimensions = dimensions
         self._sleep = sleep
 
+    @classmethod
+    def from_config(cls, config: OfflineConfig, hooks: ProviderHooks = _DEFAULT_HOOKS) -> Self:
+        """A provider with `config`'s settings, reporting to `hooks`."""
+        return cls(config.latency_ms, hooks, dimensions=config.dimensions)
+
     @property
     def embedding_model(self) -> str:
-        return "offline-embedding"
+        return OFFLINE_EMBEDDING_MODEL
 
     def check(self) -> None:
         """Nothing to check: there is no key and no network."""
 
     def outline(self, request: ChapterRequest) -> Outline:
         """A title marked as offline and exactly `bullet_count` bullets."""
-        started = self._begin()
-        rng = random.Random(_seed(request, "outline"))
-        cast = _cast(request)
-        templates = _shuffled_cycle(_ACTIONS, rng)
-        bullets = tuple(
-            _fill(next(templates), cast, rng) + "." for _ in range(request.preferences.bullet_count)
-        )
-        title = f"{OFFLINE_TITLE_PREFIX}The {rng.choice(_OBJECTS).split(' ', 1)[1].title()}"
-        outline = Outline(title=title, bullets=bullets)
-        prompt = prompts.outline_prompt(request)
-        self._record("outline", started, prompt, " ".join((title, *bullets)))
-        return outline
+        with self._begin("outline") as op:
+            rng = random.Random(_seed(request, "outline"))
+            cast = _cast(request)
+            templates = _shuffled_cycle(_ACTIONS, rng)
+            count = request.preferences.bullet_count
+            bullets = tuple(_fill(next(templates), cast, rng) + "." for _ in range(count))
+            title = f"{OFFLINE_TITLE_PREFIX}The {rng.choice(_OBJECTS).split(' ', 1)[1].title()}"
+            op.add_usage(_usage(prompts.outline_prompt(request), " ".join((title, *bullets))))
+            return Outline(title=title, bullets=bullets)
 
     def stream_section(
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
@@ -108,58 +135,59 @@ class OfflineProvider:
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short summary built from the outline, marked as offline."""
-        started = self._begin()
-        events = " Then ".join(b.rstrip(".") + "." for b in outline.bullets[:3])
-        summary = (
-            f"{OFFLINE_SUMMARY_PREFIX}Chapter {request.chapter_number}, "
-            f"{len(text.split())} words. {events}"
-        )
-        self._record("summary", started, prompts.summary_prompt(request, outline, text), summary)
-        return summary
+        with self._begin("summary") as op:
+            events = " Then ".join(b.rstrip(".") + "." for b in outline.bullets[:3])
+            summary = (
+                f"{OFFLINE_SUMMARY_PREFIX}Chapter {request.chapter_number}, "
+                f"{len(text.split())} words. {events}"
+            )
+            op.add_usage(_usage(prompts.summary_prompt(request, outline, text), summary))
+            return summary
 
     def embed(self, text: str) -> list[float]:
         """A unit-norm bag-of-words hash vector: texts sharing words point the same way."""
-        started = self._begin()
-        vector = [0.0] * self._dimensions
-        for word in re.findall(r"\w+", text.lower()):
-            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-            bucket = int.from_bytes(digest[:4], "big") % self._dimensions
-            vector[bucket] += 1.0 if digest[4] & 1 else -1.0
-        norm = math.sqrt(sum(v * v for v in vector))
-        if norm == 0:
-            # No words (or they cancelled out): any fixed unit vector will do.
-            vector[0], norm = 1.0, 1.0
-        self._hooks.on_call(
-            CallRecord("embedding", "ok", time.monotonic() - started, _tokens(text), 0)
-        )
-        return [v / norm for v in vector]
+        with self._begin("embedding", OFFLINE_EMBEDDING_MODEL) as op:
+            vector = [0.0] * self._dimensions
+            for word in re.findall(r"\w+", text.lower()):
+                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                bucket = int.from_bytes(digest[:4], "big") % self._dimensions
+                vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+            norm = math.sqrt(sum(v * v for v in vector))
+            if norm == 0:
+                # No words (or they cancelled out): any fixed unit vector will do.
+                vector[0], norm = 1.0, 1.0
+            op.add_usage(Usage(input_tokens=_tokens(text)))
+            return [v / norm for v in vector]
 
-    def _begin(self) -> float:
-        self._hooks.before_request()
-        started = time.monotonic()
-        self._pause()
-        return started
+    def _begin(self, kind: str, model: str = OFFLINE_MODEL) -> Operation:
+        """An operation whose one "request" (the simulated latency) has been made."""
+        op = self._runner.operation(kind, model)
+        self._runner.send(op, self._pause)
+        return op
 
     def _pause(self) -> None:
         if self._latency:
             self._sleep(self._latency)
 
-    def _record(self, kind: str, started: float, prompt: prompts.Prompt, output: str) -> None:
-        elapsed = time.monotonic() - started
-        input_tokens = _tokens(prompt.system) + _tokens(prompt.user)
-        self._hooks.on_call(CallRecord(kind, "ok", elapsed, input_tokens, _tokens(output)))
-
     def _stream(self, prompt: prompts.Prompt, text: str) -> Iterator[str]:
-        started = self._begin()
-        sent: list[str] = []
-        try:
-            for chunk in _chunks(text, self._chunk_words):
-                self._pause()
-                sent.append(chunk)
-                yield chunk
-        finally:
-            # Also when the consumer stops early: the call happened and cost tokens.
-            self._record("prose", started, prompt, "".join(sent))
+        with self._begin("prose") as op:
+            sent: list[str] = []
+            try:
+                for chunk in _chunks(text, self._chunk_words):
+                    self._pause()
+                    sent.append(chunk)
+                    yield chunk
+            finally:
+                # Also when the consumer stops early: the call happened and cost tokens.
+                op.add_usage(_usage(prompt, "".join(sent)))
+
+
+def _no_failures(exc: Exception, attempts: int, model: str) -> GenerationError | None:
+    return None
+
+
+def _usage(prompt: prompts.Prompt, output: str) -> Usage:
+    return Usage(_tokens(prompt.system) + _tokens(prompt.user), _tokens(output))
 
 
 def _seed(request: ChapterRequest, purpose: str) -> int:

@@ -1,36 +1,86 @@
-"""Chooses and builds the provider named in the configuration."""
+"""The providers this package can build, in one registry keyed by name.
+
+A provider is its own module plus its own frozen config dataclass; adding one means one
+entry here. Entries import their module only when they build, so the offline provider
+works (and its tests run) without any provider's SDK being importable.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from generation.offline import OfflineProvider
+from generation.gemini_config import GeminiConfig
+from generation.offline import OfflineConfig, OfflineProvider
 from generation.types import Provider, ProviderHooks
 
-if TYPE_CHECKING:
-    from generation.gemini import GeminiConfig
+__all__ = [
+    "PROVIDER_NAMES",
+    "REGISTRY",
+    "GeminiConfig",
+    "OfflineConfig",
+    "ProviderEntry",
+    "build_provider",
+    "entry",
+]
 
-PROVIDER_NAMES = ("gemini", "offline")
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """How to build one provider, and what it needs from whoever configures it."""
+
+    name: str
+    #: The supervisor refuses to start without an API key for this provider.
+    needs_api_key: bool
+    #: (the provider's own config object, hooks) -> a ready provider; ValueError when the
+    #: config is not the provider's own config class.
+    build: Callable[[Any, ProviderHooks], Provider]
 
 
-def build_provider(
-    name: str,
-    *,
-    hooks: ProviderHooks,
-    offline_latency_ms: int = 0,
-    gemini_config: GeminiConfig | None = None,
-) -> Provider:
-    """A ready provider for `name` ("offline" or "gemini"); ValueError for anything else.
+def _build_offline(config: Any, hooks: ProviderHooks) -> Provider:
+    if not isinstance(config, OfflineConfig):
+        raise _wrong_config("offline", OfflineConfig, config)
+    return OfflineProvider.from_config(config, hooks)
 
-    The Gemini module is imported only when asked for, so the offline provider works
-    (and its tests run) without the SDK being importable.
+
+def _build_gemini(config: Any, hooks: ProviderHooks) -> Provider:
+    if not isinstance(config, GeminiConfig):
+        raise _wrong_config("gemini", GeminiConfig, config)
+    # Only now: generation.gemini imports the google-genai SDK (GeminiConfig does not).
+    from generation.gemini import GeminiProvider
+
+    return GeminiProvider(config, hooks)
+
+
+def _wrong_config(name: str, expected: type, config: Any) -> ValueError:
+    return ValueError(
+        f"the {name} provider is configured by {expected.__name__}, not {type(config).__name__}"
+    )
+
+
+REGISTRY: dict[str, ProviderEntry] = {
+    item.name: item
+    for item in (
+        ProviderEntry("gemini", needs_api_key=True, build=_build_gemini),
+        ProviderEntry("offline", needs_api_key=False, build=_build_offline),
+    )
+}
+PROVIDER_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def entry(name: str) -> ProviderEntry:
+    """The registry entry for `name`; ValueError naming the known providers otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(PROVIDER_NAMES)
+        raise ValueError(f"unknown provider {name!r}; expected one of {known}") from None
+
+
+def build_provider(name: str, config: Any, hooks: ProviderHooks) -> Provider:
+    """A ready provider `name` built from its own `config`, reporting to `hooks`.
+
+    ValueError for an unknown name or a config of the wrong class.
     """
-    if name == "offline":
-        return OfflineProvider(latency_ms=offline_latency_ms, hooks=hooks)
-    if name == "gemini":
-        if gemini_config is None:
-            raise ValueError("the gemini provider needs a GeminiConfig")
-        from generation.gemini import GeminiProvider
-
-        return GeminiProvider(gemini_config, hooks)
-    raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDER_NAMES)}")
+    return entry(name).build(config, hooks)

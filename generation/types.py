@@ -11,11 +11,24 @@ if TYPE_CHECKING:
 
 
 # Gemini's defaults, one place for both GeminiConfig and the service's settings.
-GEMINI_MODEL = "gemini-2.5-flash"
+# The current stable Flash model (2026-12); the whole 2.5 family answers 404 since it
+# was retired on 2026-10-16.
+GEMINI_MODEL = "gemini-3.5-flash"
 GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
 GEMINI_API_VERSION = "v1beta"  # the SDK defaults to v1; see generation/gemini.py
 GEMINI_TIMEOUT_SECONDS = 120.0
 GEMINI_EMBEDDING_DIMENSIONS = 768
+#: Gemini 3's thinking levels (thinking_config.thinking_level), in the lower case
+#: GEMINI_THINKING_LEVEL is written in. Gemini 3.5 and later reject a thinking budget.
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
+#: Block thresholds for GEMINI_SAFETY_THRESHOLD, as the API spells them, laxest first.
+SAFETY_THRESHOLDS = (
+    "OFF",
+    "BLOCK_NONE",
+    "BLOCK_ONLY_HIGH",
+    "BLOCK_MEDIUM_AND_ABOVE",
+    "BLOCK_LOW_AND_ABOVE",
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,14 @@ class ChapterRequest:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One finished provider operation, for logs and metrics."""
+    """One finished provider operation, for logs, metrics and per-job usage.
+
+    Token counts keep the meaning /metrics has always given them: `output_tokens` is
+    everything billed as output, thinking included (storyworker_llm_tokens{direction=
+    "output"}); `thinking_tokens` is the part of it the model spent thinking, so
+    `output_tokens - thinking_tokens` is the visible answer. `provider` and `model` say
+    who served the operation, so usage can be summed per provider and model.
+    """
 
     kind: str  # "outline" | "prose" | "summary" | "embedding" | "check"
     outcome: str  # "ok" | "retryable_error" | "permanent_error"
@@ -64,6 +84,9 @@ class CallRecord:
     output_tokens: int = 0
     #: Attempts beyond the first inside this operation (transport-level retries).
     retries: int = 0
+    thinking_tokens: int = 0
+    provider: str = ""
+    model: str = ""
 
 
 def _no_op() -> None:

@@ -101,6 +101,13 @@ def server_options(
     }
 
 
+def orphaned(parent_pid: int) -> bool:
+    """Whether the process that forked us is gone: our parent is no longer `parent_pid`
+    (we were re-parented to init or a subreaper). Parent pid 1 alone proves nothing: a
+    supervisor that is PID 1 (a container's command) is a live parent."""
+    return os.getppid() != parent_pid
+
+
 def run_health_server(
     app_factory: Callable[[], Flask],
     host: str,
@@ -108,12 +115,18 @@ def run_health_server(
     *,
     log_level: str = "info",
     formatter: str | None = None,
+    parent_pid: int | None = None,
 ) -> NoReturn:
     """Serve until SIGTERM (or the parent's death); meant for a forked child. It never
-    returns: the process exits with gunicorn's exit code."""
+    returns: the process exits with gunicorn's exit code.
+
+    `parent_pid` is the pid of the process that forked this one, recorded by that
+    process before the fork; it exits at once if that process is already gone. Without
+    it, the parent is taken to be this process's parent when called, so call it right
+    after the fork (a parent that died even earlier is then not noticed)."""
+    parent = os.getppid() if parent_pid is None else parent_pid
     die_with_parent()
-    parent = os.getppid()
-    if parent == 1:  # orphaned before prctl took effect
+    if orphaned(parent):  # the parent died before prctl took effect
         os._exit(0)
     sys.argv = [sys.argv[0]]  # gunicorn parses argv; ours are not its flags
     code = 1

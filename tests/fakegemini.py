@@ -1,11 +1,14 @@
 """A small, real HTTP server that speaks the Gemini REST API, on 127.0.0.1.
 
 Point the real google-genai SDK at it (GeminiConfig.base_url, or GEMINI_BASE_URL for a
-worker process). It answers like Gemini by default: the requested number of outline
-bullets, prose streamed as server-sent events, embeddings of the requested size, model
-metadata. Tests script what an endpoint does next (errors, rate limits with
-Retry-After or RetryInfo, refusals, cut streams, slow or dropped answers) and read back
-the requests it received. It needs nothing but the standard library and no pytest:
+worker process). It answers like Gemini in late 2026 by default: the requested number of
+outline bullets, prose streamed as server-sent events, embeddings of the requested size,
+and a catalogue of current models (models.get, models.list). A model not in the
+catalogue (every retired gemini-2.5/2.0/1.5 one, or an unknown name), or one asked for a
+method it does not support, gets Google's 404 NOT_FOUND on every endpoint. Tests script
+what an endpoint does next (errors, rate limits with Retry-After or RetryInfo, refusals,
+cut streams, slow or dropped answers), read back the requests it received, and compare
+what it served each model (`served`). It needs only the standard library, no pytest:
 
     with FakeGemini() as fake:
         fake.queue("generateContent", error_reply(429, retry_after=1))
@@ -25,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,7 +40,19 @@ ENDPOINTS = (
     "embedContent",
     "batchEmbedContents",
     "get",
+    "list",
 )
+#: The model method each endpoint needs the model to list (get and list need none).
+NEEDS_METHOD = {
+    "generateContent": "generateContent",
+    "streamGenerateContent": "generateContent",
+    "embedContent": "embedContent",
+    "batchEmbedContents": "embedContent",
+}
+TEXT_METHODS = ("generateContent", "countTokens", "createCachedContent", "batchGenerateContent")
+EMBEDDING_METHODS = ("embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent")
+#: Families Google has shut down (2.5 on 2026-10-16): none is in the catalogue.
+RETIRED_PREFIXES = ("gemini-2.5-", "gemini-2.0-", "gemini-1.5-")
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -68,7 +83,40 @@ PROSE = "The tide came in slowly over the black rocks, and the keeper watched it
 OUTLINE_TITLE = "The Door at Low Tide"
 USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18}
 SUMMARY = "A keeper finds a door in the sea and opens it."
-_PATH = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+)(?::(?P<method>\w+))?$")
+_PATH = re.compile(r"^/(?P<version>[^/]+)/models(?:/(?P<model>[^/:]+)(?::(?P<method>\w+))?)?$")
+
+
+def model_info(
+    name: str, display: str, methods: tuple[str, ...], *, text: bool = True
+) -> dict[str, Any]:
+    """A Model resource as models.get returns it."""
+    info: dict[str, Any] = {
+        "name": f"models/{name}",
+        "baseModelId": name,
+        "version": "001",
+        "displayName": display,
+        "description": f"{display} (fake)",
+        "inputTokenLimit": 1_048_576 if text else 2048,
+        "outputTokenLimit": 65_536 if text else 1,
+        "supportedGenerationMethods": list(methods),
+    }
+    if text:
+        info.update(temperature=1.0, maxTemperature=2.0, topP=0.95, topK=64, thinking=True)
+    return info
+
+
+CATALOGUE: dict[str, dict[str, Any]] = {
+    info["baseModelId"]: info
+    for info in (
+        model_info("gemini-3.5-flash", "Gemini 3.5 Flash", TEXT_METHODS),
+        model_info("gemini-3.5-flash-lite", "Gemini 3.5 Flash-Lite", TEXT_METHODS),
+        model_info("gemini-3.6-flash", "Gemini 3.6 Flash", TEXT_METHODS),
+        model_info("gemini-3.7-flash", "Gemini 3.7 Flash", TEXT_METHODS),
+        model_info("gemini-3.8-flash", "Gemini 3.8 Flash", TEXT_METHODS),
+        model_info("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite", TEXT_METHODS),
+        model_info("gemini-embedding-001", "Gemini Embedding 001", EMBEDDING_METHODS, text=False),
+    )
+}
 
 
 @dataclass
@@ -83,6 +131,25 @@ class Reply:
     delay: float = 0.0  # seconds before answering at all
     chunk_delay: float = 0.0  # seconds between stream chunks
     drop: bool = False  # close the connection without any answer
+
+
+@dataclass
+class Served:
+    """What the fake served one model: its generate and embed calls answered with HTTP 200,
+    by endpoint, and the tokens their usageMetadata reported (a stream's: its last chunk
+    that had any, since each is its response's running total)."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    thoughts_tokens: int = 0
+
+    def add(self, endpoint: str, usage: dict[str, int] | None) -> None:
+        self.calls[endpoint] += 1
+        usage = usage or {}
+        self.prompt_tokens += usage.get("promptTokenCount", 0)
+        self.candidates_tokens += usage.get("candidatesTokenCount", 0)
+        self.thoughts_tokens += usage.get("thoughtsTokenCount", 0)
 
 
 @dataclass(frozen=True)
@@ -196,6 +263,11 @@ class FakeGemini:
         self.outline: dict[str, Any] | None = None
         self.prose = PROSE
         self.words_per_chunk = 4
+        #: The usageMetadata of default answers (add "thoughtsTokenCount" for thinking).
+        self.usage: dict[str, int] = dict(USAGE)
+        #: Model name -> Model resource: what exists. Edit it, or `retire` a model.
+        self.models: dict[str, dict[str, Any]] = {k: dict(v) for k, v in CATALOGUE.items()}
+        self._served: dict[str, Served] = defaultdict(Served)
         self._requests: list[Recorded] = []
         self._script: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -247,10 +319,30 @@ class FakeGemini:
         return [r for r in self.requests if _endpoint(r.method, r.path) == endpoint]
 
     def reset(self) -> None:
-        """Forget recorded requests and unused scripted replies."""
+        """Forget recorded requests, unused scripted replies and what was served."""
         with self._lock:
             self._requests.clear()
             self._script.clear()
+            self._served.clear()
+
+    def retire(self, model: str) -> None:
+        """Shut `model` down: from now on every request for it gets 404 NOT_FOUND."""
+        with self._lock:
+            self.models.pop(model, None)
+
+    def served(self, model: str) -> Served:
+        """A copy of what was served for `model` so far."""
+        with self._lock:
+            done = self._served[model]
+            return Served(Counter(done.calls), *_tokens(done))
+
+    def _count(self, model: str, endpoint: str, usage: dict[str, int] | None) -> None:
+        with self._lock:
+            self._served[model].add(endpoint, usage)
+
+    def _model(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.models.get(name)
 
     def _record(self, request: Recorded) -> None:
         with self._lock:
@@ -262,11 +354,27 @@ class FakeGemini:
             return script.popleft() if script else None
 
 
+def _tokens(served: Served) -> tuple[int, int, int]:
+    return served.prompt_tokens, served.candidates_tokens, served.thoughts_tokens
+
+
 def _endpoint(method: str, path: str) -> str:
     match = _PATH.match(path)
     if match is None:
         return ""
-    return "get" if method == "GET" and not match["method"] else match["method"] or ""
+    if method == "GET" and not match["method"]:
+        return "get" if match["model"] else "list"
+    return match["method"] or ""
+
+
+def not_found(model: str, method: str, version: str = "v1beta") -> Reply:
+    """Google's answer for a model that does not exist (or cannot do `method`)."""
+    message = (
+        f"models/{model} is not found for API version {version}, or is not supported for "
+        f"{method}. Call ListModels to see the list of available models and their "
+        "supported methods."
+    )
+    return Reply(status=404, body=error_body(404, message))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -299,27 +407,56 @@ class _Handler(BaseHTTPRequestHandler):
         elif endpoint not in ENDPOINTS:
             self._json(404, error_body(404, f"{path} is not found"))
         else:
-            self._answer(self.owner._next_reply(endpoint) or self._default(endpoint, path, body))
+            match = _PATH.match(path)
+            assert match is not None
+            model = match["model"] or ""
+            reply = self._unavailable(endpoint, model, match["version"])
+            reply = (
+                reply or self.owner._next_reply(endpoint) or self._default(endpoint, model, body)
+            )
+            self._answer(reply, endpoint, model)
 
-    def _answer(self, reply: Reply) -> None:
+    def _unavailable(self, endpoint: str, model: str, version: str) -> Reply | None:
+        """404 NOT_FOUND when `model` is not in the catalogue or lacks the method."""
+        if endpoint == "list":
+            return None
+        info = self.owner._model(model)
+        needs = NEEDS_METHOD.get(endpoint)
+        if info is None or (needs and needs not in info["supportedGenerationMethods"]):
+            return not_found(model, needs or "get", version)
+        return None
+
+    def _answer(self, reply: Reply, endpoint: str, model: str) -> None:
         try:
-            self._reply(reply)
+            usage = self._reply(reply)
         except ConnectionError:  # the client went away (timed out, or stopped reading)
             self.close_connection = True
+            return
+        if reply.status == 200 and not reply.drop and endpoint not in ("get", "list"):
+            self.owner._count(model, endpoint, usage)
 
-    def _reply(self, reply: Reply) -> None:
+    def _reply(self, reply: Reply) -> dict[str, int] | None:
+        """Send `reply`; the usageMetadata it reported, if any."""
         time.sleep(reply.delay)
         if reply.drop:
             self._drop()
-        elif reply.chunks is not None and reply.status == 200:
-            self._stream(reply)
-        else:
-            self._json(reply.status, reply.body, reply.headers)
+            return None
+        if reply.chunks is not None and reply.status == 200:
+            sent = self._stream(reply)
+            usages = [
+                c["usageMetadata"] for c in sent if isinstance(c, dict) and "usageMetadata" in c
+            ]
+            return usages[-1] if usages else None  # each is its response's running total
+        self._json(reply.status, reply.body, reply.headers)
+        return reply.body.get("usageMetadata") if isinstance(reply.body, dict) else None
 
-    def _default(self, endpoint: str, path: str, body: Any) -> Reply:
+    def _default(self, endpoint: str, model: str, body: Any) -> Reply:
+        usage = self.owner.usage
+        if endpoint == "list":
+            with self.owner._lock:
+                return Reply(body={"models": list(self.owner.models.values())})
         if endpoint == "get":
-            name = path.split("/models/", 1)[-1]
-            return Reply(body={"name": f"models/{name}", "displayName": name, "version": "001"})
+            return Reply(body=self.owner._model(model))
         if endpoint == "batchEmbedContents":
             return Reply(body={"embeddings": [_embedding(r) for r in body["requests"]]})
         if endpoint == "embedContent":
@@ -328,12 +465,12 @@ class _Handler(BaseHTTPRequestHandler):
             words = self.owner.prose.split(" ")
             step = self.owner.words_per_chunk
             pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
-            return stream_reply([p + " " for p in pieces[:-1]] + pieces[-1:])
+            return stream_reply([p + " " for p in pieces[:-1]] + pieces[-1:], usage=usage)
         config = (body or {}).get("generationConfig", {})
         if config.get("responseMimeType") == "application/json":
             outline = self.owner.outline or _outline(body)
-            return Reply(body=text_response(json.dumps(outline)))
-        return Reply(body=text_response(SUMMARY))
+            return Reply(body=text_response(json.dumps(outline), usage=usage))
+        return Reply(body=text_response(SUMMARY, usage=usage))
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -345,20 +482,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, reply: Reply) -> None:
+    def _stream(self, reply: Reply) -> list[Any]:
+        """Send `reply`'s chunks as server-sent events; the chunks actually sent."""
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        for sent, event in enumerate(reply.chunks or []):
-            if reply.cut_after is not None and sent >= reply.cut_after:
+        sent: list[Any] = []
+        for event in reply.chunks or []:
+            if reply.cut_after is not None and len(sent) >= reply.cut_after:
                 self._drop()  # mid-stream, without the terminating chunk
-                return
+                return sent
             self._send_chunk(f"data: {json.dumps(event)}\r\n\r\n".encode())
+            sent.append(event)
             time.sleep(reply.chunk_delay)
         self._send_chunk(b"")
+        return sent
 
     def _send_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

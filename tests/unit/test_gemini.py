@@ -19,6 +19,7 @@ from generation.errors import (
     GenerationError,
     InvalidRequestError,
     MalformedOutputError,
+    ModelUnavailableError,
     ProviderUnavailableError,
     RateLimitedError,
     RefusedError,
@@ -43,6 +44,8 @@ from tests.fakegemini import (
 REQUEST = ChapterRequest(chapter_number=1, preferences=parse_preferences({"bullet_count": 3}))
 OUTLINE = Outline("T", ("a", "b", "c"))
 SECRET = "AIzaSy-not-a-real-key-0123456789"
+#: Who a default provider's call records say served them.
+SERVED_BY = {"provider": "gemini", "model": "gemini-3.5-flash"}
 
 
 class Recorder:
@@ -106,7 +109,7 @@ def test_outline_is_structured_json_on_v1beta(fake_gemini, make_provider, record
     outline = make_provider().outline(REQUEST)
     assert outline.title == "The Door at Low Tide" and len(outline.bullets) == 3
     (call,) = fake_gemini.calls("generateContent")
-    assert call.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert call.path == "/v1beta/models/gemini-3.5-flash:generateContent"
     assert call.headers["x-server-timeout"] == "5"  # the per-request timeout is set
     config = call.body["generationConfig"]
     assert config["responseMimeType"] == "application/json"
@@ -117,7 +120,9 @@ def test_outline_is_structured_json_on_v1beta(fake_gemini, make_provider, record
     assert config["responseSchema"]["properties"]["title"]["type"] == "STRING"
     assert call.body["systemInstruction"]["parts"][0]["text"] == SYSTEM_PROMPT
     assert "exactly 3" in call.body["contents"][0]["parts"][0]["text"]
-    assert recorder.last == CallRecord("outline", "ok", recorder.last.elapsed_seconds, 11, 7, 0)
+    assert recorder.last == CallRecord(
+        "outline", "ok", recorder.last.elapsed_seconds, 11, 7, 0, **SERVED_BY
+    )
 
 
 def test_a_malformed_outline_is_asked_for_once_more(fake_gemini, make_provider, recorder):
@@ -170,7 +175,7 @@ def test_streaming_yields_chunks_in_order_as_they_arrive(fake_gemini, make_provi
     assert [text for text, _ in arrivals] == texts
     assert arrivals[-1][1] - arrivals[0][1] > 0.15  # streamed, not buffered
     (call,) = fake_gemini.calls("streamGenerateContent")
-    assert call.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    assert call.path == "/v1beta/models/gemini-3.5-flash:streamGenerateContent"
     assert call.query == "alt=sse"
     record = recorder.last  # thinking tokens are billed as output
     assert (record.kind, record.outcome, record.input_tokens, record.output_tokens) == (
@@ -254,7 +259,9 @@ def test_429_with_retry_after_then_success(fake_gemini, make_provider, recorder)
     )
     assert time.monotonic() - started >= 0.4
     assert recorder.attempts == 2  # before_request ran before each attempt
-    assert recorder.last == CallRecord("summary", "ok", recorder.last.elapsed_seconds, 11, 7, 1)
+    assert recorder.last == CallRecord(
+        "summary", "ok", recorder.last.elapsed_seconds, 11, 7, 1, **SERVED_BY
+    )
 
 
 def test_429_with_a_retryinfo_delay(fake_gemini, make_provider):
@@ -283,10 +290,22 @@ def test_500s_until_attempts_are_spent(fake_gemini, make_provider, recorder):
     assert (recorder.last.outcome, recorder.last.retries) == ("retryable_error", 2)
 
 
-@pytest.mark.parametrize("code", [400, 404, 422])
+@pytest.mark.parametrize("code", [400, 422])
 def test_other_4xx_are_permanent_and_not_retried(fake_gemini, make_provider, recorder, code):
     fake_gemini.fail("generateContent", code, message="bad request")
     with pytest.raises(InvalidRequestError, match=rf"\(HTTP {code}\): bad request") as info:
+        make_provider().summarize(REQUEST, OUTLINE, "text")
+    assert not info.value.retryable and recorder.attempts == 1
+    assert recorder.last.outcome == "permanent_error"
+
+
+def test_a_404_is_a_model_that_is_gone_permanent_and_not_retried(
+    fake_gemini, make_provider, recorder
+):
+    # Was InvalidRequestError: a 404 on a model call means the model is unavailable
+    # (tests/unit/test_gemini_models.py covers the rest of that).
+    fake_gemini.fail("generateContent", 404, message="bad request")
+    with pytest.raises(ModelUnavailableError, match=r"HTTP 404 NOT_FOUND") as info:
         make_provider().summarize(REQUEST, OUTLINE, "text")
     assert not info.value.retryable and recorder.attempts == 1
     assert recorder.last.outcome == "permanent_error"
@@ -394,15 +413,17 @@ def test_the_key_shows_in_no_repr(make_provider):
     )
 
 
-def test_check_reads_the_model_once_and_reports_it(fake_gemini, make_provider, recorder):
+def test_check_reads_each_model_once_and_reports_it(fake_gemini, make_provider, recorder):
     make_provider().check()
-    (call,) = fake_gemini.calls("get")
-    assert (call.method, call.path) == ("GET", "/v1beta/models/gemini-2.5-flash")
+    text, embedding = fake_gemini.calls("get")  # was one GET: the text model only
+    assert (text.method, text.path) == ("GET", "/v1beta/models/gemini-3.5-flash")
+    assert (embedding.method, embedding.path) == ("GET", "/v1beta/models/gemini-embedding-001")
     assert recorder.last.kind == "check" and recorder.last.outcome == "ok"
+    assert len(recorder.records) == 1
     fake_gemini.fail("get", 503)
     with pytest.raises(ProviderUnavailableError):
         make_provider().check()
-    assert len(fake_gemini.calls("get")) == 2  # a probe does not retry
+    assert len(fake_gemini.calls("get")) == 3  # a probe does not retry
 
 
 def test_check_of_an_unreachable_server_is_retryable(make_provider):
@@ -423,7 +444,7 @@ def test_the_config_wins_over_the_sdks_environment_variables(
     monkeypatch.setenv("GOOGLE_GENAI_API_VERSION", "v1")
     monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
     make_provider().check()
-    assert fake_gemini.calls("get")[0].path == "/v1beta/models/gemini-2.5-flash"
+    assert fake_gemini.calls("get")[0].path == "/v1beta/models/gemini-3.5-flash"
     with pytest.raises(AuthenticationError):
         make_provider(api_key=SECRET).check()  # the environment's valid key is not used
     default = GeminiProvider(GeminiConfig(api_key=SECRET))

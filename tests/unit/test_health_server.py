@@ -23,7 +23,7 @@ from gunicorn.config import Config
 
 from health.client import HealthClientError, fetch_health
 from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
-from health.server import server_options
+from health.server import orphaned, server_options
 
 pytestmark = pytest.mark.slow
 
@@ -53,19 +53,30 @@ finally:
 """
 )
 
-# An intermediate process: it forks the server, says its pid, and dies on "die".
+# An intermediate process: it forks the server, says its pid, and dies on "die". It
+# records its own pid before the fork and passes it, as the supervisor does.
 FORK_THEN_DIE = (
     _APP
     + """
+parent = os.getpid()
 pid = os.fork()
 if pid == 0:
     try:
-        run_health_server(app, "127.0.0.1", port)
+        run_health_server(app, "127.0.0.1", port, parent_pid=parent)
     finally:
         os._exit(70)
 print(pid, flush=True)
 sys.stdin.readline()
 os._exit(0)
+"""
+)
+
+# A server told that its parent is a process that is not its parent (as when the
+# parent recorded before the fork died before the server started): it must not serve.
+SERVE_FOR_A_GONE_PARENT = (
+    _APP
+    + """
+run_health_server(app, "127.0.0.1", port, parent_pid=os.getpid())
 """
 )
 
@@ -246,6 +257,24 @@ def test_options_bind_and_stay_out_of_the_way():
     assert options["pidfile"] is None
     assert options["control_socket_disable"] is True
     assert options["workers"] == 1 and options["worker_class"] == "sync"
+
+
+# --- the orphan check ----------------------------------------------------------------
+
+
+def test_a_live_parent_is_not_an_orphan_even_when_it_is_pid_1(monkeypatch):
+    # A container's command is PID 1: a health server forked by it has parent pid 1.
+    monkeypatch.setattr(os, "getppid", lambda: 1)
+    assert not orphaned(1)
+    assert orphaned(4242)  # forked by 4242, now parented by init: 4242 died
+
+
+def test_a_server_whose_parent_is_gone_exits_at_once_without_serving(sandbox, table):
+    port = free_port()
+    proc = sandbox.start(SERVE_FOR_A_GONE_PARENT, table, port)
+    assert proc.wait(timeout=10) == 0
+    assert get(f"http://127.0.0.1:{port}/health") is None
+    assert sandbox.leftovers() == []
 
 
 # --- real processes ------------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from generation.offline import OFFLINE_TITLE_PREFIX, OfflineProvider
+from generation.offline import OFFLINE_TITLE_PREFIX, OfflineConfig, OfflineProvider
 from generation.preferences import parse_preferences
 from generation.providers import build_provider
 from generation.types import CallRecord, ChapterRequest, Outline, Provider, ProviderHooks
@@ -194,9 +194,23 @@ def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:
 
 
 def test_build_provider() -> None:
-    provider: Provider = build_provider("offline", hooks=ProviderHooks(), offline_latency_ms=5)
+    provider: Provider = build_provider("offline", OfflineConfig(latency_ms=5), ProviderHooks())
     assert isinstance(provider, OfflineProvider)
     with pytest.raises(ValueError, match="unknown provider 'openai'"):
-        build_provider("openai", hooks=ProviderHooks())
+        build_provider("openai", None, ProviderHooks())
     with pytest.raises(ValueError, match="GeminiConfig"):
-        build_provider("gemini", hooks=ProviderHooks())
+        build_provider("gemini", None, ProviderHooks())
+
+
+def test_records_say_the_offline_provider_served_them() -> None:
+    records: list[CallRecord] = []
+    provider = OfflineProvider(hooks=ProviderHooks(on_call=records.append))
+    request = make_request()
+    outline = provider.outline(request)
+    provider.embed(provider.summarize(request, outline, "text"))
+    assert [(r.provider, r.model) for r in records] == [
+        ("offline", "offline"),
+        ("offline", "offline"),
+        ("offline", "offline-embedding"),
+    ]
+    assert all(r.thinking_tokens == 0 and r.retries == 0 for r in records)

@@ -1,5 +1,6 @@
-"""Reads what the google-genai SDK raises or returns: storyworker's errors, refusals,
-token usage, and the shapes of Gemini's answers (outline JSON, stream chunks).
+"""What crosses the wire between storyworker and Gemini, in the google-genai SDK's types:
+the errors it raises read as storyworker's, refusals, token usage, the outline's JSON
+schema and answer, and stream chunks.
 
 Three kinds of failure reach us, each in its own shape:
 - HTTP error statuses arrive as `google.genai.errors.APIError` (with `.code`, `.status`,
@@ -19,18 +20,21 @@ import email.utils
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from generation.calls import Usage
 from generation.errors import (
     AuthenticationError,
     GenerationError,
     InvalidRequestError,
     MalformedOutputError,
+    ModelUnavailableError,
     ProviderUnavailableError,
+    QuotaExhaustedError,
     RateLimitedError,
     RefusedError,
 )
@@ -51,9 +55,20 @@ REFUSAL_FINISH_REASONS = frozenset(
         "IMAGE_RECITATION",
     }
 )
+#: The harm categories the Gemini API (not Vertex AI) lets callers adjust, as its
+#: safety-settings guide lists them. Left out on purpose: CIVIC_INTEGRITY (deprecated in
+#: the SDK: "Election filter is no longer supported"), JAILBREAK (not among the Gemini
+#: API's adjustable filters) and the IMAGE_* ones ("not supported in Gemini API").
+ADJUSTABLE_HARM_CATEGORIES = (
+    types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+    types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
+    types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
+    types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
+)
 #: Longest piece of Google's error message quoted in ours.
 DETAIL_LIMIT = 200
 _RETRY_DELAY = re.compile(r"\s*(\d+(?:\.\d+)?)s\s*")
+_BILLING = re.compile(r"\bbilling\b.*\b(?:enable|disabled)|\benable billing\b", re.IGNORECASE)
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -72,18 +87,40 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 TRANSPORT_ERRORS = _transport_errors()
 
 
-def classify(exc: BaseException, attempts: int = 1) -> GenerationError | None:
+@dataclass(frozen=True)
+class ModelSlot:
+    """A configured model and the setting that names it, for messages that say what to
+    change: `variable` (GEMINI_MODEL), what kind of model it is, a current one to use."""
+
+    name: str
+    variable: str
+    kind: str
+    suggestion: str
+
+    def unavailable(self, why: str) -> ModelUnavailableError:
+        """The error for this model being unusable, telling the operator what to set."""
+        current = f"a current {self.kind}"
+        if self.suggestion != self.name:
+            current += f" such as {self.suggestion}"
+        return ModelUnavailableError(
+            f"Gemini {self.kind} {self.name} {why}; set {self.variable} to {current}"
+        )
+
+
+def classify(
+    exc: BaseException, attempts: int = 1, model: ModelSlot | None = None
+) -> GenerationError | None:
     """The storyworker error for an SDK or transport exception, or None if it is neither.
 
-    `attempts` is how many HTTP attempts the operation made, for the message. Unknown
-    exceptions (bugs, SDK misuse) are not disguised as provider failures: the caller
-    lets them propagate with their traceback.
+    `attempts` is how many HTTP attempts the operation made, and `model` what the request
+    was for, both for the message. Unknown exceptions (bugs, SDK misuse) are not
+    disguised as provider failures: the caller lets them propagate with their traceback.
     """
     after = f" after {attempts} attempts" if attempts > 1 else ""
     if isinstance(exc, GenerationError):
         return exc
     if isinstance(exc, genai_errors.APIError):
-        return _from_status(exc, after)
+        return _from_status(exc, after, model)
     if isinstance(exc, TRANSPORT_ERRORS):
         what = "did not answer in time" if "Timeout" in type(exc).__name__ else "was unreachable"
         return ProviderUnavailableError(f"Gemini {what}{after} ({type(exc).__name__})")
@@ -92,30 +129,78 @@ def classify(exc: BaseException, attempts: int = 1) -> GenerationError | None:
     return None
 
 
-def broken_stream(exc: Exception) -> Exception:
+def broken_stream(exc: Exception, model: ModelSlot | None = None) -> Exception:
     """The error for a stream that failed after it started: an error event keeps its
     status; a transport failure means the stream was cut (retryable)."""
-    error = classify(exc)
+    error = classify(exc, model=model)
     if error is None or isinstance(exc, (GenerationError, genai_errors.APIError)):
         return error or exc
     return ProviderUnavailableError(f"Gemini's stream broke off mid-way ({type(exc).__name__})")
 
 
-def _from_status(exc: genai_errors.APIError, after: str) -> GenerationError:
+def _from_status(
+    exc: genai_errors.APIError, after: str, model: ModelSlot | None
+) -> GenerationError:
     code = exc.code
     detail = _clean(exc.message or exc.status or "no message")
     if code == 429:
-        return RateLimitedError(
-            f"Gemini rate limited us (HTTP 429){after}: {detail}",
-            retry_after=retry_after_seconds(exc),
-        )
+        return _rate_limited(exc, after, detail)
     if code == 408 or (isinstance(code, int) and code >= 500):
         return ProviderUnavailableError(
             f"Gemini returned HTTP {code}{after}: {detail}", retry_after=retry_after_seconds(exc)
         )
+    if code == 404:
+        # Every model call names its model: a 404 means the model is gone (retired while
+        # we ran) or never existed, and every other job would get the same answer.
+        status = f"HTTP 404 {exc.status or 'NOT_FOUND'}"
+        if model is None:
+            return ModelUnavailableError(f"Gemini has no such model ({status}): {detail}")
+        return model.unavailable(f"is not available ({status})")
+    if is_billing_disabled(exc):
+        return QuotaExhaustedError(
+            f"Gemini will not serve this key's project until billing is enabled "
+            f"(HTTP {code}): {detail}"
+        )
     if is_bad_key(exc):
         return AuthenticationError(f"Gemini rejected the API key (HTTP {code}): {detail}")
     return InvalidRequestError(f"Gemini rejected the request (HTTP {code}): {detail}")
+
+
+def _rate_limited(exc: genai_errors.APIError, after: str, detail: str) -> GenerationError:
+    """A 429: a spent daily quota is provider-wide; a per-minute limit passes soon."""
+    retry_after = retry_after_seconds(exc)
+    daily = [quota for quota in quota_ids(exc) if "PerDay" in quota]
+    if daily:
+        return QuotaExhaustedError(
+            f"Gemini's daily quota is spent (HTTP 429, {daily[0]}){after}: {detail}",
+            retry_after=retry_after,
+        )
+    return RateLimitedError(
+        f"Gemini rate limited us (HTTP 429){after}: {detail}", retry_after=retry_after
+    )
+
+
+def quota_ids(exc: genai_errors.APIError) -> list[str]:
+    """The `quotaId`s of a `google.rpc.QuotaFailure` detail's violations, e.g.
+    "GenerateRequestsPerDayPerProjectPerModel-FreeTier"; [] when there is none."""
+    found: list[str] = []
+    for detail in _details(exc):
+        kind = str(detail.get("@type", "")) if isinstance(detail, dict) else ""
+        if not kind.endswith("QuotaFailure"):
+            continue
+        for violation in detail.get("violations") or []:
+            if isinstance(violation, dict) and violation.get("quotaId"):
+                found.append(str(violation["quotaId"]))
+    return found
+
+
+def is_billing_disabled(exc: genai_errors.APIError) -> bool:
+    """A 400/403 saying the project's billing is disabled (ErrorInfo reason
+    BILLING_DISABLED, or a message asking to enable billing)."""
+    if exc.code not in (400, 403):
+        return False
+    reasons = {d.get("reason") for d in _details(exc) if isinstance(d, dict)}
+    return "BILLING_DISABLED" in reasons or _BILLING.search(str(exc.message or "")) is not None
 
 
 def is_bad_key(exc: genai_errors.APIError) -> bool:
@@ -208,20 +293,47 @@ def parse_outline(text: str | None, bullet_count: int) -> Outline:
     return Outline(title=title.strip(), bullets=tuple(b.strip() for b in bullets))
 
 
-def usage_of(response: Any) -> tuple[int, int]:
-    """(input, output) tokens of a response; output includes thinking tokens, which are
-    billed as output."""
+def usage_of(response: Any) -> Usage:
+    """The tokens a response was billed for. Output includes thinking tokens, which are
+    billed as output; `thinking_tokens` says how many of them there were."""
     usage = getattr(response, "usage_metadata", None)
     if usage is None:
-        return 0, 0
-    output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-    return usage.prompt_token_count or 0, output
+        return Usage()
+    thinking = usage.thoughts_token_count or 0
+    output = (usage.candidates_token_count or 0) + thinking
+    return Usage(usage.prompt_token_count or 0, output, thinking)
 
 
 def finish_reason(response: types.GenerateContentResponse) -> str:
     """The first candidate's finish reason as text; "" when there is none."""
     candidates = response.candidates or []
     return enum_name(candidates[0].finish_reason) if candidates else ""
+
+
+def generation_controls(thinking_level: str | None, safety_threshold: str | None) -> dict[str, Any]:
+    """GenerateContentConfig options for Gemini 3's controls: `thinking_config` with a
+    thinking level (never a thinking budget, which Gemini 3.5 and later reject) and
+    `safety_settings` with one threshold for every adjustable harm category. A control
+    left at None is left out, so the model's or the API's default applies."""
+    options: dict[str, Any] = {}
+    if thinking_level is not None:
+        level = types.ThinkingLevel(thinking_level.upper())
+        options["thinking_config"] = types.ThinkingConfig(thinking_level=level)
+    if safety_threshold is not None:
+        threshold = types.HarmBlockThreshold(safety_threshold)
+        options["safety_settings"] = [
+            types.SafetySetting(category=category, threshold=threshold)
+            for category in ADJUSTABLE_HARM_CATEGORIES
+        ]
+    return options
+
+
+def supports(model: types.Model, method: str) -> bool:
+    """Whether models.get's answer lists `method` ("generateContent", "embedContent")
+    among the model's supportedGenerationMethods. A model that lists none (a proxy that
+    says little) is given the benefit of the doubt: its first real call will tell."""
+    actions = model.supported_actions
+    return actions is None or method in actions
 
 
 def outline_schema(bullet_count: int) -> types.Schema:
@@ -248,8 +360,8 @@ class StreamHop:
 
     finish: str = ""
     token: bytes | None = None
-    #: (input, output) tokens: each chunk's usage is the running total of its response.
-    usage: tuple[int, int] = (0, 0)
+    #: Each chunk's usage is the running total of its response, so the last one counts.
+    usage: Usage = field(default_factory=Usage)
 
     def observe(self, chunk: types.GenerateContentResponse) -> str:
         """The chunk's text; RefusedError if the chunk refuses."""

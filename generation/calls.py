@@ -1,0 +1,215 @@
+"""How every provider sends its requests and accounts for them.
+
+Two pieces, the same for every provider; only the classification of its SDK's
+exceptions is the provider's own:
+- `RequestRunner.send` runs one request under a `RetryPolicy`: `before_request` before
+  every attempt (the shared rate limit sees retries too); retryable failures tried again
+  after exponential backoff with jitter, or after the server's own delay when it gave
+  one; given up at once when the server asks for longer than the policy's cap, or when
+  the failure is provider-wide (a daily quota will not come back within seconds);
+- an `Operation` is one provider operation (an outline, a section, …) however many
+  requests it takes: it sums their usage and retries and reports one `CallRecord`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+import backoff
+
+from generation.errors import GenerationError, RetryableError
+from generation.types import CallRecord, ProviderHooks
+
+T = TypeVar("T")
+
+#: Extra wait on top of a server-given delay, so workers told the same delay spread out.
+SERVER_DELAY_JITTER = 0.1
+
+#: A provider's reading of an exception raised by its SDK: (exception, attempts made so
+#: far, model the request was for) -> the GenerationError it means, or None when it is
+#: not a provider failure at all (a bug), which then propagates unchanged.
+Classify = Callable[[Exception, int, str], GenerationError | None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one request is tried."""
+
+    #: HTTP attempts per request, the first included.
+    max_attempts: int = 5
+    #: First backoff wait; each further one doubles (with jitter), up to `cap_seconds`.
+    base_seconds: float = 1.0
+    #: Longest wait between attempts; a server asking for longer ends the call at once.
+    cap_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be >= 1")
+        if self.base_seconds < 0 or self.cap_seconds < 0:
+            raise ValueError("RetryPolicy seconds must be >= 0")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one response (or several, summed) was billed for."""
+
+    input_tokens: int = 0
+    #: Everything billed as output, thinking included.
+    output_tokens: int = 0
+    #: The part of `output_tokens` the model spent thinking.
+    thinking_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.thinking_tokens + other.thinking_tokens,
+        )
+
+
+class Operation:
+    """One provider operation's accounting: one CallRecord, however many requests.
+
+    Use it as a context manager; the record is reported when the block ends, with the
+    outcome its exception (if any) implies.
+    """
+
+    def __init__(
+        self, kind: str, on_call: Callable[[CallRecord], None], *, provider: str, model: str
+    ) -> None:
+        self.kind, self.provider, self.model = kind, provider, model
+        self._on_call = on_call
+        self.started = time.monotonic()
+        #: Requests beyond the first made for this operation.
+        self.retries = 0
+        self.usage = Usage()
+        #: Seconds waited before each retry, in order (for tests and diagnosis).
+        self.waits: list[float] = []
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage += usage
+
+    def count_retry(self, wait: float) -> None:
+        """One more request for this operation, after waiting `wait` seconds."""
+        self.retries += 1
+        self.waits.append(wait)
+
+    def __enter__(self) -> Operation:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._on_call(
+            CallRecord(
+                kind=self.kind,
+                outcome=outcome(exc),
+                elapsed_seconds=time.monotonic() - self.started,
+                input_tokens=self.usage.input_tokens,
+                output_tokens=self.usage.output_tokens,
+                retries=self.retries,
+                thinking_tokens=self.usage.thinking_tokens,
+                provider=self.provider,
+                model=self.model,
+            )
+        )
+
+
+class RequestRunner:
+    """Sends one provider's requests under its RetryPolicy and opens its Operations."""
+
+    def __init__(
+        self, provider: str, policy: RetryPolicy, classify: Classify, hooks: ProviderHooks
+    ) -> None:
+        self.provider = provider
+        self.policy = policy
+        self._classify = classify
+        self._hooks = hooks
+
+    def operation(self, kind: str, model: str) -> Operation:
+        """A new operation of `kind` on `model`, reporting to the hooks' `on_call`."""
+        return Operation(kind, self._hooks.on_call, provider=self.provider, model=model)
+
+    def send(
+        self,
+        op: Operation,
+        request: Callable[[], T],
+        *,
+        tries: int | None = None,
+        model: str | None = None,
+    ) -> T:
+        """`request` under the retry policy, with at most `tries` (default: the policy's
+        `max_attempts`) attempts in all; every provider failure raised as the
+        GenerationError the provider's classification makes of it. Retries are counted
+        in `op`. `model` (default `op.model`) is what the request was for, for messages.
+        """
+        retrying = backoff.on_exception(
+            waits,
+            RetryableError,
+            max_tries=tries or self.policy.max_attempts,
+            giveup=self._give_up,
+            on_backoff=lambda details: op.count_retry(details["wait"]),
+            jitter=None,
+            logger=None,
+            base=self.policy.base_seconds,
+            cap=self.policy.cap_seconds,
+        )(self._attempts(request, op.model if model is None else model))
+        return retrying()
+
+    def _attempts(self, request: Callable[[], T], model: str) -> Callable[[], T]:
+        """One attempt at `request` per call: `before_request`, then the request, its
+        failures classified (counting the attempts made so far, for the message)."""
+        attempts = 0
+
+        def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            self._hooks.before_request()
+            try:
+                return request()
+            except GenerationError:
+                raise
+            except Exception as exc:
+                error = self._classify(exc, attempts, model)
+                if error is None:
+                    raise
+                raise error from exc
+
+        return attempt
+
+    def _give_up(self, error: RetryableError) -> bool:
+        # A provider-wide fault (a spent daily quota) will not pass within seconds, and a
+        # server asking for more than we would ever sleep is taken at its word: the error
+        # carries retry_after, and the job level waits it out instead of a worker.
+        if error.provider_wide:
+            return True
+        return error.retry_after is not None and error.retry_after > self.policy.cap_seconds
+
+
+def waits(base: float, cap: float) -> Generator[float | None, RetryableError | None, None]:
+    """backoff's wait generator: the server's own delay when it gave one, else exponential
+    with jitter, capped. backoff sends each failure in, which is what makes that work."""
+    error = yield None
+    for attempt in itertools.count():
+        hint = getattr(error, "retry_after", None)
+        if hint is not None:
+            delay = hint * random.uniform(1.0, 1.0 + SERVER_DELAY_JITTER)
+        else:
+            delay = base * 2**attempt * random.uniform(0.5, 1.0)
+        error = yield min(cap, delay)
+
+
+def outcome(exc: BaseException | None) -> str:
+    """A CallRecord outcome for how an operation ended."""
+    if exc is None or isinstance(exc, GeneratorExit):  # a consumer that stopped reading
+        return "ok"
+    if isinstance(exc, GenerationError) and not exc.retryable:
+        return "permanent_error"
+    # Unknown exceptions count as retryable: the worker retries them too.
+    return "retryable_error"
