@@ -8,9 +8,7 @@ control socket: the supervisor starts and stops it, and it dies with the supervi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import sys
 import tempfile
 import traceback
@@ -20,15 +18,7 @@ from typing import Any, NoReturn
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Ask the kernel to send `sig` to this process when its parent exits, however
-    it exits (Linux prctl; the setting is not inherited across fork). The parent is
-    the thread that forked us: the supervisor forks from its only thread."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig)
+from health.lifecycle import die_with_parent
 
 
 def _worker_post_fork(arbiter: Any, worker: Any) -> None:

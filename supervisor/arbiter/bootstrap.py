@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from setproctitle import setproctitle
 
+from generation import providers
 from supervisor import logs
 from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings, load_settings, require_api_key
@@ -29,7 +30,7 @@ def preflight(overrides: dict[str, Any]) -> Settings:
     """Everything that must hold before the first fork; raises on the first problem."""
     settings = load_settings(**overrides)
     settings.require_database()
-    if settings.provider == "gemini":
+    if providers.entry(settings.provider).needs_api_key:
         require_api_key(settings)
     logs.configure(settings.log_level, settings.log_format)
     with connect_for(settings, "run") as conn:
@@ -65,13 +66,14 @@ def run(overrides: dict[str, Any]) -> int:
     table = HeartbeatTable.create(TABLE_CAPACITY, directory=str(runtime))
     setproctitle("storyworker: supervisor")
     current = {"settings": settings}
+    supervisor_pid = os.getpid()  # recorded before any fork: PID 1 in a container
 
     def reload_settings() -> Settings:
         current["settings"] = load_settings(**overrides)
         return current["settings"]
 
     def health_main() -> NoReturn:
-        _health_main(current["settings"], table.path, str(metrics_dir))
+        _health_main(current["settings"], table.path, str(metrics_dir), supervisor_pid)
 
     arbiter = Arbiter(
         settings=settings,
@@ -91,7 +93,9 @@ def run(overrides: dict[str, Any]) -> int:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def _health_main(settings: Settings, table_path: str, metrics_dir: str) -> NoReturn:
+def _health_main(
+    settings: Settings, table_path: str, metrics_dir: str, supervisor_pid: int
+) -> NoReturn:
     # Its own process group: a terminal's Ctrl-C reaches the supervisor, which stops
     # the health server last, on purpose.
     os.setpgid(0, 0)
@@ -99,7 +103,7 @@ def _health_main(settings: Settings, table_path: str, metrics_dir: str) -> NoRet
     # Until gunicorn installs its handlers, TERM keeps its default: end the process.
     unblock_signals()
     from health.server import run_health_server
-    from supervisor.health_wiring import build_health_app
+    from supervisor.arbiter.health_wiring import build_health_app
 
     run_health_server(
         lambda: build_health_app(settings, table_path, metrics_dir),
@@ -107,4 +111,5 @@ def _health_main(settings: Settings, table_path: str, metrics_dir: str) -> NoRet
         settings.port,
         log_level=settings.log_level.lower(),
         formatter=logs.formatter_path(settings.log_format),
+        parent_pid=supervisor_pid,
     )

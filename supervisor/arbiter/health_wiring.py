@@ -13,6 +13,7 @@ from collections.abc import Callable
 import psycopg
 from flask import Flask
 
+from generation import providers
 from health.app import HealthConfig, create_app
 from health.checks import CachedCheck, CheckResult
 from health.heartbeat import HeartbeatTable
@@ -44,8 +45,9 @@ def database_check(settings: Settings) -> Callable[[], CheckResult]:
 
 
 def api_key_check(settings: Settings) -> Callable[[], CheckResult]:
-    if settings.provider == "offline":
-        return lambda: CheckResult(ok=True, detail="offline provider needs no key")
+    if not providers.entry(settings.provider).needs_api_key:
+        detail = f"{settings.provider} provider needs no key"
+        return lambda: CheckResult(ok=True, detail=detail)
     from supervisor.worker.providers import build_provider
 
     provider = build_provider(settings)

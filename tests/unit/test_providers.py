@@ -19,9 +19,9 @@ from generation.providers import (
     entry,
 )
 from generation.types import ProviderHooks
-from supervisor import providers as wiring
 from supervisor.config import Settings
 from supervisor.errors import ConfigError
+from supervisor.worker import providers as wiring
 from tests.fakegemini import VALID_KEY
 
 
@@ -89,7 +89,7 @@ def test_offline_and_gemini_configs_need_no_sdk() -> None:
     assert done.returncode == 0, done.stderr
 
 
-# --- supervisor/providers.py: Settings -> each provider's config ------------------------
+# --- supervisor/worker/providers.py: Settings -> each provider's config ------------------------
 
 
 def test_settings_build_the_offline_provider() -> None:
