@@ -10,7 +10,7 @@ import pytest
 
 from health.heartbeat import HeartbeatTable, WorkerState
 from supervisor import exitcodes
-from supervisor.arbiter.loop import Arbiter
+from supervisor.arbiter.loop import LOOP_ERRORS_TO_GIVE_UP, Arbiter
 from supervisor.arbiter.procs import Exit
 from supervisor.config import Settings
 from supervisor.db.jobs import owner_name
@@ -152,3 +152,35 @@ def test_ttou_stops_the_highest_worker_and_it_is_not_replaced(arbiter):
     arbiter.spawn_missing()
     assert arbiter.slots[2].pid is None
     assert arbiter.table.worker(2).state == WorkerState.EMPTY
+
+
+def test_a_bug_in_one_step_is_logged_and_the_supervisor_drains(arbiter, caplog):
+    arbiter.spawn_missing()
+    pid = arbiter.slots[0].pid
+
+    def broken(now: float) -> None:
+        raise RuntimeError("a bug in lease renewal")
+
+    arbiter.tend_leases = broken
+    assert arbiter.run_pass() is False  # the loop goes on, draining
+    assert "unhandled exception in the main loop" in caplog.text
+    assert "RuntimeError: a bug in lease renewal" in caplog.text  # with its traceback
+    assert arbiter.stopping == "graceful" and arbiter.exit_code == exitcodes.FAILURE
+    assert arbiter.processes.killed == [(pid, signal.SIGTERM)]
+    # The worker leaves; the next passes (still failing) finish the shutdown.
+    arbiter.processes.exits.append(Exit(pid, 0, None))
+    arbiter.tend_leases = lambda now: None
+    assert arbiter.run_pass() is True
+
+
+def test_a_loop_that_keeps_failing_kills_its_workers_and_gives_up(arbiter):
+    arbiter.spawn_missing()
+    pid = arbiter.slots[0].pid
+
+    def broken(now: float) -> None:
+        raise RuntimeError("always")
+
+    arbiter.tend_leases = broken
+    passes = [arbiter.run_pass() for _ in range(LOOP_ERRORS_TO_GIVE_UP)]
+    assert passes[-1] is True and not any(passes[:-1])
+    assert (pid, signal.SIGKILL) in arbiter.processes.killed
