@@ -21,7 +21,8 @@ from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from health.checks import CheckResult, run_check
+from health.breaker import Breaker, BreakerState
+from health.checks import CheckResult, run_check, safe_detail
 from health.heartbeat import HeartbeatTable, SupervisorState, WorkerSnapshot, WorkerState
 from health.metrics import HeartbeatCollector, QueueStats, build_registry
 
@@ -38,6 +39,8 @@ class HealthConfig:
     readiness_checks: Mapping[str, Callable[[], CheckResult]] = field(default_factory=dict)
     queue_stats: Callable[[], QueueStats] | None = None
     multiprocess_dir: str | None = None
+    #: The provider circuit breaker the workers share; None: no provider section.
+    breaker: Breaker | None = None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
@@ -103,7 +106,38 @@ def health_report(config: HealthConfig) -> tuple[int, dict[str, Any]]:
         "workers": [_worker_json(w, now) for w in workers],
         "problems": problems,
     }
+    if config.breaker is not None:
+        provider = body["provider"] = provider_json(config.breaker.state(), now)
+        for worker in body["workers"]:
+            if worker["state"] == WorkerState.PAUSED.label and "reason" in provider:
+                worker["paused_reason"] = provider["reason"]
     return (200 if status == "healthy" else 503), body
+
+
+def provider_json(state: BreakerState, now: float) -> dict[str, Any]:
+    """The provider's part of /health: paused or not, why, since when, next probe."""
+    if not state.open:
+        return {"state": "available"}
+    return {
+        "state": "paused",
+        "reason": safe_detail(state.reason),
+        "since": _iso(state.opened_at),
+        "next_probe_in_seconds": round(max(0.0, state.next_probe - now), 1),
+        "failed_probes": state.probes,
+    }
+
+
+def provider_check(breaker: Breaker) -> Callable[[], CheckResult]:
+    """Ready while the provider is not paused; the detail says why it is."""
+
+    def check() -> CheckResult:
+        state = breaker.state()
+        if state.open:
+            return CheckResult(ok=False, detail=f"paused since {_iso(state.opened_at)}: "
+                               f"{state.reason}")  # fmt: skip
+        return CheckResult(ok=True, detail="available")
+
+    return check
 
 
 def _worker_json(w: WorkerSnapshot, now: float) -> dict[str, Any]:
@@ -125,7 +159,10 @@ def _worker_json(w: WorkerSnapshot, now: float) -> dict[str, Any]:
 def readiness_report(config: HealthConfig) -> tuple[int, dict[str, Any]]:
     """Runs every readiness check (each through run_check, so none raises): 200
     "ready" when all pass, else 503 "not_ready"; each check's result by name."""
-    results = {name: run_check(check) for name, check in config.readiness_checks.items()}
+    checks_by_name = dict(config.readiness_checks)
+    if config.breaker is not None:
+        checks_by_name["provider"] = provider_check(config.breaker)
+    results = {name: run_check(check) for name, check in checks_by_name.items()}
     ok = all(r.ok for r in results.values())
     checks = {
         name: {"ok": r.ok, "detail": r.detail, "latency_seconds": round(r.latency_seconds, 6)}
@@ -139,7 +176,9 @@ def create_app(config: HealthConfig) -> Flask:
     `config`; any other path is a JSON 404, any other method a JSON 405."""
     app = Flask("storyworker.health")
     registry = build_registry(
-        HeartbeatCollector(config.table, config.queue_stats, clock=config.clock),
+        HeartbeatCollector(
+            config.table, config.queue_stats, clock=config.clock, breaker=config.breaker
+        ),
         config.multiprocess_dir,
     )
 

@@ -64,17 +64,25 @@ def run_check(check: Check) -> CheckResult:
 
 class CachedCheck:
     """A check run at most once per `ttl_seconds`; between runs it answers from the
-    cache (success and failure alike), so probes never hammer what they check (an API
-    key's validity, say). Thread-safe: concurrent callers wait for one run. The detail
-    says how old the answer is; latency_seconds is that of the run that produced it."""
+    cache, so probes never hammer what they check (an API key's validity, say). A
+    failure is kept only `failure_ttl_seconds` (default: as long as a success), so a
+    fault that was mended (a key restored, a model back) stops failing readiness soon.
+    Thread-safe: concurrent callers wait for one run. The detail says how old the
+    answer is; latency_seconds is that of the run that produced it."""
 
     def __init__(
-        self, check: Check, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        check: Check,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        failure_ttl_seconds: float | None = None,
     ) -> None:
-        if ttl_seconds < 0:
+        if ttl_seconds < 0 or (failure_ttl_seconds or 0) < 0:
             raise ValueError("ttl_seconds must not be negative")
         self._check = check
         self._ttl = ttl_seconds
+        self._failure_ttl = ttl_seconds if failure_ttl_seconds is None else failure_ttl_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._result: CheckResult | None = None
@@ -83,7 +91,8 @@ class CachedCheck:
     def __call__(self) -> CheckResult:
         with self._lock:
             now = self._clock()
-            if self._result is None or now - self._at >= self._ttl:
+            ttl = self._ttl if self._result is None or self._result.ok else self._failure_ttl
+            if self._result is None or now - self._at >= ttl:
                 self._result = run_check(self._check)
                 self._at = now
             age = now - self._at

@@ -61,6 +61,8 @@ class WorkerState(enum.IntEnum):
     BUSY = 3
     STOPPING = 4
     DEAD = 5
+    #: Alive, but not claiming: the provider is at fault (see health.breaker).
+    PAUSED = 6
 
     @property
     def label(self) -> str:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from health.breaker import Breaker
 from health.heartbeat import HeartbeatTable, WorkerState
 from health.stats import QueueStats
 
@@ -35,8 +36,10 @@ class HeartbeatCollector(Collector):
         queue_stats: Callable[[], QueueStats] | None = None,
         cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        breaker: Breaker | None = None,
     ) -> None:
         self._table = table
+        self._breaker = breaker
         self._queue_stats = queue_stats
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -48,6 +51,12 @@ class HeartbeatCollector(Collector):
         yield from self._supervisor(now)
         yield from self._workers(now)
         yield from self._queue()
+        if self._breaker is not None:
+            yield GaugeMetricFamily(
+                "storyworker_provider_paused",
+                "1 while the provider is at fault and the workers are paused.",
+                value=int(self._breaker.state().open),
+            )
 
     def _supervisor(self, now: float) -> Iterator[Metric]:
         sup = self._table.supervisor()

@@ -24,6 +24,8 @@ from generation.types import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
     GEMINI_TIMEOUT_SECONDS,
+    SAFETY_THRESHOLDS,
+    THINKING_LEVELS,
 )
 from supervisor.errors import ConfigError
 from supervisor.redact import redact_dsn
@@ -45,6 +47,9 @@ class Settings:
     gemini_api_version: str = GEMINI_API_VERSION
     gemini_timeout_seconds: float = GEMINI_TIMEOUT_SECONDS
     embedding_dimensions: int = GEMINI_EMBEDDING_DIMENSIONS
+    gemini_thinking_level: str | None = None
+    gemini_safety_threshold: str | None = None
+    provider_probe_seconds: float = 15.0
     offline_latency_ms: int = 0
     concurrency: int = 1
     poll_interval_ms: int = 5000
@@ -162,7 +167,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GEMINI_API_VERSION": ("gemini_api_version", _text),
     "GEMINI_TIMEOUT_SECONDS": ("gemini_timeout_seconds", _float(minimum=0, exclusive=True)),
     "GEMINI_EMBEDDING_DIMENSIONS": ("embedding_dimensions", _int(minimum=1, maximum=3072)),
+    "GEMINI_THINKING_LEVEL": ("gemini_thinking_level", _choice(THINKING_LEVELS)),
+    "GEMINI_SAFETY_THRESHOLD": ("gemini_safety_threshold", _choice(SAFETY_THRESHOLDS, upper=True)),
     "OFFLINE_LATENCY_MS": ("offline_latency_ms", _int(minimum=0)),
+    "PROVIDER_PROBE_SECONDS": ("provider_probe_seconds", _float(minimum=0.1)),
     "WORKER_CONCURRENCY": ("concurrency", _int(minimum=1, maximum=256)),
     "POLL_INTERVAL_MS": ("poll_interval_ms", _int(minimum=10)),
     "MAX_RETRIES": ("max_retries", _int(minimum=0, maximum=100)),

@@ -3,10 +3,12 @@ health server until told to stop."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,6 +58,7 @@ def run(overrides: dict[str, Any]) -> int:
     # prometheus_client picks multiprocess mode when first imported: set this before
     # anything imports supervisor.metrics.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from health.breaker import PROBE_MAX_SECONDS, Breaker
     from health.heartbeat import HeartbeatTable
     from supervisor.arbiter.leases import Maintenance
     from supervisor.arbiter.loop import Arbiter
@@ -64,6 +67,11 @@ def run(overrides: dict[str, Any]) -> int:
 
     notifier = Notifier.from_environment()
     table = HeartbeatTable.create(TABLE_CAPACITY, directory=str(runtime))
+    breaker = Breaker.create(
+        str(runtime),
+        probe_base_seconds=settings.provider_probe_seconds,
+        probe_max_seconds=max(PROBE_MAX_SECONDS, settings.provider_probe_seconds),
+    )
     setproctitle("storyworker: supervisor")
     current = {"settings": settings}
     supervisor_pid = os.getpid()  # recorded before any fork: PID 1 in a container
@@ -73,29 +81,38 @@ def run(overrides: dict[str, Any]) -> int:
         return current["settings"]
 
     def health_main() -> NoReturn:
-        _health_main(current["settings"], table.path, str(metrics_dir), supervisor_pid)
+        shared = SharedFiles(table.path, breaker.path, str(metrics_dir))
+        _health_main(current["settings"], shared, supervisor_pid)
 
     arbiter = Arbiter(
         settings=settings,
         table=table,
         maintenance=Maintenance(lambda: current["settings"]),
         reload_settings=reload_settings,
-        worker_main=worker_main,
+        worker_main=functools.partial(worker_main, breaker=breaker),
         health_main=health_main,
         notifier=notifier,
     )
-    log.info("heartbeat table", extra=fields(path=table.path))
+    log.info("shared files", extra=fields(path=table.path, breaker=breaker.path))
     try:
         return arbiter.run()
     finally:
-        table.close()
-        table.unlink()
+        for shared_file in (table, breaker):
+            shared_file.close()
+            shared_file.unlink()
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def _health_main(
-    settings: Settings, table_path: str, metrics_dir: str, supervisor_pid: int
-) -> NoReturn:
+@dataclass(frozen=True)
+class SharedFiles:
+    """What the supervisor makes before it forks, by path, for the health server."""
+
+    heartbeat_table: str
+    breaker: str
+    metrics_dir: str
+
+
+def _health_main(settings: Settings, shared: SharedFiles, supervisor_pid: int) -> NoReturn:
     # Its own process group: a terminal's Ctrl-C reaches the supervisor, which stops
     # the health server last, on purpose.
     os.setpgid(0, 0)
@@ -106,7 +123,9 @@ def _health_main(
     from supervisor.arbiter.health_wiring import build_health_app
 
     run_health_server(
-        lambda: build_health_app(settings, table_path, metrics_dir),
+        lambda: build_health_app(
+            settings, shared.heartbeat_table, shared.metrics_dir, shared.breaker
+        ),
         settings.health_host,
         settings.port,
         log_level=settings.log_level.lower(),

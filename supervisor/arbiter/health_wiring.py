@@ -15,6 +15,7 @@ from flask import Flask
 
 from generation import providers
 from health.app import HealthConfig, create_app
+from health.breaker import Breaker
 from health.checks import CachedCheck, CheckResult
 from health.heartbeat import HeartbeatTable
 from health.stats import QueueStats
@@ -24,6 +25,8 @@ from supervisor.db.connection import PROBE_CONNECT_TIMEOUT_SECONDS, connect_for
 from supervisor.db.migrate import require_migrated
 
 API_KEY_RECHECK_SECONDS = 300.0
+#: A failed key or model check is asked again this soon: the fault may be mended.
+API_KEY_FAILURE_RECHECK_SECONDS = 10.0
 #: Milliseconds any one statement of a probe may take.
 PROBE_STATEMENT_TIMEOUT_MS = 2000
 
@@ -54,11 +57,14 @@ def api_key_check(settings: Settings) -> Callable[[], CheckResult]:
 
     def check() -> CheckResult:
         provider.check()
-        return CheckResult(
-            ok=True, detail=f"{settings.provider} key accepted for {settings.gemini_model}"
-        )
+        models = f"{settings.gemini_model} and {settings.gemini_embedding_model}"
+        return CheckResult(ok=True, detail=f"{settings.provider} key accepted; {models} available")
 
-    return CachedCheck(check, ttl_seconds=API_KEY_RECHECK_SECONDS)
+    return CachedCheck(
+        check,
+        ttl_seconds=API_KEY_RECHECK_SECONDS,
+        failure_ttl_seconds=API_KEY_FAILURE_RECHECK_SECONDS,
+    )
 
 
 def listener_check(table: HeartbeatTable) -> Callable[[], CheckResult]:
@@ -79,8 +85,14 @@ def queue_stats(settings: Settings) -> Callable[[], QueueStats]:
     return stats
 
 
-def build_health_app(settings: Settings, table_path: str, metrics_dir: str | None) -> Flask:
-    """The health app over the heartbeat table at `table_path`."""
+def build_health_app(
+    settings: Settings,
+    table_path: str,
+    metrics_dir: str | None,
+    breaker_path: str | None = None,
+) -> Flask:
+    """The health app over the heartbeat table at `table_path` (and the provider
+    breaker at `breaker_path`, when given)."""
     table = HeartbeatTable.open(table_path)
     return create_app(
         HealthConfig(
@@ -93,6 +105,7 @@ def build_health_app(settings: Settings, table_path: str, metrics_dir: str | Non
             },
             queue_stats=queue_stats(settings),
             multiprocess_dir=metrics_dir,
+            breaker=Breaker(breaker_path) if breaker_path else None,
         )
     )
 
@@ -103,4 +116,9 @@ def app_from_env() -> Flask:
     path = os.environ.get("STORYWORKER_HEARTBEAT_PATH")
     if not path:
         raise SystemExit("STORYWORKER_HEARTBEAT_PATH is not set (the supervisor logs it at start)")
-    return build_health_app(load_settings(), path, os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    return build_health_app(
+        load_settings(),
+        path,
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+        os.environ.get("STORYWORKER_BREAKER_PATH"),
+    )

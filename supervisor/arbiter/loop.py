@@ -292,7 +292,8 @@ class Arbiter:
         now = self.clock()
         for slot in self.live_slots():
             snap = self.table.worker(slot.index)
-            if snap.state in (WorkerState.IDLE, WorkerState.BUSY) and not slot.booted:
+            running = (WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED)
+            if snap.state in running and not slot.booted:
                 slot.booted = True
                 self.boot_failures = 0
             age = snap.age(now)

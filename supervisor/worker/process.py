@@ -24,8 +24,9 @@ from typing import NoReturn, Protocol
 import psycopg
 from setproctitle import setproctitle
 
-from generation.errors import AuthenticationError, GenerationError
+from generation.errors import GenerationError
 from generation.types import CallRecord, ProviderHooks
+from health.breaker import Breaker
 from health.heartbeat import HeartbeatTable, WorkerState, current_rss_bytes
 from health.lifecycle import die_with_parent
 from supervisor import exitcodes, metrics
@@ -45,6 +46,8 @@ from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
 log = logging.getLogger("supervisor.worker")
 
 RECONNECT_MAX_SECONDS = 30.0
+#: How often a paused worker looks at the breaker again.
+PAUSE_SLICE_SECONDS = 1.0
 
 
 class ConnectionLost(GenerationError):
@@ -71,11 +74,13 @@ class Worker:
         index: int,
         settings: Settings,
         table: HeartbeatTable,
+        breaker: Breaker,
         make_wakeup: WakeupFactory = Waiter,
     ) -> None:
         self.index = index
         self.settings = settings
         self.table = table
+        self.breaker = breaker
         self.make_wakeup = make_wakeup
         self.owner = owner_name(os.getpid())
         self.parent = os.getppid()
@@ -108,6 +113,7 @@ class Worker:
             on_progress=self._progress,
             on_alive=lambda: self._beat(None),
             should_stop=lambda: self.stopping,
+            on_provider_fault=self._provider_fault,
             tally=self.tally,
         )
 
@@ -133,12 +139,16 @@ class Worker:
         raise Abandon
 
     def _check_provider(self) -> None:
+        """The key and the models, before anything is claimed. A rejected key or a
+        model that does not exist stops the worker (CANNOT_BOOT), unless the pool is
+        already paused for it: then this worker waits with the others."""
         try:
             self.provider.check()
-        except AuthenticationError:
-            raise
         except GenerationError as exc:
-            # Unreachable now is not fatal: jobs will retry. A bad key is.
+            fatal = exc.provider_wide and not exc.retryable
+            if fatal and not self.breaker.state().open:
+                raise
+            # Unreachable now is not fatal: jobs will retry, or the pause waits it out.
             log.warning("provider check failed; continuing", extra=fields(error=str(exc)))
 
     def _connect(self) -> None:
@@ -186,6 +196,9 @@ class Worker:
                 self.runner.release(self.runner.next_claim)
 
     def _run_once(self) -> None:
+        if self.breaker.state().open:
+            self._paused()
+            return
         runner = self.runner
         try:
             claim, runner.next_claim = runner.next_claim or runner.queue.claim(self.owner), None
@@ -230,6 +243,46 @@ class Worker:
         )
         self._title("idle")
 
+    # --- the provider's faults ---------------------------------------------------
+
+    def _provider_fault(self, error: GenerationError) -> None:
+        if self.breaker.trip(str(error)):
+            log.error(
+                "the provider is at fault; every worker pauses until a probe passes",
+                extra=fields(worker=self.index, error=str(error)),
+            )
+
+    def _paused(self) -> None:
+        """Claim nothing while the breaker is open; probe when it is this one's turn."""
+        if self.runner.next_claim is not None:
+            self.runner.release(self.runner.next_claim)
+            self.runner.next_claim = None
+        self._beat(WorkerState.PAUSED, job_id=None, progress=0)
+        self._title("paused (provider at fault)")
+        if self.breaker.take_probe(os.getpid()):
+            self._probe()
+        else:
+            self._idle_sleep(PAUSE_SLICE_SECONDS)
+
+    def _probe(self) -> None:
+        try:
+            self.provider.check()
+        except GenerationError as exc:
+            wait = self.breaker.probe_failed(str(exc) if exc.provider_wide else "")
+            log.info(
+                "the provider is still at fault",
+                extra=fields(worker=self.index, next_probe_in_s=round(wait), error=str(exc)),
+            )
+            return
+        except Exception:  # a bug in the probe must not wedge the pool open
+            self.breaker.probe_failed("")
+            raise
+        was = self.breaker.probe_passed()
+        log.warning(
+            "the provider is available again; resuming",
+            extra=fields(worker=self.index, paused_s=round(time.time() - was.opened_at)),
+        )
+
     # --- small helpers -----------------------------------------------------------
 
     def _before_request(self) -> None:
@@ -272,15 +325,20 @@ class Worker:
         self._connect()
 
 
-def worker_main(index: int, settings: Settings, table: HeartbeatTable) -> NoReturn:
+def worker_main(
+    index: int, settings: Settings, table: HeartbeatTable, breaker: Breaker
+) -> NoReturn:
     """Entry point in the forked child; never returns."""
     code = exitcodes.OK
-    worker = Worker(index, settings, table)
+    worker = Worker(index, settings, table, breaker)
     try:
         try:
             worker.boot()
         except Abandon:
             raise
+        except GenerationError as exc:  # the provider says no: one line says why
+            log.critical("worker cannot boot", extra=fields(worker=index, error=str(exc)))
+            code = exitcodes.CANNOT_BOOT
         except Exception:
             log.critical("worker cannot boot", exc_info=True, extra=fields(worker=index))
             code = exitcodes.CANNOT_BOOT

@@ -28,6 +28,8 @@ def _gemini_config(settings: Settings) -> GeminiConfig:
         api_version=settings.gemini_api_version,
         timeout_seconds=settings.gemini_timeout_seconds,
         embedding_dimensions=settings.embedding_dimensions,
+        thinking_level=settings.gemini_thinking_level,
+        safety_threshold=settings.gemini_safety_threshold,
     )
 
 

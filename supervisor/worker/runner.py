@@ -39,6 +39,8 @@ class Settled(enum.StrEnum):
     RETRIED = "retried"
     FAILED = "failed"
     LOST = "lost"
+    #: Given back untouched: the provider, not the job, is at fault.
+    PAUSED = "paused"
 
 
 class JobQueue(Protocol):
@@ -122,6 +124,8 @@ class JobRunner:
     on_alive: Callable[[], None] = lambda: None
     #: True once the worker was asked to stop: claim nothing more.
     should_stop: Callable[[], bool] = lambda: False
+    #: Told of a fault that is the provider's (the job was given back meanwhile).
+    on_provider_fault: Callable[[GenerationError], None] = lambda error: None
     tally: Tally = field(default_factory=Tally)
     #: The next job, claimed in the same transaction as the last one's finish.
     next_claim: Claim | None = None
@@ -140,6 +144,8 @@ class JobRunner:
             raise
         except DatabaseError:
             raise
+        except GenerationError as exc:
+            settled = self.pause(claim, exc) if exc.provider_wide else self.fail(claim, exc)
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a failing job never stops a worker
             settled = self.fail(claim, exc)
         metrics.JOBS.labels(settled.value).inc()
@@ -237,6 +243,17 @@ class JobRunner:
             ),
         )
         return Settled.RETRIED if result.status.value == "pending" else Settled.FAILED
+
+    def pause(self, claim: Claim, exc: GenerationError) -> Settled:
+        """The provider is at fault, not the job: give the job back with its checkpoint
+        and without using up an attempt, and say so."""
+        log.info(
+            "job given back: the provider is at fault",
+            extra=fields(job_id=claim.job_id, attempt=claim.attempt, error=str(exc)),
+        )
+        self.release(claim)
+        self.on_provider_fault(exc)
+        return Settled.PAUSED
 
     def release(self, claim: Claim) -> None:
         """Give `claim` back to the queue without using up a retry, if still ours."""

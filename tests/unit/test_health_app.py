@@ -559,3 +559,55 @@ def test_create_app_from_env_says_what_is_wrong(table, monkeypatch, env, message
     with pytest.raises((SystemExit, HeartbeatTableError)) as info:
         create_app_from_env()
     assert message in str(info.value)
+
+
+# --- the provider's pause ------------------------------------------------------------
+
+
+def test_a_paused_provider_shows_in_health_ready_and_metrics(client, table, clock, tmp_path):
+    from health.breaker import Breaker
+
+    breaker = Breaker.create(str(tmp_path), clock=clock)
+    run_healthy(table, clock)
+    app = client(breaker=breaker)
+    assert app.get("/health").get_json()["provider"] == {"state": "available"}
+    assert app.get("/ready").get_json()["checks"]["provider"]["ok"] is True
+    assert "storyworker_provider_paused 0.0" in app.get("/metrics").get_data(as_text=True)
+
+    breaker.trip("Gemini rejected the API key (HTTP 400): key=AIzaSyD-secret-value-123")
+    for i in range(2):
+        table.update_slot(i, state=WorkerState.PAUSED, job_id=None, now=clock.now)
+    health = app.get("/health")
+    body = health.get_json()
+    assert health.status_code == 200  # the processes are fine; readiness says the rest
+    provider = body["provider"]
+    assert provider["state"] == "paused" and provider["next_probe_in_seconds"] == 15.0
+    assert provider["reason"].startswith("Gemini rejected the API key")
+    assert [w["state"] for w in body["workers"]] == ["paused", "paused"]
+    assert all(w["paused_reason"] == provider["reason"] for w in body["workers"])
+    ready = app.get("/ready")
+    check = ready.get_json()["checks"]["provider"]
+    assert ready.status_code == 503 and check["ok"] is False
+    assert "paused since" in check["detail"] and "rejected the API key" in check["detail"]
+    for response in (health, ready):
+        assert "AIzaSyD-secret-value-123" not in response.get_data(as_text=True)
+    assert "storyworker_provider_paused 1.0" in app.get("/metrics").get_data(as_text=True)
+
+
+def test_a_cached_failure_is_asked_again_sooner_than_a_success():
+    clock = Clock(0.0)
+    answers = iter([False, True, False])
+    calls: list[float] = []
+
+    def key_check() -> CheckResult:
+        calls.append(clock.now)
+        return CheckResult(ok=next(answers), detail="key")
+
+    check = CachedCheck(key_check, 300.0, clock=clock, failure_ttl_seconds=10.0)
+    assert check().ok is False
+    clock.now = 9.0
+    assert check().ok is False and calls == [0.0]  # still cached
+    clock.now = 10.0
+    assert check().ok is True and calls == [0.0, 10.0]  # the fault was mended
+    clock.now = 300.0
+    assert check().ok is True and len(calls) == 2  # a success keeps its long TTL

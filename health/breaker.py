@@ -1,0 +1,176 @@
+"""The provider circuit breaker that one supervisor's workers share.
+
+A small file-backed mmap, created by the supervisor before it forks (beside the
+heartbeat table) and read by the health server, like the table. Closed, workers claim
+as usual. A worker that meets a fault that is the provider's and not its job's (the
+key rejected, the model withdrawn, a daily quota or billing) gives its job back and
+trips it open: from then on no worker of this supervisor claims anything. One worker
+at a time probes the provider when the backoff says so (15 s, doubling to 5 minutes by
+default); the first probe that passes closes it and the pool resumes by itself.
+
+Every access holds an exclusive flock on the file: accesses are rare (one per claim,
+one per probe, one per health request) and the record is tiny, so a lock is simpler
+and safer than a seqlock here.
+
+Layout (little-endian): magic "SWBREAK1", version u32, open u32, opened_at f64 (wall),
+next_probe f64 (monotonic), probes u32, prober pid i32, reason length u32, reason
+bytes (UTF-8, at most REASON_BYTES).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import mmap
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+MAGIC = b"SWBREAK1"
+VERSION = 1
+REASON_BYTES = 400
+_RECORD = struct.Struct(f"<8sIIddIiI{REASON_BYTES}s")
+PROBE_BASE_SECONDS = 15.0
+PROBE_MAX_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What the breaker says now."""
+
+    open: bool
+    reason: str = ""
+    #: Wall-clock time it opened (0 when closed).
+    opened_at: float = 0.0
+    #: Monotonic time of the next probe.
+    next_probe: float = 0.0
+    #: Probes that failed since it opened.
+    probes: int = 0
+    prober: int = 0
+
+
+class Breaker:
+    """The breaker in the file at `path`; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        probe_base_seconds: float = PROBE_BASE_SECONDS,
+        probe_max_seconds: float = PROBE_MAX_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.probe_base_seconds = probe_base_seconds
+        self.probe_max_seconds = probe_max_seconds
+        self._clock = clock
+        self._fd = os.open(path, os.O_RDWR)
+        self._map = mmap.mmap(self._fd, _RECORD.size)
+
+    @classmethod
+    def create(cls, directory: str | None = None, **options: float) -> Breaker:
+        """A new, closed breaker in a fresh file under `directory`."""
+        fd, path = tempfile.mkstemp(prefix="storyworker-breaker-", dir=directory)
+        try:
+            os.write(fd, _RECORD.pack(MAGIC, VERSION, 0, 0.0, 0.0, 0, 0, 0, b""))
+        finally:
+            os.close(fd)
+        return cls(path, **options)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    # --- reading and writing ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _load(self) -> BreakerState:
+        magic, version, is_open, opened, probe_at, probes, prober, size, raw = _RECORD.unpack(
+            self._map[: _RECORD.size]
+        )
+        if magic != MAGIC or version != VERSION:
+            raise ValueError(f"{self.path} is not a storyworker breaker (version {VERSION})")
+        reason = raw[:size].decode("utf-8", errors="replace")
+        return BreakerState(bool(is_open), reason, opened, probe_at, probes, prober)
+
+    def _store(self, state: BreakerState) -> None:
+        raw = state.reason.encode("utf-8")[:REASON_BYTES]
+        self._map[: _RECORD.size] = _RECORD.pack(
+            MAGIC, VERSION, int(state.open), state.opened_at, state.next_probe,
+            state.probes, state.prober, len(raw), raw,
+        )  # fmt: skip
+
+    def state(self) -> BreakerState:
+        with self._locked():
+            return self._load()
+
+    # --- the state machine --------------------------------------------------------
+
+    def trip(self, reason: str) -> bool:
+        """Open the breaker because of `reason`; True when this call opened it (the
+        caller then says so in the log, once for the whole pool). An open breaker keeps
+        its first reason."""
+        with self._locked():
+            if self._load().open:
+                return False
+            first_probe = self._clock() + self.probe_base_seconds
+            self._store(BreakerState(True, reason, time.time(), first_probe))
+            return True
+
+    def take_probe(self, pid: int) -> bool:
+        """True when the breaker is open, a probe is due and nobody else is probing:
+        the caller (`pid`) now probes and must report `probe_passed` or
+        `probe_failed`. A prober that died is replaced once its probe is overdue."""
+        with self._locked():
+            state = self._load()
+            now = self._clock()
+            if not state.open or now < state.next_probe:
+                return False
+            if state.prober and state.prober != pid and _alive(state.prober):
+                return False
+            self._store(dataclasses.replace(state, prober=pid))
+            return True
+
+    def probe_failed(self, reason: str) -> float:
+        """The provider is still at fault; returns the seconds until the next probe."""
+        with self._locked():
+            state = self._load()
+            wait = min(self.probe_base_seconds * 2 ** (state.probes + 1), self.probe_max_seconds)
+            reason = reason or state.reason
+            self._store(
+                dataclasses.replace(state, reason=reason, next_probe=self._clock() + wait,
+                         probes=state.probes + 1, prober=0)
+            )  # fmt: skip
+            return wait
+
+    def probe_passed(self) -> BreakerState:
+        """Close the breaker; returns how it was while open (for the log)."""
+        with self._locked():
+            state = self._load()
+            self._store(BreakerState(False))
+            return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
