@@ -25,7 +25,11 @@ SECTION_SECONDS = Histogram(
 LLM_CALLS = Counter(
     "storyworker_llm_calls", "LLM operations, by kind and outcome.", ["kind", "outcome"]
 )
-LLM_TOKENS = Counter("storyworker_llm_tokens", "LLM tokens, by direction.", ["direction"])
+LLM_TOKENS = Counter(
+    "storyworker_llm_tokens",
+    "LLM tokens, by direction (thinking: the part of output spent thinking).",
+    ["direction"],
+)
 LLM_RETRIES = Counter("storyworker_llm_retries", "LLM request attempts beyond the first.")
 RESCUES = Counter(
     "storyworker_jobs_rescued", "Jobs taken back from dead workers, by how.", ["reason"]
@@ -39,5 +43,7 @@ def record_call(record: CallRecord) -> None:
         LLM_TOKENS.labels("input").inc(record.input_tokens)
     if record.output_tokens:
         LLM_TOKENS.labels("output").inc(record.output_tokens)
+    if record.thinking_tokens:
+        LLM_TOKENS.labels("thinking").inc(record.thinking_tokens)
     if record.retries:
         LLM_RETRIES.inc(record.retries)

@@ -64,6 +64,7 @@ class MemoryJob:
     outline: Mapping[str, Any] | None = None
     summary: str | None = None
     embedding: list[float] | None = None
+    usage: Any = None
     #: The writes that changed something, in order: (statement, detail).
     writes: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -92,7 +93,7 @@ class MemoryQueue:
         )
         return Claim(
             job.id, owner, job.attempts, job.id, self.sequence_id, self.user_id,
-            job.preferences, job.checkpoint, context,
+            job.preferences, job.checkpoint, context, job.usage,
         )  # fmt: skip
 
     def _held(self, claim: Claim) -> MemoryJob:
@@ -113,8 +114,10 @@ class MemoryQueue:
         title: str | None,
         checkpoint: Mapping[str, Any],
         progress: int,
+        usage: Any = None,
     ) -> None:
         job = self._held(claim)
+        job.usage = usage if usage is not None else job.usage
         job.outline, job.content, job.checkpoint = outline, "", checkpoint
         job.progress, job.step = progress, "outline"
         job.writes.append(("start_chapter", outline))
@@ -137,8 +140,10 @@ class MemoryQueue:
         progress: int,
         step: str,
         checkpoint: Mapping[str, Any],
+        usage: Any = None,
     ) -> None:
         job = self._held(claim)
+        job.usage = usage if usage is not None else job.usage
         job.content += text
         job.progress, job.step, job.checkpoint = progress, step, checkpoint
         job.writes.append(("checkpoint", step))
@@ -153,8 +158,10 @@ class MemoryQueue:
         word_count: int,
         checkpoint: Mapping[str, Any],
         next_owner: str | None = None,
+        usage: Any = None,
     ) -> Claim | None:
         job = self._held(claim)
+        job.usage = usage if usage is not None else job.usage
         job.status, job.progress, job.step = Status.COMPLETED, 100, "completed"
         job.summary, job.embedding, job.checkpoint = summary, list(embedding), checkpoint
         job.writes.append(("finish", word_count))
@@ -169,8 +176,10 @@ class MemoryQueue:
         max_retries: int,
         backoff_base: float,
         retry_after: float | None = None,
+        usage: Any = None,
     ) -> Outcome:
         job = self._held(claim)
+        job.usage = usage if usage is not None else job.usage
         requeue = retryable and claim.attempt <= max_retries
         job.status = Status.PENDING if requeue else Status.FAILED
         job.owner = None if requeue else job.owner
@@ -178,11 +187,12 @@ class MemoryQueue:
         job.writes.append(("fail", message))
         return Outcome(job.id, job.status, backoff_base if requeue else None)
 
-    def release(self, claim: Claim) -> bool:
+    def release(self, claim: Claim, usage: Any = None) -> bool:
         try:
             job = self._held(claim)
         except LeaseLostError:
             return False
+        job.usage = usage if usage is not None else job.usage
         job.status, job.owner, job.attempts = Status.PENDING, None, job.attempts - 1
         job.writes.append(("release", None))
         return True

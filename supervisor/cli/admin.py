@@ -95,6 +95,7 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "completed_at": job.completed_at,
         "sections_done": (job.checkpoint or {}).get("sections_done"),
+        "usage": job.usage,
         "user_preferences": job.user_preferences,
     }
 

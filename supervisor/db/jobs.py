@@ -42,6 +42,7 @@ class Job:
     locked_by: str | None
     heartbeat_at: datetime | None
     checkpoint: Mapping[str, Any] | None
+    usage: Any
     created_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
@@ -95,6 +96,8 @@ class Claim:
     checkpoint: Mapping[str, Any] | None
     #: None when the chapter does not exist (deleted, or a bad chapter_id).
     context: ChapterContext | None = None
+    #: What earlier attempts spent (generation_jobs.usage).
+    usage: Any = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Claim:
@@ -110,6 +113,7 @@ class Claim:
             context=ChapterContext.from_json(row["chapter_context"])
             if row.get("chapter_context")
             else None,
+            usage=row.get("usage"),
         )
 
     @property

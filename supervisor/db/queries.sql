@@ -63,6 +63,7 @@ update generation_jobs
 with job as (
     update generation_jobs
        set progress = %(progress)s, current_step = 'outline', checkpoint = %(checkpoint)s,
+           usage = coalesce(%(usage)s::jsonb, usage),
            heartbeat_at = now(), updated_at = now()
      where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
        and status = 'processing'
@@ -114,6 +115,7 @@ select (select count(*) from job) as jobs, (select count(*) from chapter) as cha
 with job as (
     update generation_jobs
        set progress = %(progress)s, current_step = %(step)s, checkpoint = %(checkpoint)s,
+           usage = coalesce(%(usage)s::jsonb, usage),
            heartbeat_at = now(), updated_at = now()
      where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
        and status = 'processing'
@@ -132,7 +134,8 @@ with job as (
     update generation_jobs
        set status = 'completed', progress = 100, current_step = 'completed',
            completed_at = now(), heartbeat_at = now(), updated_at = now(),
-           error_message = null, checkpoint = %(checkpoint)s
+           error_message = null, checkpoint = %(checkpoint)s,
+           usage = coalesce(%(usage)s::jsonb, usage)
      where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
        and status = 'processing'
     returning chapter_id
@@ -155,7 +158,8 @@ update generation_jobs
        completed_at = case when %(requeue)s then null else now() end,
        current_step = case when %(requeue)s then 'retry scheduled' else 'failed' end,
        locked_by = case when %(requeue)s then null else locked_by end,
-       heartbeat_at = null, error_message = %(message)s, updated_at = now()
+       heartbeat_at = null, error_message = %(message)s, updated_at = now(),
+       usage = coalesce(%(usage)s::jsonb, usage)
  where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
    and status = 'processing'
 returning id, status;
@@ -165,7 +169,7 @@ returning id, status;
 update generation_jobs
    set status = 'pending', attempts = attempts - 1, locked_by = null,
        heartbeat_at = null, run_after = null, current_step = 'released',
-       updated_at = now()
+       updated_at = now(), usage = coalesce(%(usage)s::jsonb, usage)
  where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
    and status = 'processing'
 returning id, status;

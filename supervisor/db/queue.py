@@ -149,8 +149,10 @@ def start_chapter(
     title: str | None,
     checkpoint: Mapping[str, Any],
     progress: int,
+    usage: Any = None,
 ) -> None:
-    """Save the outline, empty the chapter for fresh text, and checkpoint, at once."""
+    """Save the outline, empty the chapter for fresh text, and checkpoint, at once.
+    `usage`, when given, replaces what the job spent so far (see worker.usage)."""
     _fenced(
         conn,
         "start_chapter",
@@ -159,6 +161,7 @@ def start_chapter(
         title=title,
         checkpoint=Jsonb(checkpoint),
         progress=progress,
+        usage=_jsonb(usage),
     )
 
 
@@ -180,9 +183,10 @@ def checkpoint(
     progress: int,
     step: str,
     checkpoint: Mapping[str, Any],
+    usage: Any = None,
 ) -> None:
-    """Commit a finished section: its remaining text plus progress, step and
-    checkpoint, in one transaction."""
+    """Commit a finished section: its remaining text plus progress, step, checkpoint
+    and usage, in one transaction."""
     _fenced(
         conn,
         "checkpoint",
@@ -191,6 +195,7 @@ def checkpoint(
         progress=progress,
         step=step,
         checkpoint=Jsonb(checkpoint),
+        usage=_jsonb(usage),
     )
 
 
@@ -204,6 +209,7 @@ def finish(
     word_count: int,
     checkpoint: Mapping[str, Any],
     next_owner: str | None = None,
+    usage: Any = None,
 ) -> Claim | None:
     """Mark the job completed and store the chapter's summary and embedding.
 
@@ -216,6 +222,7 @@ def finish(
         "embedding_model": embedding_model,
         "word_count": word_count,
         "checkpoint": Jsonb(checkpoint),
+        "usage": _jsonb(usage),
     }
     if next_owner is None:
         _fenced(conn, "finish", claim, **params)
@@ -250,6 +257,7 @@ def fail(
     backoff_base: float,
     retry_after: float | None = None,
     rng: random.Random | None = None,
+    usage: Any = None,
 ) -> Outcome:
     """Record a failed attempt: back to pending after a delay while retries remain
     (retryable errors only), otherwise failed. Returns what happened."""
@@ -262,16 +270,21 @@ def fail(
         text = f"failed after {claim.attempt} attempts: {message}"
     else:
         text = message
-    row = _one(conn, "fail", {**claim.fence, "requeue": requeue, "delay": delay, "message": text})
+    params = {"requeue": requeue, "delay": delay, "message": text, "usage": _jsonb(usage)}
+    row = _one(conn, "fail", {**claim.fence, **params})
     if row is None:
         raise LeaseLostError(_why_lost(conn, claim))
     return Outcome(row["id"], Status(row["status"]), delay if requeue else None)
 
 
-def release(conn: psycopg.Connection, claim: Claim) -> bool:
+def release(conn: psycopg.Connection, claim: Claim, usage: Any = None) -> bool:
     """Give the job back to pending without using up a retry. False if it was no
     longer ours to give (finished, cancelled or rescued meanwhile)."""
-    return _one(conn, "release", claim.fence) is not None
+    return _one(conn, "release", {**claim.fence, "usage": _jsonb(usage)}) is not None
+
+
+def _jsonb(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
 
 
 def rescue(conn: psycopg.Connection, *, lease_seconds: float, max_retries: int) -> list[Outcome]:
@@ -325,5 +338,5 @@ class WorkerQueue:
     def fail(self, claim: Claim, message: str, **policy: Any) -> Outcome:
         return fail(self.conn, claim, message, **policy)
 
-    def release(self, claim: Claim) -> bool:
-        return release(self.conn, claim)
+    def release(self, claim: Claim, usage: Any = None) -> bool:
+        return release(self.conn, claim, usage)

@@ -24,6 +24,7 @@ from supervisor.db.jobs import Claim, Outcome
 from supervisor.errors import DatabaseError, LeaseLostError
 from supervisor.logs import fields
 from supervisor.worker.sink import ChapterSink, prepare
+from supervisor.worker.usage import JobUsage
 
 log = logging.getLogger("supervisor.worker")
 
@@ -56,6 +57,7 @@ class JobQueue(Protocol):
         title: str | None,
         checkpoint: Mapping[str, Any],
         progress: int,
+        usage: Any = None,
     ) -> None: ...
     def cut_back(self, claim: Claim, length: int) -> None: ...
     def append_text(self, claim: Claim, text: str) -> None: ...
@@ -67,6 +69,7 @@ class JobQueue(Protocol):
         progress: int,
         step: str,
         checkpoint: Mapping[str, Any],
+        usage: Any = None,
     ) -> None: ...
     def finish(
         self,
@@ -78,6 +81,7 @@ class JobQueue(Protocol):
         word_count: int,
         checkpoint: Mapping[str, Any],
         next_owner: str | None = None,
+        usage: Any = None,
     ) -> Claim | None: ...
     def fail(
         self,
@@ -88,20 +92,29 @@ class JobQueue(Protocol):
         max_retries: int,
         backoff_base: float,
         retry_after: float | None = None,
+        usage: Any = None,
     ) -> Outcome: ...
-    def release(self, claim: Claim) -> bool: ...
+    def release(self, claim: Claim, usage: Any = None) -> bool: ...
 
 
 @dataclass
 class Tally:
-    """Tokens spent since the last section was logged."""
+    """What the worker's provider calls spent: tokens since the last section was
+    logged, and the usage of the job in hand (`job`, set while one runs)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    job: JobUsage | None = None
 
     def add(self, record: CallRecord) -> None:
         self.input_tokens += record.input_tokens
         self.output_tokens += record.output_tokens
+        if self.job is not None:
+            self.job.add(record)
+
+    def usage(self) -> Any:
+        """The job in hand's usage as stored, or None."""
+        return None if self.job is None else self.job.to_json()
 
     def take(self) -> tuple[int, int]:
         spent = (self.input_tokens, self.output_tokens)
@@ -134,6 +147,7 @@ class JobRunner:
         """Run `claim` to its end and record how it ended on the job. Raises only
         DatabaseError (the connection broke) and Abandon (after releasing the job)."""
         started = time.monotonic()
+        self.tally.job = JobUsage(claim.usage)
         try:
             settled = self._write(claim)
         except LeaseLostError as exc:
@@ -148,6 +162,8 @@ class JobRunner:
             settled = self.pause(claim, exc) if exc.provider_wide else self.fail(claim, exc)
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a failing job never stops a worker
             settled = self.fail(claim, exc)
+        finally:
+            self.tally.job = None
         metrics.JOBS.labels(settled.value).inc()
         metrics.JOB_SECONDS.observe(time.monotonic() - started)
         return settled
@@ -163,6 +179,7 @@ class JobRunner:
             on_progress=lambda p: self.on_progress(claim, p),
             on_alive=self.on_alive,
             on_section=lambda index, stats: self._section_written(claim, index, stats),
+            usage=self.tally.usage,
         )
         result = write_chapter(
             prepared.request,
@@ -179,6 +196,7 @@ class JobRunner:
             word_count=result.word_count,
             checkpoint=sink.checkpoint_json(),
             next_owner=None if self.should_stop() else self.owner,
+            usage=self.tally.usage(),
         )
         log.info(
             "job completed",
@@ -226,6 +244,7 @@ class JobRunner:
                 max_retries=self.max_retries,
                 backoff_base=self.backoff_seconds,
                 retry_after=getattr(exc, "retry_after", None),
+                usage=self.tally.usage(),
             )
         except LeaseLostError as lost:
             log.info("job lost", extra=fields(job_id=claim.job_id, reason=str(lost)))
@@ -258,7 +277,7 @@ class JobRunner:
     def release(self, claim: Claim) -> None:
         """Give `claim` back to the queue without using up a retry, if still ours."""
         try:
-            if self.queue.release(claim):
+            if self.queue.release(claim, self.tally.usage()):
                 log.info("job released", extra=fields(job_id=claim.job_id, attempt=claim.attempt))
         except DatabaseError as exc:
             log.warning(

@@ -107,6 +107,8 @@ class ChapterSink:
     on_alive: Callable[[], None] = lambda: None
     #: Called once a finished section is committed (for logs and metrics).
     on_section: Callable[[int, SectionStats], None] = lambda index, stats: None
+    #: What the job spent so far, stored with each checkpoint (None: leave it).
+    usage: Callable[[], Any] = lambda: None
     clock: Callable[[], float] = time.monotonic
     buffer: list[str] = field(default_factory=list)
     last_flush: float = 0.0
@@ -121,6 +123,7 @@ class ChapterSink:
             title=outline.title or None,
             checkpoint=self._checkpoint(0),
             progress=OUTLINE_PROGRESS,
+            usage=self.usage(),
         )
         self.on_progress(OUTLINE_PROGRESS)
 
@@ -145,6 +148,7 @@ class ChapterSink:
             progress=progress,
             step=f"section {done} of {self.total_sections}",
             checkpoint=self._checkpoint(done),
+            usage=self.usage(),
         )
         self.on_progress(progress)
         self.on_section(index, stats)

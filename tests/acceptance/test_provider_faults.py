@@ -139,6 +139,7 @@ def test_a_retired_model_stops_start_up_and_touches_no_job(service, jobs, conn, 
 def test_thinking_level_and_safety_threshold_reach_every_generation_request(
     service, jobs, conn, gemini
 ):
+    gemini.usage = {**gemini.usage, "thoughtsTokenCount": 5}
     (job,) = jobs(1)
     env = {
         **gemini_env(gemini),
@@ -159,3 +160,17 @@ def test_thinking_level_and_safety_threshold_reach_every_generation_request(
         thresholds = {s["threshold"] for s in request.body["safetySettings"]}
         assert thresholds == {"BLOCK_ONLY_HIGH"}
     assert svc.stop() == 0
+    assert_usage_matches_what_was_served(conn, job, gemini)
+
+
+def assert_usage_matches_what_was_served(conn, job, gemini: FakeGemini) -> None:
+    row = conn.execute("select usage from generation_jobs where id = %s", (job["id"],)).fetchone()
+    text, embedding = sorted(row["usage"], key=lambda entry: entry["model"] != MODEL)
+    served = gemini.served(MODEL)
+    assert text["provider"] == "gemini" and text["model"] == MODEL
+    assert text["calls"] == sum(served.calls.values()) == 1 + PREFS["bullet_count"] + 1
+    assert text["input_tokens"] == served.prompt_tokens > 0
+    assert text["thinking_tokens"] == served.thoughts_tokens > 0
+    assert text["output_tokens"] == served.candidates_tokens + served.thoughts_tokens
+    assert text["retries"] == 0
+    assert embedding["model"] == "gemini-embedding-001" and embedding["calls"] == 1

@@ -10,7 +10,7 @@ import pytest
 
 from generation.errors import ProviderUnavailableError, RefusedError
 from generation.offline import OfflineProvider
-from generation.types import ChapterRequest, Outline
+from generation.types import ChapterRequest, Outline, ProviderHooks
 from supervisor.db.jobs import Status
 from supervisor.worker.runner import Abandon, JobRunner, Settled
 from tests.fakes import MemoryQueue
@@ -22,8 +22,8 @@ OWNER = "host/1"
 class FailingProvider(OfflineProvider):
     """The offline provider, failing in section `at` with `error` after some text."""
 
-    def __init__(self, at: int, error: BaseException) -> None:
-        super().__init__()
+    def __init__(self, at: int, error: BaseException, hooks: ProviderHooks | None = None) -> None:
+        super().__init__(hooks=hooks or ProviderHooks())
         self.at, self.error = at, error
 
     def stream_section(
@@ -149,3 +149,24 @@ def test_finishing_claims_the_next_job_unless_asked_to_stop():
     stopping.run(runner.next_claim)
     assert stopping.next_claim is None
     assert first.status is second.status is Status.COMPLETED
+
+
+def test_usage_is_stored_with_each_checkpoint_and_summed_over_attempts():
+    from supervisor.worker.runner import Tally
+
+    queue, tally = MemoryQueue(), Tally()
+    job = queue.add(PREFS)
+    failing = FailingProvider(2, ProviderUnavailableError("cut"), ProviderHooks(on_call=tally.add))
+    runner_for(queue, failing, tally=tally).run(queue.claim(OWNER))
+    first = dict(job.usage)
+    assert first["provider"] == "offline" and first["calls"] == 3  # outline, 2 sections
+    assert first["input_tokens"] > 0 and first["output_tokens"] > 0
+
+    fresh = OfflineProvider(hooks=ProviderHooks(on_call=tally.add))
+    runner_for(queue, fresh, tally=tally).run(queue.claim(OWNER))
+    text, embedding = job.usage  # one entry per model: the embedding model is another
+    assert text["model"] == first["model"] and embedding["model"] != first["model"]
+    # sections 3 and 4 (the cut one again) and the summary: three more calls
+    assert text["calls"] == first["calls"] + 3
+    assert text["input_tokens"] > first["input_tokens"]
+    assert embedding["calls"] == 1 and embedding["embedding_tokens"] > 0
