@@ -28,9 +28,11 @@ from generation.types import (
     THINKING_LEVELS,
 )
 from supervisor.errors import ConfigError
-from supervisor.redact import redact_dsn
+from supervisor.redact import redact, redact_dsn
 
 LOG_FORMATS = ("text", "json")
+#: Most workers one supervisor runs (its heartbeat table's slots; TTIN stops there).
+MAX_CONCURRENCY = 256
 API_KEY_VARIABLES = ("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
@@ -152,6 +154,17 @@ def _dsn(raw: str) -> str | None:
     value = raw.strip()
     if "://" in value and urlsplit(value).scheme not in ("postgres", "postgresql"):
         raise _Invalid(f"must be a postgresql:// URL or a key=value DSN, got {redact_dsn(value)!r}")
+    if value:
+        # libpq's own parser: a malformed DSN is the operator's mistake (78), not an
+        # unreachable database (69, which systemd would retry forever).
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value)
+        except ProgrammingError as exc:
+            detail = redact(" ".join(str(exc).split()), value)
+            raise _Invalid(f"is not a valid connection string ({detail})") from None
     return value or None
 
 
@@ -171,7 +184,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GEMINI_SAFETY_THRESHOLD": ("gemini_safety_threshold", _choice(SAFETY_THRESHOLDS, upper=True)),
     "OFFLINE_LATENCY_MS": ("offline_latency_ms", _int(minimum=0)),
     "PROVIDER_PROBE_SECONDS": ("provider_probe_seconds", _float(minimum=0.1)),
-    "WORKER_CONCURRENCY": ("concurrency", _int(minimum=1, maximum=256)),
+    "WORKER_CONCURRENCY": ("concurrency", _int(minimum=1, maximum=MAX_CONCURRENCY)),
     "POLL_INTERVAL_MS": ("poll_interval_ms", _int(minimum=10)),
     "MAX_RETRIES": ("max_retries", _int(minimum=0, maximum=100)),
     "RETRY_BACKOFF_SECONDS": ("retry_backoff_seconds", _float(minimum=0)),
@@ -232,8 +245,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"provider must be one of {', '.join(PROVIDER_NAMES)}; got {settings.provider!r}"
         )
-    if settings.concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, got {settings.concurrency}")
+    if not 1 <= settings.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(
+            f"concurrency must be from 1 to {MAX_CONCURRENCY}, got {settings.concurrency}"
+        )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be from 0 to 65535, got {settings.port}")
     if (

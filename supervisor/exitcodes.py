@@ -13,7 +13,11 @@ USAGE = 2
 CANNOT_BOOT = 3
 #: `watch`: the job was cancelled.
 CANCELLED = 4
+#: `watch`: there is no job with that id.
+NO_SUCH_JOB = 66  # sysexits EX_NOINPUT
 #: The database is unreachable or not migrated at start-up.
 UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
 #: Invalid configuration.
 CONFIG = 78  # sysexits EX_CONFIG
+#: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130

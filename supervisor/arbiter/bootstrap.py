@@ -17,15 +17,13 @@ from setproctitle import setproctitle
 from generation import providers
 from supervisor import logs
 from supervisor.arbiter.procs import unblock_signals
-from supervisor.config import Settings, load_settings, require_api_key
+from supervisor.config import MAX_CONCURRENCY, Settings, load_settings, require_api_key
 from supervisor.db.connection import connect_for
 from supervisor.db.migrate import require_migrated
 from supervisor.logs import fields
 
 log = logging.getLogger("supervisor.arbiter.loop")
 
-#: Heartbeat slots: the most workers TTIN can grow to.
-TABLE_CAPACITY = 256
 
 
 def preflight(overrides: dict[str, Any]) -> Settings:
@@ -66,7 +64,7 @@ def run(overrides: dict[str, Any]) -> int:
     from supervisor.worker.process import worker_main
 
     notifier = Notifier.from_environment()
-    table = HeartbeatTable.create(TABLE_CAPACITY, directory=str(runtime))
+    table = HeartbeatTable.create(MAX_CONCURRENCY, directory=str(runtime))
     breaker = Breaker.create(
         str(runtime),
         probe_base_seconds=settings.provider_probe_seconds,

@@ -6,6 +6,7 @@ import sys
 from uuid import UUID
 
 import click
+import psycopg
 
 from supervisor import exitcodes
 from supervisor.cli.common import friendly_errors
@@ -57,18 +58,34 @@ def demo() -> None:
 @click.argument("job_id", type=click.UUID)
 @friendly_errors
 def watch(job_id: UUID) -> None:
-    """A live progress bar for one job; exit 0 when it completes, 1 failed, 4 cancelled."""
-    from supervisor.cli.common import connect
-    from supervisor.db import progress, queue
+    """A live progress bar for one job; exit 0 when it completes, 1 failed, 4
+    cancelled, 66 no such job, 130 interrupted (Ctrl-C)."""
+    from supervisor.cli.common import connect, fail
+    from supervisor.db import queue
+    from supervisor.errors import JobNotFoundError
 
     with connect("watch") as conn:
-        queue.get(conn, job_id)  # a clear error for an unknown id
-        live = sys.stdout.isatty()
-        last = None
-        for state in progress.follow(conn, [job_id]):
-            last = state[job_id]
-            line = progress.describe(last)
-            click.echo(f"\r{line}\x1b[K" if live else line, nl=not live)
+        try:
+            queue.get(conn, job_id)
+        except JobNotFoundError as exc:
+            fail(str(exc), exitcodes.NO_SUCH_JOB)
+        try:
+            _follow(conn, job_id)
+        except KeyboardInterrupt:
+            click.echo()
+            sys.exit(exitcodes.INTERRUPTED)
+
+
+def _follow(conn: psycopg.Connection, job_id: UUID) -> None:
+    """Draw the job's bar until it settles; exit with the code its end calls for."""
+    from supervisor.db import progress
+
+    live = sys.stdout.isatty()
+    last = None
+    for state in progress.follow(conn, [job_id]):
+        last = state[job_id]
+        line = progress.describe(last)
+        click.echo(f"\r{line}\x1b[K" if live else line, nl=not live)
     if live:
         click.echo()
     if last is not None and last.status.value == "failed":

@@ -46,6 +46,46 @@ def test_bad_configuration_stops_with_one_line(tmp_path, env, expected):
     assert len(lines) == 1 and expected in lines[0], result.stderr
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=127.0.0.1 port=1 user=app password = s3cr3t-spaced connect_timeout=2",
+        "postgresql://app@127.0.0.1:1/app?password=s3cr3t-query&connect_timeout=2",
+        "host=127.0.0.1 port=1 user=app password='s3cr3t two words' connect_timeout=2",
+        "postgresql://app:s3cr3t-url@127.0.0.1:1/app?connect_timeout=2",
+    ],
+)
+def test_no_form_of_the_dsn_password_is_ever_printed(tmp_path, dsn):
+    for command in (("migrate",), ("jobs", "list"), ("run",)):
+        env = {"DATABASE_URL": dsn, "GENERATION_PROVIDER": "offline"}
+        result = storyworker(*command, env=env, cwd=tmp_path)
+        assert result.returncode == 69, result.stderr
+        assert "s3cr3t" not in result.stderr + result.stdout, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (("run", "--concurrency", "300"), {}, "concurrency must be from 1 to 256"),
+        (("run",), {"DATABASE_URL": "host=x port=5432 password"}, "not a valid connection"),
+        (("migrate",), {"DATABASE_URL": "hostaddr=x  = bogus"}, "not a valid connection"),
+    ],
+)
+def test_operator_mistakes_exit_78_with_one_line(tmp_path, args, env, expected):
+    env = {"DATABASE_URL": "postgresql://u@127.0.0.1:1/db", **env}
+    result = storyworker(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_watch_tells_an_unknown_job_from_a_failed_one(tmp_path, database_url):
+    result = storyworker("watch", str(uuid.uuid4()), env={"DATABASE_URL": database_url})
+    assert result.returncode == 66 and "no job with id" in result.stderr
+
+
 def test_unreachable_database_error_hides_the_password(tmp_path):
     dsn = "postgresql://app:hunter2-secret@127.0.0.1:1/app?connect_timeout=2"
     result = storyworker(
