@@ -183,7 +183,7 @@ def image() -> Iterator[dict[str, Any]]:
         IMAGE_TAG,
         str(ROOT),
         check=False,
-        timeout=600,
+        timeout=280,  # under pytest-timeout's 300 s, to fail with the build log
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (inspected,) = json.loads(podman("image", "inspect", IMAGE_TAG).stdout)
