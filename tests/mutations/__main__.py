@@ -82,7 +82,8 @@ def select(args: argparse.Namespace) -> list[Mutation]:
     if args.only:
         unknown = [p for p in args.only if not any(fnmatch(m.name, p) for m in MUTATIONS)]
         if unknown:
-            raise SystemExit(f"no mutation matches {', '.join(unknown)} (see --list)")
+            say(f"no mutation matches {', '.join(unknown)} (see --list)")
+            raise SystemExit(2)
         chosen = [m for m in chosen if any(fnmatch(m.name, p) for p in args.only)]
     return chosen
 

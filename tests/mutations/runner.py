@@ -139,6 +139,9 @@ def _run_tests(
     missing = [t for t in mutation.tests if t not in present]
     notes = [site.note] if site.note else []
     notes += [f"missing: {', '.join(missing)}"] if missing else []
+    left_out = [a for a in options.skip if a.split("=", 1)[1].split("::")[0] in present]
+    if left_out:
+        notes.append(f"{len(left_out)} of its tests left out: they fail without any mutation")
     if options.keep:
         notes.append(f"copy kept in {root}")
     status, which, detail = SURVIVED, "-", "no test ran"
