@@ -73,12 +73,24 @@ def unshare_refusal() -> str | None:
     return None
 
 
-def only_child(pid: int) -> int | None:
+def children(pid: int) -> list[int]:
     try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
-        return None
-    return int(kids[0]) if len(kids) == 1 else None
+        return []
+
+
+def only_child(pid: int) -> int | None:
+    kids = children(pid)
+    return kids[0] if len(kids) == 1 else None
+
+
+def health_server_of(supervisor: int) -> tuple[int, int] | None:
+    """(gunicorn master, its worker): the supervisor's one child with a child of its own
+    (storyworker's workers fork nothing)."""
+    found = [(kid, only_child(kid)) for kid in children(supervisor)]
+    found = [(master, worker) for master, worker in found if worker is not None]
+    return found[0] if len(found) == 1 else None
 
 
 def namespace_pid(pid: int) -> int:
@@ -89,7 +101,9 @@ def namespace_pid(pid: int) -> int:
     raise AssertionError(f"no NSpid line for {pid}")
 
 
-def test_storyworker_run_as_pid_1_serves_health_and_stops_on_sigterm(database_url, tmp_path):
+def test_storyworker_run_as_pid_1_serves_health_reaps_orphans_and_stops_on_sigterm(
+    database_url, tmp_path
+):
     refusal = unshare_refusal()
     if refusal:
         pytest.skip(refusal)
@@ -114,6 +128,14 @@ def test_storyworker_run_as_pid_1_serves_health_and_stops_on_sigterm(database_ur
         logs = log_path.read_text(errors="replace")
         assert "health server exited" not in logs, logs
         assert logs.count("health server spawned") == 1, logs
+
+        # PID 1 must reap what it did not start, as init does: kill the health server's
+        # gunicorn master, and its orphaned worker (re-parented to PID 1, ended by its
+        # parent-death signal) must not stay a zombie. The health server comes back.
+        master, orphan = wait_for(lambda: health_server_of(supervisor), 5, "the health server")
+        os.kill(master, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{orphan}").exists(), 5, "PID 1 to reap the orphan")
+        wait_for(lambda: health_status(port) == 200, 20, "a new health server")
 
         # As a platform stops a container: SIGTERM to its PID 1 (from outside the
         # namespace, which PID 1 receives because it handles TERM).
