@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -20,14 +22,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-def storyworker_processes() -> set[int]:
-    return {
-        pid
-        for pid, (_, cmdline) in process_table().items()
-        if b"storyworker" in cmdline and pid != os.getpid()
-    }
+#: Set in the environment of the processes a test starts; inherited by all they start.
+TAG_VARIABLE = "STORYWORKER_TEST_TAG"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -36,17 +32,59 @@ def clean_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("GEMINI", "GOOGLE", "DATABASE_URL", "PYTHONPATH"))
     }
+    if os.environ.get("PYTHONPATH") == str(ROOT):
+        # The suite runs in a copy of the tree (python -m tests.mutations): the
+        # storyworker it starts must be that copy too, not the installed one.
+        env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
 
 
-def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
-    before = storyworker_processes()
+@dataclass
+class OwnProcesses:
+    """The processes one test starts, and everything they start, wherever they sit in
+    the process tree by now: a leftover is an orphan that init adopted, no longer a
+    descendant of anything the test knows. They are found by what they inherited, the
+    test's environment tag or its working directory. Both are needed: setproctitle (our
+    titles, gunicorn's) overwrites the environment that /proc shows, and PostgreSQL
+    moves into its data directory. Storyworker processes other people run on this
+    machine have neither."""
+
+    cwd: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(**{TAG_VARIABLE: self.tag, **extra})
+
+    def storyworker_processes(self) -> set[int]:
+        """Those still alive with `storyworker` in their command line or title."""
+        return {
+            pid
+            for pid, (_, cmdline) in process_table().items()
+            if b"storyworker" in cmdline and pid != os.getpid() and self._owns(pid)
+        }
+
+    def _owns(self, pid: int) -> bool:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            return False  # gone, or not ours to read
+        tagged = f"{TAG_VARIABLE}={self.tag}".encode() in environ
+        return tagged or cwd == self.cwd or self.cwd in cwd.parents
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> OwnProcesses:
+    return OwnProcesses(tmp_path)
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path, own):
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "supervisor", "demo"],
         cwd=tmp_path,
-        env=clean_env(),
+        env=own.env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -61,15 +99,14 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     assert "The first lines of" in out and "words)" in out
     assert "Supervisor stopped (exit code 0)" in out
     time.sleep(0.5)
-    assert storyworker_processes() <= before
+    assert own.storyworker_processes() == set()
 
 
-def test_ctrl_c_during_the_demo_leaves_nothing_running(tmp_path):
-    before = storyworker_processes()
+def test_ctrl_c_during_the_demo_leaves_nothing_running(tmp_path, own):
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "demo"],
         cwd=tmp_path,
-        env=clean_env(OFFLINE_LATENCY_MS="200"),
+        env=own.env(OFFLINE_LATENCY_MS="200"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -83,7 +120,7 @@ def test_ctrl_c_during_the_demo_leaves_nothing_running(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    wait_for(lambda: storyworker_processes() <= before, 15, "every demo process to exit")
+    wait_for(lambda: own.storyworker_processes() == set(), 15, "every demo process to exit")
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, check=False)
     assert leftover.stdout == b""
 
@@ -176,6 +213,12 @@ def test_under_debian_supervisord(tmp_path, database_url, job_factory, conn):
         "/var/log/storyworker", str(tmp_path)
     )
     program = "\n".join(line for line in program.splitlines() if not line.startswith("user="))
+    env = clean_env()
+    # supervisord is Python too and imports its own `supervisor`: only the program it
+    # starts may see a PYTHONPATH naming this tree.
+    pythonpath = env.pop("PYTHONPATH", None)
+    if pythonpath:
+        program += f'\nenvironment=PYTHONPATH="{pythonpath}"'
     env_file = {
         **FAST_ENV,
         "DATABASE_URL": database_url,
@@ -187,7 +230,6 @@ def test_under_debian_supervisord(tmp_path, database_url, job_factory, conn):
     (tmp_path / ".env").write_text("".join(f"{k}='{v}'\n" for k, v in env_file.items()))
     conf = tmp_path / "supervisord.conf"
     conf.write_text(SUPERVISORD_CONF.format(dir=tmp_path) + "\n" + program)
-    env = clean_env()
     daemon = subprocess.Popen(["supervisord", "-c", str(conf)], env=env, cwd=tmp_path)
 
     def ctl(*args: str) -> str:

@@ -406,8 +406,10 @@ def test_reads_are_never_torn_while_another_process_writes(table: HeartbeatTable
 
 
 def test_a_reader_waits_out_a_write_in_progress(table: HeartbeatTable, tmp_path: Path):
-    # The real writer's window is a single copy, too short for the test above to catch
-    # a reader that ignores the counter; this writer stops halfway, counter odd.
+    # A torn record, as a writer stopped halfway leaves it: counter odd AND CRC stale, so
+    # either check alone makes the reader wait (this test catches only a reader that
+    # lost both). The two tests below take one signal away each: a valid CRC under an
+    # odd counter, and a stale CRC under an even one.
     table.update_slot(2, state=WorkerState.IDLE, progress=10, now=1.0)
     scratch = HeartbeatTable.create(CAPACITY, directory=str(tmp_path))
     try:
@@ -442,6 +444,156 @@ def test_a_reader_waits_out_a_write_in_progress(table: HeartbeatTable, tmp_path:
     finally:
         writer.join(10)
     assert got == expected
+
+
+def scratch_record(tmp_path: Path, index: int, **update: object) -> tuple[WorkerSnapshot, bytes]:
+    """Slot `index` as `update_slot(index, **update)` writes it in a fresh table: its
+    snapshot, and the raw bytes after its counter (body, CRC and padding)."""
+    scratch = HeartbeatTable.create(CAPACITY, directory=str(tmp_path))
+    try:
+        scratch.update_slot(index, **update)  # type: ignore[arg-type]
+        snapshot = scratch.worker(index)
+    finally:
+        scratch.close()
+    offset = heartbeat._HEADER_SIZE + index * heartbeat._SLOT_SIZE
+    raw = Path(scratch.path).read_bytes()[offset + _SEQ.size : offset + heartbeat._SLOT_SIZE]
+    scratch.unlink()
+    return snapshot, raw
+
+
+@pytest.fixture
+def patient_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers give up on a writer after a quarter second (it is presumed dead); on a
+    loaded machine a live test writer can be descheduled that long. The tests that
+    use this need a reader that waits for its writer, so they give it seconds: a
+    reader that wrongly returns does so at once, whatever the patience."""
+    monkeypatch.setattr(heartbeat, "_READ_PATIENCE_SECONDS", 10.0)
+
+
+@pytest.mark.usefixtures("patient_reader")
+def test_a_reader_never_returns_a_record_whose_counter_is_odd_even_if_its_crc_is_valid(
+    table: HeartbeatTable, tmp_path: Path
+):
+    # A writer that stores a whole, self-consistent record X and then, before it makes
+    # the counter even, the record it meant (Y). X's CRC is valid: only the odd counter
+    # says "not yet", so a reader that ignores the counter returns X.
+    table.update_slot(2, state=WorkerState.IDLE, progress=10, now=1.0)
+    _, interim = scratch_record(tmp_path, 2, state=WorkerState.STOPPING, progress=50, now=1.5)
+    final, record = scratch_record(
+        tmp_path, 2, state=WorkerState.BUSY, job_id=JOB, progress=90, pickup="poll", now=2.0
+    )
+    offset = heartbeat._HEADER_SIZE + 2 * heartbeat._SLOT_SIZE
+    first = offset + _SEQ.size
+    in_progress = threading.Event()
+
+    def writer() -> None:
+        with open(table.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+            (seq,) = _SEQ.unpack_from(mm, offset)
+            _SEQ.pack_into(mm, offset, seq + 1)
+            mm[first : first + len(interim)] = interim
+            in_progress.set()
+            time.sleep(0.02)  # the reader is reading by now
+            mm[first : first + len(record)] = record
+            _SEQ.pack_into(mm, offset, seq + 2)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert in_progress.wait(10)
+        got = table.worker(2)
+    finally:
+        thread.join(10)
+    assert got == final
+
+
+@pytest.mark.usefixtures("patient_reader")
+def test_a_reader_never_returns_a_corrupt_record_whose_counter_is_even(
+    table: HeartbeatTable, tmp_path: Path
+):
+    # Data changed under an even counter (a store the counter did not cover, or memory
+    # order): only the stale CRC gives it away. A reader that checks the CRC keeps
+    # retrying and returns the next complete write; one that skips it returns the
+    # corrupt record at once.
+    table.update_slot(2, state=WorkerState.IDLE, job_id=JOB, progress=10, now=1.0)
+    before = table.worker(2)
+    final, record = scratch_record(tmp_path, 2, state=WorkerState.BUSY, progress=90, now=2.0)
+    offset = heartbeat._HEADER_SIZE + 2 * heartbeat._SLOT_SIZE
+    first = offset + _SEQ.size
+    with open(table.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        mm[first] ^= 0xFF  # the body's first byte (the pid's lowest); counter untouched
+        (seq,) = _SEQ.unpack_from(mm, offset)
+    assert seq % 2 == 0
+    go = threading.Event()
+
+    def repair(mm: mmap.mmap) -> None:
+        if go.wait(10):
+            time.sleep(0.02)  # the reader is reading by now
+            _SEQ.pack_into(mm, offset, seq + 1)
+            mm[first : first + len(record)] = record
+            _SEQ.pack_into(mm, offset, seq + 2)
+
+    with open(table.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        thread = threading.Thread(target=repair, args=(mm,))
+        thread.start()
+        try:
+            go.set()
+            got = table.worker(2)
+        finally:
+            go.set()
+            thread.join(10)
+    assert got.pid != before.pid ^ 0xFF, "the corrupt record was returned"
+    assert got == final
+
+
+class CounterWatchingMap(mmap.mmap):
+    """A mapping of the table file that, at every store into it by item assignment,
+    notes the counter of the record the store lands in, as another process would see
+    it at that instant. (The layout is fixed: the header's counter at 16, then one
+    counter at the start of each 128-byte slot.)"""
+
+    seen: list[tuple[int, int]]
+
+    def __setitem__(self, key: object, value: object) -> None:
+        start = key.start if isinstance(key, slice) else key
+        assert isinstance(start, int)
+        if start >= heartbeat._HEADER_SIZE:
+            index = (start - heartbeat._HEADER_SIZE) // heartbeat._SLOT_SIZE
+            counter = heartbeat._HEADER_SIZE + index * heartbeat._SLOT_SIZE
+        else:
+            counter = heartbeat._HEADER_SEQ_OFFSET
+        if start >= counter + _SEQ.size:  # a store into a record's body, not its counter
+            self.seen.append((counter, _SEQ.unpack_from(self, counter)[0]))
+        super().__setitem__(key, value)  # type: ignore[index]
+
+
+def test_a_writer_marks_the_record_odd_while_it_writes(table: HeartbeatTable):
+    # Every store into a record's body happens while its counter is odd, and the write
+    # ends with the counter even and moved on: that is what lets a reader in another
+    # process tell a write in progress from a finished one.
+    size = os.path.getsize(table.path)
+    with open(table.path, "r+b") as f:
+        watched = CounterWatchingMap(f.fileno(), size, mmap.MAP_SHARED)
+    watched.seen = []
+    writer = HeartbeatTable(table.path, watched, CAPACITY)
+    try:
+        writer.update_slot(2, state=WorkerState.BUSY, job_id=JOB, progress=40, now=3.0)
+        writer.reset_slot(1, pid=77, state=WorkerState.STARTING, restarts=2, now=4.0)
+        writer.set_supervisor(state=SupervisorState.RUNNING, expected_workers=3, now=5.0)
+        seen = list(watched.seen)
+    finally:
+        writer.close()
+    slot1 = heartbeat._HEADER_SIZE + 1 * heartbeat._SLOT_SIZE
+    slot2 = heartbeat._HEADER_SIZE + 2 * heartbeat._SLOT_SIZE
+    header = heartbeat._HEADER_SEQ_OFFSET
+    # Each of the three writes was seen (a writer storing some other way than by item
+    # assignment would leave this empty, and the test would say so rather than pass).
+    assert {counter for counter, _ in seen} == {slot1, slot2, header}, seen
+    assert all(value % 2 == 1 for _, value in seen), f"a body written, counter even: {seen}"
+    for counter, value in seen:
+        assert _seq(table.path, counter) == value + 1  # even again, one step on
+    assert (table.worker(2).progress, table.worker(2).job_id) == (40, JOB)
+    assert (table.worker(1).pid, table.worker(1).restarts) == (77, 2)
+    assert table.supervisor().expected_workers == 3
 
 
 # --- a writer killed mid-write -------------------------------------------------------

@@ -1,0 +1,275 @@
+"""The mutations: each plants one bug the suite must catch.
+
+`old` must occur exactly once among the *.py and *.sql files of supervisor/,
+generation/ and health/ (those whose name matches `hint`, when one is given), so an
+entry that no longer matches the code is reported stale instead of passing unnoticed.
+Files are found by searching, never by full path: modules move between subpackages.
+Choose `old` long enough to be unique; `new` is what it becomes.
+
+`tests` are the test files that should catch the mutation, fast ones first; the rest of
+the suite runs only when they do not. A listed file that does not exist (yet) is left
+out of the run and shown in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: What a mutation did in the last recorded run (issue 18).
+CAUGHT, SURVIVED, NEW = "caught", "survived", "new"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    what: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    hint: str = ""  # a file-name pattern ("queries.sql", "heartbeat.py") to search first
+    previously: str = NEW
+
+
+QUEUE = "tests/integration/test_queue.py"
+LISTENER = "tests/integration/test_listener.py"
+INVARIANTS = "tests/integration/test_invariants.py"
+ACCEPTANCE_INVARIANTS = "tests/acceptance/test_invariants.py"
+SUPERVISOR = "tests/acceptance/test_supervisor.py"
+OPERATIONS = "tests/acceptance/test_operations.py"
+HEARTBEAT = "tests/unit/test_heartbeat.py"
+HEALTH_APP = "tests/unit/test_health_app.py"
+PROMPTS = "tests/unit/test_prompts.py"
+CONFIG = "tests/unit/test_config.py"
+CLI_ADMIN = "tests/acceptance/test_cli_admin.py"
+
+FENCING = (QUEUE, INVARIANTS, ACCEPTANCE_INVARIANTS)
+
+OWNER = " and locked_by = %(owner)s"
+ATTEMPT = " and attempts = %(attempt)s"
+FENCE = f"     where id = %(job_id)s{OWNER}{ATTEMPT}"
+CHECKPOINT_FENCE = (
+    "current_step = %(step)s, checkpoint = %(checkpoint)s,\n"
+    "           heartbeat_at = now(), updated_at = now()\n" + FENCE
+)
+FINISH_FENCE = "error_message = null, checkpoint = %(checkpoint)s\n" + FENCE
+APPEND_FENCE = "       set heartbeat_at = now()\n" + FENCE
+PROCESSING = "\n       and status = 'processing'"
+RESCUE_VERDICT = (
+    "   set status = case when j.attempts > %(max_retries)s then 'failed' else 'pending' end,\n"
+    "       completed_at = case when j.attempts > %(max_retries)s then now() end,\n"
+    "       current_step = case when j.attempts > %(max_retries)s then 'failed' else 'rescued' end,"
+)
+RESCUE_OWNER_VERDICT = RESCUE_VERDICT.replace("j.attempts", "attempts")
+SEQLOCK_CHECK = "if before == after and not before & 1 and zlib.crc32(body) == crc:"
+
+SURVIVORS = (
+    Mutation(
+        "checkpoint-fenced-by-attempt-only",
+        "section checkpoint: the owner check deleted from its fence",
+        CHECKPOINT_FENCE,
+        CHECKPOINT_FENCE.replace(OWNER, ""),
+        FENCING,
+        "queries.sql",
+        SURVIVED,
+    ),
+    Mutation(
+        "checkpoint-fenced-by-owner-only",
+        "section checkpoint: the attempt check deleted from its fence",
+        CHECKPOINT_FENCE,
+        CHECKPOINT_FENCE.replace(ATTEMPT, ""),
+        FENCING,
+        "queries.sql",
+        SURVIVED,
+    ),
+    Mutation(
+        "finish-fenced-by-attempt-only",
+        "finish: the owner check deleted from its fence",
+        FINISH_FENCE,
+        FINISH_FENCE.replace(OWNER, ""),
+        FENCING,
+        "queries.sql",
+    ),
+    Mutation(
+        "append-text-fenced-by-attempt-only",
+        "live text: the owner check deleted from append_text's fence",
+        APPEND_FENCE,
+        APPEND_FENCE.replace(OWNER, ""),
+        FENCING,
+        "queries.sql",
+    ),
+    Mutation(
+        "claim-without-skip-locked",
+        "claim: plain FOR UPDATE, so claimers wait on each other's locked rows",
+        "     limit 1\n       for update skip locked",
+        "     limit 1\n       for update",
+        (*FENCING, SUPERVISOR),
+        "queries.sql",
+        SURVIVED,
+    ),
+    Mutation(
+        "release-owner-uses-an-attempt",
+        "release_owner (the supervisor's backstop) no longer gives the attempt back",
+        "attempts = greatest(attempts - 1, 0)",
+        "attempts = attempts",
+        (*FENCING, OPERATIONS, SUPERVISOR),
+        "queries.sql",
+        SURVIVED,
+    ),
+    Mutation(
+        "supervisor-renews-no-lease",
+        "the supervisor's maintenance tick renews no lease at all",
+        "queue.renew_leases(c, owners)",
+        "queue.renew_leases(c, ())",
+        (INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
+        "maintenance.py",
+        SURVIVED,
+    ),
+    Mutation(
+        "seqlock-writer-never-odd",
+        "heartbeat writer never marks a write in progress (counter never odd)",
+        "        self._seqs[i] = start\n        end = ",
+        "        end = ",
+        (HEARTBEAT, HEALTH_APP),
+        "heartbeat.py",
+        SURVIVED,
+    ),
+    Mutation(
+        "seqlock-reader-skips-crc",
+        "heartbeat reader accepts a record without checking its CRC",
+        SEQLOCK_CHECK,
+        "if before == after and not before & 1:",
+        (HEARTBEAT, HEALTH_APP),
+        "heartbeat.py",
+        SURVIVED,
+    ),
+    Mutation(
+        "seqlock-reader-ignores-odd",
+        "heartbeat reader accepts a copy taken while the counter is odd",
+        SEQLOCK_CHECK,
+        "if before == after and zlib.crc32(body) == crc:",
+        (HEARTBEAT, HEALTH_APP),
+        "heartbeat.py",
+        SURVIVED,
+    ),
+    Mutation(
+        "resume-without-cut-back",
+        "resume keeps the half-written section instead of cutting it back",
+        "        queue.cut_back(conn, claim, length)\n",
+        "        pass  # mutated: no cut-back\n",
+        (INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
+        "job_runner.py",
+        SURVIVED,
+    ),
+    Mutation(
+        "busy-worker-keeps-listening",
+        "the worker never calls waiter.busy(), so it stays LISTENing while busy",
+        "            self.waiter.busy()\n",
+        "",
+        (LISTENER, INVARIANTS, ACCEPTANCE_INVARIANTS),
+        "worker.py",
+        SURVIVED,
+    ),
+    Mutation(
+        "busy-waiter-never-unlistens",
+        "Waiter.busy() runs no UNLISTEN",
+        'self._conn.execute(f"unlisten {CHANNEL}")',
+        'self._conn.execute("select 1")',
+        (LISTENER, INVARIANTS, ACCEPTANCE_INVARIANTS),
+        "listener.py",
+    ),
+    Mutation(
+        "rescue-retry-boundary",
+        "rescue (expired lease): `attempts > max_retries` made `>=`",
+        RESCUE_VERDICT,
+        RESCUE_VERDICT.replace(" > ", " >= "),
+        FENCING,
+        "queries.sql",
+        SURVIVED,
+    ),
+    Mutation(
+        "rescue-owner-retry-boundary",
+        "rescue_owner (dead worker): `attempts > max_retries` made `>=`",
+        RESCUE_OWNER_VERDICT,
+        RESCUE_OWNER_VERDICT.replace(" > ", " >= "),
+        (*FENCING, SUPERVISOR),
+        "queries.sql",
+        SURVIVED,
+    ),
+)
+
+ALREADY_CAUGHT = (
+    Mutation(
+        "claim-ignores-run-after",
+        "claim takes jobs whose run_after is still in the future",
+        "       and (j.run_after is null or j.run_after <= now())\n",
+        "",
+        (QUEUE,),
+        "queries.sql",
+        CAUGHT,
+    ),
+    Mutation(
+        "release-uses-an-attempt",
+        "release (shutdown) no longer gives the attempt back",
+        "attempts = attempts - 1, locked_by = null,",
+        "attempts = attempts, locked_by = null,",
+        (QUEUE,),
+        "queries.sql",
+        CAUGHT,
+    ),
+    Mutation(
+        "retry-delay-without-jitter",
+        "queue.retry_delay returns the ceiling: no jitter",
+        "return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)",
+        "return ceiling",
+        (QUEUE,),
+        "queue.py",
+        CAUGHT,
+    ),
+    Mutation(
+        "rescue-lease-comparison-flipped",
+        "rescue takes back fresh leases instead of expired ones (`<` made `>`)",
+        "heartbeat_at < now() - make_interval(secs => %(lease)s)",
+        "heartbeat_at > now() - make_interval(secs => %(lease)s)",
+        (QUEUE,),
+        "queries.sql",
+        CAUGHT,
+    ),
+    Mutation(
+        "prompt-markers-unescaped",
+        'the story-data block no longer escapes "<" and ">"',
+        r'body = body.replace("<", "\\u003c").replace(">", "\\u003e")',
+        "body = body",
+        (PROMPTS,),
+        "prompts.py",
+        CAUGHT,
+    ),
+    Mutation(
+        "dsn-password-shown",
+        "redact_dsn leaves the password in a URL DSN",
+        'return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))',
+        "return dsn",
+        (CONFIG, CLI_ADMIN),
+        "config.py",
+        CAUGHT,
+    ),
+    Mutation(
+        "finish-without-status-guard",
+        "finish no longer requires the job to be processing (a cancel loses to it)",
+        FINISH_FENCE + PROCESSING,
+        FINISH_FENCE,
+        (QUEUE,),
+        "queries.sql",
+        CAUGHT,
+    ),
+    Mutation(
+        "fail-retry-budget-off-by-one",
+        "queue.fail: `claim.attempt <= max_retries` made `<` (one retry too few)",
+        "requeue = retryable and claim.attempt <= max_retries",
+        "requeue = retryable and claim.attempt < max_retries",
+        (QUEUE,),
+        "queue.py",
+        CAUGHT,
+    ),
+)
+
+MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT
