@@ -70,10 +70,7 @@ class Waiter:
         try:
             sql.run(self._conn, "listen_jobs")
             self._send_probe(CHANNEL, probe)
-            got = any(
-                n.payload == probe
-                for n in self._conn.notifies(timeout=PROBE_TIMEOUT_SECONDS, stop_after=1)
-            )
+            got = self._probe_returns(probe)
         except (psycopg.Error, DatabaseError) as exc:
             log.warning("LISTEN failed; polling instead", extra=fields(error=str(exc).strip()))
             got = False
@@ -84,9 +81,23 @@ class Waiter:
                     " polling instead",
                     extra=fields(poll_interval_ms=round(self._poll_interval * 1000)),
                 )
+                # A polling worker must not stay listening: every NOTIFY would cost it
+                # a transaction, and they would pile up in the driver unread.
+                sql.run(self._conn, "unlisten_jobs")
         self.mode = Mode.LISTEN if got else Mode.POLL
         self._listening = got
         return self.mode
+
+    def _probe_returns(self, probe: str) -> bool:
+        """Whether our own probe arrives within the window. Other notifications may
+        come first (a sibling worker's probe, a new job's NOTIFY): look past them."""
+        deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
+        while (remaining := deadline - time.monotonic()) > 0:
+            with translated("waiting for the LISTEN probe"):
+                for note in self._conn.notifies(timeout=remaining):
+                    if note.payload == probe:
+                        return True
+        return False
 
     def busy(self) -> None:
         """A job was claimed: stop listening until the queue is next found empty."""

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from supervisor import queue
+from supervisor.db import queue
+from supervisor.db.jobs import Claim, Status
 from supervisor.errors import LeaseLostError
-from supervisor.jobs import Claim, Status
 
 OUTLINE = {"title": "T", "bullets": ["a", "b"]}
 CHECKPOINT = {"outline": OUTLINE, "sections_done": 1, "content_length": len("First section.")}

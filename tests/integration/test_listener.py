@@ -89,3 +89,23 @@ def test_polling_mode_never_listens(worker_conn):
     waiter.busy()
     assert 0.25 < waited(waiter) < 2
     assert channels(worker_conn) == []
+
+
+def test_other_notifications_before_the_probe_do_not_make_it_poll(worker_conn, database_url):
+    # A sibling's probe and a new job's NOTIFY arrive first (issue 13, item 5).
+    def send_probe(channel: str, payload: str) -> None:
+        with psycopg.connect(database_url, autocommit=True) as other:
+            for noise in ("probe:someone-else", "a-new-job-id"):
+                other.execute("select pg_notify(%s, %s)", (channel, noise))
+            other.execute("select pg_notify(%s, %s)", (channel, payload))
+
+    waiter = Waiter(worker_conn, poll_interval=30.0, send_probe=send_probe)
+    assert waiter.start() is Mode.LISTEN
+    assert channels(worker_conn) == [CHANNEL]
+
+
+def test_a_probe_that_never_comes_back_polls_and_stops_listening(worker_conn):
+    # Behind a transaction pooler the NOTIFY is accepted but never delivered.
+    waiter = Waiter(worker_conn, poll_interval=30.0, send_probe=lambda channel, payload: None)
+    assert waiter.start() is Mode.POLL
+    assert channels(worker_conn) == []

@@ -41,17 +41,25 @@ HEALTH_APP = "tests/unit/test_health_app.py"
 PROMPTS = "tests/unit/test_prompts.py"
 CONFIG = "tests/unit/test_config.py"
 CLI_ADMIN = "tests/acceptance/test_cli_admin.py"
+RUNNER = "tests/unit/test_runner.py"
+SINK = "tests/unit/test_sink.py"
 
 FENCING = (QUEUE, INVARIANTS, ACCEPTANCE_INVARIANTS)
 
 OWNER = " and locked_by = %(owner)s"
 ATTEMPT = " and attempts = %(attempt)s"
 FENCE = f"     where id = %(job_id)s{OWNER}{ATTEMPT}"
+USAGE = "           usage = coalesce(%(usage)s::jsonb, usage),\n"
 CHECKPOINT_FENCE = (
     "current_step = %(step)s, checkpoint = %(checkpoint)s,\n"
-    "           heartbeat_at = now(), updated_at = now()\n" + FENCE
+    + USAGE
+    + "           heartbeat_at = now(), updated_at = now()\n"
+    + FENCE
 )
-FINISH_FENCE = "error_message = null, checkpoint = %(checkpoint)s\n" + FENCE
+FINISH_FENCE = (
+    "error_message = null, checkpoint = %(checkpoint)s,\n"
+    "           usage = coalesce(%(usage)s::jsonb, usage)\n" + FENCE
+)
 APPEND_FENCE = "       set heartbeat_at = now()\n" + FENCE
 PROCESSING = "\n       and status = 'processing'"
 RESCUE_VERDICT = (
@@ -121,7 +129,7 @@ SURVIVORS = (
         "queue.renew_leases(c, owners)",
         "queue.renew_leases(c, ())",
         (INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
-        "maintenance.py",
+        "leases.py",
         SURVIVED,
     ),
     Mutation(
@@ -154,26 +162,26 @@ SURVIVORS = (
     Mutation(
         "resume-without-cut-back",
         "resume keeps the half-written section instead of cutting it back",
-        "        queue.cut_back(conn, claim, length)\n",
+        "        queue.cut_back(claim, length)\n",
         "        pass  # mutated: no cut-back\n",
-        (INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
-        "job_runner.py",
+        (RUNNER, SINK, INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
+        "sink.py",
         SURVIVED,
     ),
     Mutation(
         "busy-worker-keeps-listening",
-        "the worker never calls waiter.busy(), so it stays LISTENing while busy",
-        "            self.waiter.busy()\n",
+        "the worker never calls wakeup.busy(), so it stays LISTENing while busy",
+        "            self.wakeup.busy()\n",
         "",
         (LISTENER, INVARIANTS, ACCEPTANCE_INVARIANTS),
-        "worker.py",
+        "process.py",
         SURVIVED,
     ),
     Mutation(
         "busy-waiter-never-unlistens",
         "Waiter.busy() runs no UNLISTEN",
-        'self._conn.execute(f"unlisten {CHANNEL}")',
-        'self._conn.execute("select 1")',
+        'sql.run(self._conn, "unlisten_jobs")',
+        'sql.run(self._conn, "notify", {"channel": "x", "payload": "y"})',
         (LISTENER, INVARIANTS, ACCEPTANCE_INVARIANTS),
         "listener.py",
     ),
@@ -245,11 +253,11 @@ ALREADY_CAUGHT = (
     ),
     Mutation(
         "dsn-password-shown",
-        "redact_dsn leaves the password in a URL DSN",
-        'return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))',
-        "return dsn",
+        "redact_dsn leaves the password in a DSN",
+        'return redact(dsn, dsn) if dsn else ""',
+        'return dsn or ""',
         (CONFIG, CLI_ADMIN),
-        "config.py",
+        "redact.py",
         CAUGHT,
     ),
     Mutation(

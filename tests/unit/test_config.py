@@ -104,8 +104,9 @@ def test_bad_values_give_one_clear_line(env, message):
 def test_flags_override_the_environment():
     s = load_settings({"WORKER_CONCURRENCY": "2"}, dotenv_path=None, concurrency=5, port=None)
     assert s.concurrency == 5 and s.port == 3951
-    with pytest.raises(ConfigError, match="concurrency must be at least 1"):
-        load_settings({}, dotenv_path=None, concurrency=0)
+    for wrong in (0, 257):  # the flag has the variable's bounds
+        with pytest.raises(ConfigError, match="concurrency must be from 1 to 256"):
+            load_settings({}, dotenv_path=None, concurrency=wrong)
 
 
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
