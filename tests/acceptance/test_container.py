@@ -169,10 +169,27 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return result
 
 
+def podman_storage() -> Path | None:
+    """Where podman keeps images here, or None when it has no storage yet (then the base
+    image cannot be there either, and asking podman would create its storage)."""
+    if os.environ.get("CONTAINERS_STORAGE_CONF"):
+        return Path(os.environ["CONTAINERS_STORAGE_CONF"])
+    if os.geteuid() == 0:
+        default = Path("/var/lib/containers/storage")
+    else:
+        default = Path.home() / ".local/share/containers/storage"
+    return default if default.is_dir() else None
+
+
 def podman_refusal(base: str) -> str | None:
     """Why the image cannot be built and run here, or None when it can."""
     if shutil.which("podman") is None:
         return "podman is not installed (.ci/run installs it from Debian)"
+    if podman_storage() is None:
+        return (
+            "podman has no image storage here, so no base image: `bash .ci/run containers`"
+            " builds a stand-in and prints the CONTAINERS_* settings to export"
+        )
     info = podman("info", check=False)
     if info.returncode != 0:
         return f"podman does not work here: {info.stderr.strip()[:300]}"
