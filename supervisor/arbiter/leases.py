@@ -40,13 +40,14 @@ class Maintenance:
             self._conn.close()
             self._conn = None
 
-    def tick(self, now: float, owners: Sequence[str]) -> None:
-        """Renew and rescue when each is due."""
+    def tick(self, now: float, held: Sequence[tuple[str, str]]) -> None:
+        """Renew the leases of `held` ((owner, job id) pairs) and rescue expired
+        leases, each when it is due."""
         settings = self._settings()
         renew_due = now - self._last_renew >= min(settings.lease_seconds / 3, 10.0)
         if (
             renew_due
-            and self._run("renew leases", lambda c: queue.renew_leases(c, owners)) is not None
+            and self._run("renew leases", lambda c: queue.renew_leases(c, held)) is not None
         ):
             self._last_renew = now
         if now - self._last_rescue >= min(settings.lease_seconds / 4, 5.0):

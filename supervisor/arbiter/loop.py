@@ -328,14 +328,15 @@ class Arbiter:
         self.notifier.watchdog(now)
 
     def tend_leases(self, now: float) -> None:
-        """Renew the leases of workers whose heartbeat is fresh; rescue expired ones."""
-        fresh = [
-            owner_name(s.pid)
-            for s in self.live_slots()
-            if s.aborted_at is None
-            and self.table.worker(s.index).age(now) < self.settings.worker_timeout_seconds
-        ]
-        self.maintenance.tick(now, fresh)
+        """Renew the leases of the jobs that workers with a fresh heartbeat say they
+        hold; rescue expired ones."""
+        held = []
+        for slot in self.live_slots():
+            snap = self.table.worker(slot.index)
+            fresh = snap.age(now) < self.settings.worker_timeout_seconds
+            if slot.aborted_at is None and fresh and snap.job_id:
+                held.append((owner_name(slot.pid), snap.job_id))
+        self.maintenance.tick(now, held)
 
     def report_status(self) -> None:
         """READY=1 once every worker booted and /health answers; STATUS= after that."""

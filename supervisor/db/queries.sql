@@ -52,10 +52,13 @@ returning j.*, (
 ) as chapter_context;
 
 -- name: renew_leases
--- The supervisor's lease renewal for its live workers' jobs.
-update generation_jobs
+-- The supervisor's lease renewal: only the jobs its live workers say they hold (owner
+-- and job id, from the heartbeat table). A job whose claim reply was lost is held in
+-- the database but by no worker: it is not kept alive by its owner's name alone.
+update generation_jobs j
    set heartbeat_at = now()
- where status = 'processing' and locked_by = any(%(owners)s);
+  from unnest(%(owners)s::text[], %(job_ids)s::uuid[]) as held(owner, job_id)
+ where j.status = 'processing' and j.locked_by = held.owner and j.id = held.job_id;
 
 -- name: start_chapter
 -- The outline is written: the chapter starts over from empty text in the same

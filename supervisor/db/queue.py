@@ -116,11 +116,15 @@ def claim(conn: psycopg.Connection, owner: str) -> Claim | None:
     return None if row is None else Claim.from_row(row)
 
 
-def renew_leases(conn: psycopg.Connection, owners: Sequence[str]) -> int:
-    """Refresh the heartbeat of every processing job held by `owners`; return how many."""
-    if not owners:
+def renew_leases(conn: psycopg.Connection, held: Sequence[tuple[str, UUID | str]]) -> int:
+    """Refresh the heartbeat of each processing job in `held` ((owner, job id) pairs,
+    what live workers say they hold); return how many."""
+    if not held:
         return 0
-    return sql.run(conn, "renew_leases", {"owners": list(owners)})
+    owners, job_ids = zip(*held, strict=True)
+    return sql.run(
+        conn, "renew_leases", {"owners": list(owners), "job_ids": [str(j) for j in job_ids]}
+    )
 
 
 def _fenced(conn: psycopg.Connection, name: str, claim: Claim, **params: Any) -> None:

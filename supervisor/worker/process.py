@@ -32,7 +32,7 @@ from health.lifecycle import die_with_parent
 from supervisor import exitcodes, metrics
 from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings
-from supervisor.db import sql
+from supervisor.db import queue, sql
 from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
@@ -213,10 +213,26 @@ class Worker:
             self._settle_orphan()
 
     def _settle_orphan(self) -> None:
-        """Requeue the job that was running when the connection broke (if still ours)."""
+        """After a reconnect: requeue the job that was running when the connection
+        broke (if still ours), then give back any job the database says this worker
+        holds that it does not know of: a claim (or finish-and-claim) that committed
+        but whose reply never arrived. Nobody renews its lease; without this it would
+        wait for a rescue and lose an attempt."""
         claim, self.orphan = self.orphan, None
-        if claim is not None and self.conn is not None:
+        if self.conn is None:
+            return
+        if claim is not None:
             self.runner.fail(claim, ConnectionLost())
+        try:
+            strays = queue.release_owner(self.conn, self.owner)
+        except DatabaseError as exc:
+            log.warning("could not settle unknown jobs", extra=fields(error=str(exc)))
+            return
+        for stray in strays:
+            log.warning(
+                "job released: claimed by this worker but its reply was lost",
+                extra=fields(worker=self.index, job_id=stray.job_id),
+            )
 
     def run_job(self, claim: Claim) -> None:
         """Run one claimed job to its end; any failure is recorded on the job."""

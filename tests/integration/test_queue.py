@@ -327,7 +327,7 @@ def test_rescue_leaves_fresh_leases_alone_and_renewal_keeps_them_fresh(conn, job
         "update generation_jobs set heartbeat_at = now() - interval '50 seconds' where id = %s",
         (job["id"],),
     )
-    assert queue.renew_leases(conn, ["w1", "w9"]) == 1
+    assert queue.renew_leases(conn, [("w1", job["id"]), ("w9", job["id"])]) == 1
     assert queue.rescue(conn, lease_seconds=30, max_retries=3) == []
     assert row(conn, "generation_jobs", job["id"])["status"] == "processing"
 
@@ -418,3 +418,14 @@ def test_a_lost_finish_claims_nothing(conn, job_factory):
     with pytest.raises(LeaseLostError):
         finish(conn, claim, next_owner="w1")
     assert row(conn, "generation_jobs", second["id"])["status"] == "pending"
+
+
+def test_renewal_keeps_only_the_jobs_a_worker_says_it_holds(conn, job_factory):
+    # A claim whose reply was lost: the database says w1 holds the job, w1 does not know.
+    job = job_factory()
+    queue.claim(conn, "w1")
+    stale = "update generation_jobs set heartbeat_at = now() - interval '50 seconds'"
+    conn.execute(stale + " where id = %s", (job["id"],))
+    assert queue.renew_leases(conn, [("w1", uuid.uuid4())]) == 0
+    assert queue.renew_leases(conn, []) == 0
+    assert [o.job_id for o in queue.rescue(conn, lease_seconds=30, max_retries=3)] == [job["id"]]
