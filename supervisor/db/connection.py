@@ -3,8 +3,10 @@
 `connect_for(settings, purpose)` is how every part of storyworker opens a connection:
 in the process that uses it, never before a fork, with the settings' choice about
 prepared statements (off behind a transaction-mode pooler). Driver errors are
-translated by `translated(action)`: a constraint violation keeps the constraint's name,
-everything else is a DatabaseError naming what failed. No message carries a password.
+translated by kind in `translated(action)`: a lost connection (ConnectionLostError:
+reconnect), a statement the server refused on a live connection (StatementError, with
+`retryable` saying whether it may pass; ConstraintViolation names the constraint), or
+else a DatabaseError naming what failed. No message carries a password or row data.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from supervisor.config import Settings
-from supervisor.errors import ConstraintViolation, DatabaseError
+from supervisor.errors import (
+    ConnectionLostError,
+    ConstraintViolation,
+    DatabaseError,
+    StatementError,
+)
 from supervisor.redact import redact, redact_dsn
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -83,17 +90,65 @@ def describe(exc: BaseException, dsn: str | None = None) -> str:
     return redact(" ".join(str(exc).split()) or type(exc).__name__, dsn)
 
 
+#: SQLSTATEs (or classes) after which the session is gone, or is on a server that can
+#: no longer take writes (a standby after a failover): only a new connection helps.
+SESSION_GONE = ("08", "57P01", "57P02", "57P03", "57P05", "25006")
+#: SQLSTATE classes of data the server will refuse however often it is sent: data
+#: exceptions, integrity constraints, WITH CHECK OPTION, and an app trigger's RAISE.
+#: Every other refusal (deadlock, serialization, lock or statement timeout, out of
+#: memory or disk, an I/O error, a missing privilege) may pass and is retried.
+REFUSED_FOR_GOOD = ("22", "23", "44", "P0")
+
+
 @contextlib.contextmanager
-def translated(action: str) -> Iterator[None]:
-    """Re-raise driver errors from the block as storyworker's, naming `action`: a
-    constraint violation as ConstraintViolation with the constraint's name, anything
-    else as DatabaseError."""
+def translated(action: str, conn: psycopg.Connection | None = None) -> Iterator[None]:
+    """Re-raise driver errors from the block as storyworker's, naming `action`, by kind
+    (see `translate`). `conn`, when given, is the connection the block used: a closed
+    one after the error means it was lost, whatever the error says."""
     try:
         yield
-    except psycopg.errors.IntegrityError as exc:
-        constraint = exc.diag.constraint_name or ""
-        raise ConstraintViolation(
-            f"{action} failed: {describe(exc)}", constraint=constraint
-        ) from exc
     except psycopg.Error as exc:
-        raise DatabaseError(f"{action} failed: {describe(exc)}") from exc
+        raise translate(exc, action, conn) from exc
+
+
+def translate(
+    exc: psycopg.Error, action: str, conn: psycopg.Connection | None = None
+) -> DatabaseError:
+    """storyworker's error for a driver error raised while doing `action`."""
+    sqlstate = exc.sqlstate or ""
+    if _connection_lost(exc, sqlstate, conn):
+        return ConnectionLostError(f"{action} failed: connection lost: {describe(exc)}")
+    refusal = f"{action} failed: {_refusal(exc)}"
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return ConstraintViolation(
+            refusal, constraint=exc.diag.constraint_name or "", sqlstate=sqlstate
+        )
+    if sqlstate:
+        return StatementError(
+            refusal, sqlstate=sqlstate, retryable=not sqlstate.startswith(REFUSED_FOR_GOOD)
+        )
+    # Raised by the driver itself (no server reply): bad data it would not send (a NUL
+    # in text) is refused for good; anything else is a bug that may not recur.
+    return StatementError(refusal, retryable=not isinstance(exc, psycopg.DataError))
+
+
+def _connection_lost(exc: psycopg.Error, sqlstate: str, conn: psycopg.Connection | None) -> bool:
+    if conn is not None and conn.closed:
+        return True
+    if sqlstate:
+        return sqlstate.startswith(SESSION_GONE)
+    # No SQLSTATE: the driver's own verdict ("the connection is closed", "server closed
+    # the connection unexpectedly", a socket error).
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def _refusal(exc: psycopg.Error) -> str:
+    """The server's primary message, with the SQLSTATE and the constraint's name. Never
+    its DETAIL: for a constraint that is the whole failing row, story text included."""
+    diag = exc.diag
+    primary = diag.message_primary or (str(exc).splitlines() or [type(exc).__name__])[0]
+    message = redact(" ".join(primary.split()))
+    constraint = diag.constraint_name
+    if constraint and constraint not in message:
+        message += f" (constraint {constraint})"
+    return message + (f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else "")

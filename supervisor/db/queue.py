@@ -232,7 +232,7 @@ def finish(
         _fenced(conn, "finish", claim, **params)
         return None
     try:
-        with translated("finish and claim"), conn.transaction():
+        with translated("finish and claim", conn), conn.transaction():
             _fenced(conn, "finish", claim, **params)
             row = _one(conn, "claim", {"owner": next_owner, "summaries": CONTINUITY_SUMMARIES})
     except ConstraintViolation as exc:

@@ -60,7 +60,7 @@ def text(name: str) -> str:
 
 def one(conn: psycopg.Connection, name: str, params: Mapping[str, Any] | None = None) -> Any:
     """Run `name`; its first row, or None."""
-    with translated(name):
+    with translated(name, conn):
         return conn.execute(text(name), params or {}).fetchone()
 
 
@@ -68,11 +68,11 @@ def all_rows(
     conn: psycopg.Connection, name: str, params: Mapping[str, Any] | None = None
 ) -> list[Any]:
     """Run `name`; every row."""
-    with translated(name):
+    with translated(name, conn):
         return conn.execute(text(name), params or {}).fetchall()
 
 
 def run(conn: psycopg.Connection, name: str, params: Mapping[str, Any] | None = None) -> int:
     """Run `name` for its effect; the number of rows it touched."""
-    with translated(name):
+    with translated(name, conn):
         return conn.execute(text(name), params or {}).rowcount

@@ -2,9 +2,10 @@
 through the generation package, and settle it (completed, retried, failed, lost).
 
 It talks to the queue only through `JobQueue`, the worker's statements bound to its
-connection, so it can be driven in unit tests by an in-memory queue. Connection loss
-(DatabaseError) and Abandon (SIGQUIT) are not settled here: they belong to the
-process, which reconnects or exits.
+connection, so it can be driven in unit tests by an in-memory queue. A statement the
+database refused (StatementError: a constraint, bad data, a deadlock) is the job's
+failure and is settled here; a lost connection (any other DatabaseError) and Abandon
+(SIGQUIT) are not: they belong to the process, which reconnects or exits.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from generation.types import CallRecord, Provider
 from generation.writer import SectionStats, write_chapter
 from supervisor import metrics
 from supervisor.db.jobs import Claim, Outcome
-from supervisor.errors import DatabaseError, LeaseLostError
+from supervisor.errors import DatabaseError, LeaseLostError, StatementError
 from supervisor.logs import fields
 from supervisor.worker.sink import ChapterSink, prepare
 from supervisor.worker.usage import JobUsage
@@ -97,6 +98,16 @@ class JobQueue(Protocol):
     def release(self, claim: Claim, usage: Any = None) -> bool: ...
 
 
+def verdict(exc: Exception) -> tuple[str, bool]:
+    """The job's error message for `exc`, and whether another attempt may succeed."""
+    if isinstance(exc, GenerationError):
+        return str(exc), exc.retryable
+    if isinstance(exc, StatementError):
+        return f"database error: {exc}", exc.retryable
+    # Unknown errors are retried too (they may be passing), within MAX_RETRIES.
+    return f"internal error: {type(exc).__name__}: {exc}", True
+
+
 @dataclass
 class Tally:
     """What the worker's provider calls spent: tokens since the last section was
@@ -145,7 +156,8 @@ class JobRunner:
 
     def run(self, claim: Claim) -> Settled:
         """Run `claim` to its end and record how it ended on the job. Raises only
-        DatabaseError (the connection broke) and Abandon (after releasing the job)."""
+        DatabaseError when the connection broke (never a StatementError, which fails
+        the job) and Abandon (after releasing the job)."""
         started = time.monotonic()
         self.tally.job = JobUsage(claim.usage)
         try:
@@ -156,6 +168,8 @@ class JobRunner:
         except Abandon:
             self.release(claim)
             raise
+        except StatementError as exc:
+            settled = self.fail(claim, exc)
         except DatabaseError:
             raise
         except GenerationError as exc:
@@ -227,14 +241,8 @@ class JobRunner:
     def fail(self, claim: Claim, exc: Exception) -> Settled:
         """Record a failed attempt of `claim` caused by `exc`: retried while retries
         remain and the error may pass, else failed with a message that says why."""
-        # Unknown errors are retried too (they may be passing), within MAX_RETRIES.
-        retryable = exc.retryable if isinstance(exc, GenerationError) else True
-        message = (
-            str(exc)
-            if isinstance(exc, GenerationError)
-            else f"internal error: {type(exc).__name__}: {exc}"
-        )
-        if not isinstance(exc, GenerationError):
+        message, retryable = verdict(exc)
+        if not isinstance(exc, (GenerationError, StatementError)):
             log.error("job crashed", exc_info=True, extra=fields(job_id=claim.job_id))
         try:
             result = self.queue.fail(

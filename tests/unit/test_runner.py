@@ -170,3 +170,31 @@ def test_usage_is_stored_with_each_checkpoint_and_summed_over_attempts():
     assert text["calls"] == first["calls"] + 3
     assert text["input_tokens"] > first["input_tokens"]
     assert embedding["calls"] == 1 and embedding["embedding_tokens"] > 0
+
+
+class RefusingQueue(MemoryQueue):
+    """A queue whose database refuses the chapter text with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def append_text(self, claim, text: str) -> None:
+        raise self.error
+
+
+def test_a_refused_statement_fails_the_job_with_its_reason_not_as_a_lost_connection():
+    from supervisor.errors import ConstraintViolation, StatementError
+
+    refusal = ConstraintViolation(
+        'append_text failed: violates check constraint "app_limit"', constraint="app_limit"
+    )
+    queue = RefusingQueue(refusal)
+    job = queue.add(PREFS)
+    assert runner_for(queue).run(queue.claim(OWNER)) is Settled.FAILED
+    assert job.status is Status.FAILED and "app_limit" in job.error
+
+    queue = RefusingQueue(StatementError("deadlock detected", sqlstate="40P01", retryable=True))
+    job = queue.add(PREFS)
+    assert runner_for(queue).run(queue.claim(OWNER)) is Settled.RETRIED
+    assert job.status is Status.PENDING and "deadlock detected" in job.error
