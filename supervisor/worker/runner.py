@@ -194,7 +194,10 @@ class JobRunner:
             on_alive=self.on_alive,
             on_section=lambda index, stats: self._section_written(claim, index, stats),
             usage=self.tally.usage,
+            written_text=prepared.written_text,
         )
+        if prepared.restart:  # the chapter does not match its checkpoint
+            sink.on_outline(prepared.checkpoint.outline)
         result = write_chapter(
             prepared.request,
             self.provider,

@@ -3,22 +3,25 @@ where to resume; `ChapterSink` persists what the writer hands back.
 
 The writer knows nothing of SQL; the sink is the bridge: each callback becomes one
 fenced queue call. Live text is flushed at most every `FLUSH_INTERVAL_SECONDS`, so
-database load does not grow with the number of streamed chunks.
+database load does not grow with the number of streamed chunks. Each checkpoint carries
+the length and a digest of the text committed so far, which `prepare` checks the
+chapter against before resuming (`resume`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from generation.errors import PermanentError
-from generation.preferences import Preferences, parse_preferences
+from generation.preferences import parse_preferences
 from generation.types import ChapterRequest, Checkpoint, Outline
 from generation.writer import SectionStats
 from supervisor.db.jobs import Claim
+from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
 
 if TYPE_CHECKING:
     from supervisor.worker.runner import JobQueue
@@ -40,16 +43,22 @@ def progress_after(sections_done: int, total: int) -> int:
 
 @dataclass(frozen=True)
 class PreparedJob:
-    """A checked job: what to write and where it stands."""
+    """A checked job: what to write and where it stands. `restart`: the chapter no
+    longer matches its checkpoint and is written again from its first section with the
+    checkpoint's outline, saved again as a new outline is (`ChapterSink.on_outline`,
+    which empties the chapter) before any section is written."""
 
     request: ChapterRequest
     checkpoint: Checkpoint
     written_text: str
     content_length: int
+    restart: bool = False
 
 
 def prepare(queue: JobQueue, claim: Claim) -> PreparedJob:
-    """Check ownership and preferences, and cut back a half-written section.
+    """Check ownership and preferences, find where to resume (a checkpoint the chapter
+    does not match, or a malformed one, is not trusted), and cut back a half-written
+    section.
 
     Raises JobRejected (permanent) with a message that says why; the chapter is not
     touched in that case.
@@ -66,8 +75,9 @@ def prepare(queue: JobQueue, claim: Claim) -> PreparedJob:
     if context.user_id != claim.user_id:
         raise JobRejected(f"sequence {claim.sequence_id} does not belong to user {claim.user_id}")
     preferences = parse_preferences(claim.user_preferences)
-    checkpoint, length = _resume_point(claim.checkpoint, preferences)
-    if length < len(context.content) and checkpoint.outline is not None:
+    point = resume_point(claim, preferences, context.content)
+    checkpoint, length = point.checkpoint, point.length
+    if length < len(context.content) and checkpoint.outline is not None and not point.restart:
         queue.cut_back(claim, length)
     request = ChapterRequest(
         chapter_number=context.chapter_number,
@@ -77,19 +87,7 @@ def prepare(queue: JobQueue, claim: Claim) -> PreparedJob:
         previous_summaries=context.previous_summaries,
     )
     written = context.content[:length] if checkpoint.outline is not None else ""
-    return PreparedJob(request, checkpoint, written, len(written))
-
-
-def _resume_point(saved: Mapping[str, Any] | None, prefs: Preferences) -> tuple[Checkpoint, int]:
-    """The checkpoint to resume from, or a fresh start when there is none usable."""
-    if not saved or not saved.get("outline"):
-        return Checkpoint(), 0
-    outline = Outline.from_json(saved["outline"])
-    if len(outline.bullets) != prefs.bullet_count:
-        # The preferences changed since the outline was written (retry after an edit).
-        return Checkpoint(), 0
-    done = int(saved.get("sections_done", 0))
-    return Checkpoint(outline=outline, sections_done=done), int(saved.get("content_length", 0))
+    return PreparedJob(request, checkpoint, written, len(written), point.restart)
 
 
 @dataclass
@@ -110,13 +108,21 @@ class ChapterSink:
     #: What the job spent so far, stored with each checkpoint (None: leave it).
     usage: Callable[[], Any] = lambda: None
     clock: Callable[[], float] = time.monotonic
+    #: The committed text the chapter already holds (`content_length` characters).
+    written_text: str = ""
     buffer: list[str] = field(default_factory=list)
     last_flush: float = 0.0
     flushes: int = 0
+    #: Running digest of the chapter's text: what the checkpoint's digest is taken of.
+    digest: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.digest = new_digest(self.written_text)
 
     def on_outline(self, outline: Outline) -> None:
         self.outline = outline
         self.content_length = 0
+        self.digest = new_digest()
         self.queue.start_chapter(
             self.claim,
             outline=outline.to_json(),
@@ -160,6 +166,7 @@ class ChapterSink:
         text = "".join(self.buffer)
         self.buffer.clear()
         self.content_length += len(text)
+        self.digest.update(text.encode("utf-8", "surrogatepass"))
         return text
 
     def _checkpoint(self, sections_done: int) -> dict[str, Any]:
@@ -168,4 +175,5 @@ class ChapterSink:
             "outline": self.outline.to_json(),
             "sections_done": sections_done,
             "content_length": self.content_length,
+            DIGEST_KEY: self.digest.hexdigest(),
         }

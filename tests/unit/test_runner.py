@@ -198,3 +198,82 @@ def test_a_refused_statement_fails_the_job_with_its_reason_not_as_a_lost_connect
     job = queue.add(PREFS)
     assert runner_for(queue).run(queue.claim(OWNER)) is Settled.RETRIED
     assert job.status is Status.PENDING and "deadlock detected" in job.error
+
+
+class CountingProvider(OfflineProvider):
+    """The offline provider, counting the outlines it is asked for."""
+
+    outlines = 0
+
+    def outline(self, request: ChapterRequest) -> Outline:
+        self.outlines += 1
+        return super().outline(request)
+
+
+def interrupted_after_two_sections(queue: MemoryQueue):
+    """A job whose first attempt committed two sections, then failed (retryable)."""
+    job = queue.add(PREFS)
+    runner = runner_for(queue, FailingProvider(2, ProviderUnavailableError("cut")))
+    assert runner.run(queue.claim(OWNER)) is Settled.RETRIED
+    assert job.checkpoint["sections_done"] == 2
+    return job
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda text: "", id="cleared"),
+        pytest.param(lambda text: text[: len(text) // 2], id="cut short"),
+        pytest.param(lambda text: "x" * len(text), id="edited, same length"),
+    ],
+)
+def test_a_chapter_that_no_longer_matches_its_checkpoint_is_written_again_whole(
+    tamper, caplog
+):
+    queue = MemoryQueue()
+    job = interrupted_after_two_sections(queue)
+    outline = job.outline
+    job.content = tamper(job.content[: job.checkpoint["content_length"]])
+    provider = CountingProvider()
+    assert runner_for(queue, provider).run(queue.claim(OWNER)) is Settled.COMPLETED
+    assert job.content == fault_free_text()  # every section once, in order
+    assert provider.outlines == 0 and job.outline == outline  # the outline is kept
+    assert [name for name, _ in job.writes].count("start_chapter") == 2
+    assert caplog.text.count("does not match its checkpoint") == 1
+
+
+BULLETS = {"title": "T", "bullets": ["a", "b", "c", "d"]}
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        ["not", "an", "object"],
+        "a string",
+        {"outline": "not an outline"},
+        {"outline": {"title": "T", "bullets": "abcd"}},
+        {"outline": {"bullets": ["a", "b", "c", "d"]}},
+        {"outline": BULLETS, "sections_done": "2"},
+        {"outline": BULLETS, "sections_done": 9},
+        {"outline": BULLETS, "sections_done": 2, "content_length": -5},
+        {"outline": BULLETS, "sections_done": 2, "content_sha256": 7},
+    ],
+)
+def test_a_malformed_checkpoint_means_one_fresh_start_said_once(checkpoint, caplog):
+    queue = MemoryQueue()
+    job = queue.add(PREFS, checkpoint=checkpoint, content="left over")
+    assert runner_for(queue).run(queue.claim(OWNER)) is Settled.COMPLETED
+    assert job.attempts == 1 and job.error is None
+    assert job.content == fault_free_text()
+    assert caplog.text.count("checkpoint is malformed") == 1
+    assert "job crashed" not in caplog.text
+
+
+def test_a_checkpoint_without_a_digest_is_still_resumed_by_length():
+    queue = MemoryQueue()
+    job = interrupted_after_two_sections(queue)
+    job.checkpoint = {k: v for k, v in job.checkpoint.items() if k != "content_sha256"}
+    provider = CountingProvider()
+    assert runner_for(queue, provider).run(queue.claim(OWNER)) is Settled.COMPLETED
+    assert provider.outlines == 0 and "start_chapter" not in [n for n, _ in job.writes[1:]]
+    assert job.content == fault_free_text()

@@ -8,6 +8,7 @@ import pytest
 from generation.types import Outline
 from generation.writer import SectionStats
 from supervisor.errors import LeaseLostError
+from supervisor.worker.resume import content_digest
 from supervisor.worker.sink import FLUSH_INTERVAL_SECONDS, ChapterSink, prepare
 from tests.fakes import Clock, MemoryQueue
 
@@ -63,6 +64,7 @@ def test_a_finished_section_is_committed_whole_before_it_is_reported():
         "outline": OUTLINE.to_json(),
         "sections_done": 1,
         "content_length": len("first section"),
+        "content_sha256": content_digest("first section"),
     }
 
 
@@ -88,3 +90,23 @@ def test_prepare_cuts_back_only_past_the_checkpoint():
     del queue.jobs[job.id]
     prepare(queue, queue.claim("host/1"))
     assert ("cut_back", 5) not in clean.writes
+
+
+def test_each_checkpoint_carries_the_digest_of_the_whole_committed_chapter():
+    clock, queue = Clock(), MemoryQueue()
+    job = queue.add({"bullet_count": 2}, content="first section")
+    sink = ChapterSink(
+        queue=queue,
+        claim=queue.claim("host/1"),
+        total_sections=2,
+        content_length=len("first section"),
+        outline=OUTLINE,
+        on_progress=lambda p: None,
+        clock=clock,
+        written_text="first section",
+    )
+    sink.on_chunk(" and the second")  # flushed as live text, then committed
+    sink.on_section_done(1, SectionStats(1, 0.1, 3, 1))
+    assert job.content == "first section and the second"
+    assert job.checkpoint["content_length"] == len(job.content)
+    assert job.checkpoint["content_sha256"] == content_digest(job.content)
