@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -42,10 +43,13 @@ from supervisor.logs import fields
 from supervisor.worker.listener import Mode, Waiter
 from supervisor.worker.providers import build_provider
 from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
+from supervisor.worker.watch import CallWatch
 
 log = logging.getLogger("supervisor.worker")
 
 RECONNECT_MAX_SECONDS = 30.0
+#: A provider's per-request timeout when this module does not know it.
+DEFAULT_CALL_TIMEOUT_SECONDS = 120.0
 #: How often a paused worker looks at the breaker again.
 PAUSE_SLICE_SECONDS = 1.0
 
@@ -90,6 +94,8 @@ class Worker:
         #: A job held when the database connection broke; settled after reconnecting.
         self.orphan: Claim | None = None
         self.tally = Tally()
+        self._beat_lock = threading.Lock()
+        self.call_timeout = call_timeout_seconds(settings)
 
     # --- boot --------------------------------------------------------------------
 
@@ -100,6 +106,7 @@ class Worker:
         self.table.update_slot(
             self.index, state=WorkerState.STARTING, rss_bytes=current_rss_bytes()
         )
+        self.watch = CallWatch(lambda: self._beat(None))
         hooks = ProviderHooks(before_request=self._before_request, on_call=self._on_call)
         self.provider = build_provider(self.settings, hooks)
         self._check_provider()
@@ -111,7 +118,7 @@ class Worker:
             max_retries=self.settings.max_retries,
             backoff_seconds=self.settings.retry_backoff_seconds,
             on_progress=self._progress,
-            on_alive=lambda: self._beat(None),
+            on_alive=self._alive,
             should_stop=lambda: self.stopping,
             on_provider_fault=self._provider_fault,
             tally=self.tally,
@@ -303,9 +310,16 @@ class Worker:
 
     def _before_request(self) -> None:
         self._beat(None)
+        self.watch.begin(self.call_timeout)
         self.before_request()
 
+    def _alive(self) -> None:
+        """Text is streaming: the request is alive, and its deadline moves on."""
+        self._beat(None)
+        self.watch.begin(self.call_timeout)
+
     def _on_call(self, record: CallRecord) -> None:
+        self.watch.end()
         metrics.record_call(record)
         self.tally.add(record)
 
@@ -314,7 +328,11 @@ class Worker:
         self._title(f"busy job={claim.job_id} {progress}%")
 
     def _beat(self, state: WorkerState | None, **changes: object) -> None:
-        self.table.update_slot(self.index, state=state, rss_bytes=current_rss_bytes(), **changes)
+        # The call watch beats from its own thread: one writer at a time per slot.
+        with self._beat_lock:
+            self.table.update_slot(
+                self.index, state=state, rss_bytes=current_rss_bytes(), **changes
+            )
 
     def _title(self, what: str) -> None:
         setproctitle(f"storyworker: worker {self.index} {what}")
@@ -339,6 +357,15 @@ class Worker:
                 log.debug("closing a broken connection failed", exc_info=True)
         self.conn = None
         self._connect()
+
+
+def call_timeout_seconds(settings: Settings) -> float:
+    """How long one provider request may block: its per-request timeout."""
+    timeouts = {
+        "gemini": settings.gemini_timeout_seconds,
+        "offline": settings.offline_latency_ms / 1000,
+    }
+    return timeouts.get(settings.provider, DEFAULT_CALL_TIMEOUT_SECONDS)
 
 
 def worker_main(
