@@ -1,25 +1,62 @@
 """Schema migrations shipped inside the package.
 
 Each `migrations/NNNN_name.sql` runs once, in its own transaction, recorded in
-`storyworker_migrations`. A session advisory lock serialises concurrent runs, so two
-hosts migrating at once is safe: the second waits, then finds nothing to do.
+`storyworker.migrations`: storyworker's own schema, out of reach of the app's roles.
+That bookkeeping table is made (or moved from `public`, where versions before 0005
+kept it) inside the transaction of the first migration it records, so a failed
+attempt leaves nothing behind. A session advisory lock serialises concurrent runs, so
+two hosts migrating at once is safe: the second waits, then finds nothing to do.
+
+Every way the database can refuse is one line (`explain`): what the operator must
+change is a MigrationRefused (exit 78), an unreachable or busy database a
+DatabaseError (exit 69). `run`'s check and the admin commands share these messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
 
 from supervisor.db import sql
-from supervisor.errors import NotMigratedError
+from supervisor.errors import ConfigError, DatabaseError, NotMigratedError, StoryworkerError
 
 log = logging.getLogger(__name__)
 
 # Any constant unique to storyworker; pg_advisory_lock takes a bigint.
 ADVISORY_LOCK_KEY = 0x5707_3A0E_C0DE
+#: The unique index that lets only one job write a chapter at a time.
+ONE_WRITER_INDEX = "generation_jobs_one_writer_per_chapter_idx"
+#: Columns of the app's tables that the migrations use but cannot add themselves.
+NEEDED_COLUMNS = {
+    "sequences": ("id", "user_id"),
+    "chapters": ("id", "sequence_id", "chapter_number", "content"),
+    "generation_jobs": (
+        "id",
+        "sequence_id",
+        "chapter_id",
+        "user_id",
+        "user_preferences",
+        "status",
+        "current_step",
+        "progress",
+        "error_message",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "updated_at",
+    ),
+}
+OWNER_HINT = "run `storyworker migrate` as the owner of the app's tables (on Supabase: postgres)"
+
+
+class MigrationRefused(ConfigError):
+    """The database refused a migration; the operator must change something first."""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -36,9 +73,15 @@ def shipped() -> list[Migration]:
 
 def applied(conn: psycopg.Connection) -> set[str]:
     """Versions recorded as applied; empty when the bookkeeping table is missing."""
-    if sql.one(conn, "migrations_table")["t"] is None:
-        return set()
-    return {row["version"] for row in sql.all_rows(conn, "migrations_applied")}
+    with explained(conn, "reading storyworker.migrations"):
+        where = sql.one(conn, "migrations_table")
+        if where["current"] is not None:
+            rows = sql.all_rows(conn, "migrations_applied")
+        elif where["legacy"] is not None:
+            rows = sql.all_rows(conn, "migrations_applied_legacy")
+        else:
+            return set()
+    return {row["version"] for row in rows}
 
 
 def pending(conn: psycopg.Connection) -> list[Migration]:
@@ -62,19 +105,94 @@ def migrate(conn: psycopg.Connection, *, lock_timeout: str = "15s") -> list[str]
 
     `conn` must be in autocommit mode. `lock_timeout` bounds how long one DDL
     statement waits behind running workers' row locks before giving up cleanly.
+    Raises MigrationRefused or DatabaseError with one line saying what to do.
     """
     lock = {"key": ADVISORY_LOCK_KEY}
-    sql.one(conn, "migration_lock", lock)
+    with explained(conn, "taking the migration lock"):
+        sql.one(conn, "migration_lock", lock)
     try:
-        sql.run(conn, "migrations_create_table")
+        check_app_tables(conn)
         done: list[str] = []
         for migration in pending(conn):
-            with conn.transaction():
+            with explained(conn, f"migration {migration.version}"), conn.transaction():
                 sql.one(conn, "migration_lock_timeout", {"timeout": lock_timeout})
+                sql.run(conn, "migrations_bootstrap")
                 conn.execute(migration.sql)
+                sql.run(conn, "migrations_lockdown")
                 sql.run(conn, "migration_record", {"version": migration.version})
             log.info("migration applied version=%s", migration.version)
             done.append(migration.version)
         return done
     finally:
-        sql.one(conn, "migration_unlock", lock)
+        if not conn.closed:
+            with contextlib.suppress(StoryworkerError):
+                sql.one(conn, "migration_unlock", lock)
+
+
+def check_app_tables(conn: psycopg.Connection) -> None:
+    """Refuse, naming table and column, an existing app table that lacks a column the
+    migrations need. A nullable chapters.content is allowed: the worker reads NULL as
+    an empty chapter (the claim coalesces it) and writes it from the outline on."""
+    with explained(conn, "checking the app's tables"):
+        rows = sql.all_rows(conn, "app_tables_shape")
+    present: dict[str, dict[str, bool]] = {}
+    for row in rows:
+        present.setdefault(row["table_name"], {})[row["column_name"]] = row["nullable"]
+    for table, columns in present.items():
+        missing = [c for c in NEEDED_COLUMNS.get(table, ()) if c not in columns]
+        if missing:
+            raise MigrationRefused(
+                f"table {table} has no column {missing[0]}, which storyworker needs: add it"
+                " (see README, Database) and run `storyworker migrate` again"
+            )
+    if present.get("chapters", {}).get("content"):
+        log.info("chapters.content allows NULL; storyworker reads NULL as an empty chapter")
+
+
+@contextlib.contextmanager
+def explained(conn: psycopg.Connection, action: str) -> Iterator[None]:
+    """Re-raise any database error from the block as one line saying what to do."""
+    try:
+        yield
+    except (psycopg.Error, DatabaseError) as exc:
+        raise explain(exc, action, _role(conn)) from exc
+
+
+def _role(conn: psycopg.Connection) -> str:
+    try:
+        return conn.info.user
+    except psycopg.Error:
+        return "(unknown)"
+
+
+def explain(exc: BaseException, action: str, role: str) -> StoryworkerError:
+    """The one-line error for `exc`, raised by the database while doing `action`:
+    MigrationRefused for what the operator must change, DatabaseError otherwise."""
+    if isinstance(exc, NotMigratedError | MigrationRefused):
+        return exc
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if not isinstance(cause, psycopg.Error):
+        return exc if isinstance(exc, StoryworkerError) else DatabaseError(f"{action}: {exc}")
+    state = cause.sqlstate or ""
+    message = " ".join((cause.diag.message_primary or str(cause)).split())
+    if state == "42501":
+        return MigrationRefused(f"{action}: role {role}: {message}; {OWNER_HINT}")
+    if state in ("42P01", "42703", "42883", "3F000"):
+        return MigrationRefused(
+            f"{action}: {message}: the database lacks something storyworker needs;"
+            " check that DATABASE_URL names the app's database and see README, Database"
+        )
+    if state == "23505" and ONE_WRITER_INDEX in (cause.diag.constraint_name or message):
+        return MigrationRefused(_two_writers(cause, action))
+    if state.startswith(("08", "57", "53")) or state in ("55P03", "40P01", ""):
+        return DatabaseError(f"{action}: {message}; run `storyworker migrate` again")
+    return MigrationRefused(f"{action}: {message} [SQLSTATE {state}]")
+
+
+def _two_writers(cause: psycopg.Error, action: str) -> str:
+    detail = " ".join((cause.diag.message_detail or "").split())
+    return (
+        f"{action}: cannot create {ONE_WRITER_INDEX}: more than one processing job writes"
+        f" the same chapter ({detail or 'see generation_jobs'}); cancel all but one"
+        " (`storyworker jobs cancel ID`) and run `storyworker migrate` again"
+    )

@@ -35,9 +35,12 @@ update generation_jobs j
        current_step = 'starting', run_after = null
   from next
  where j.id = next.id
-returning j.*, (
+returning j.id, j.locked_by, j.attempts, j.chapter_id, j.sequence_id, j.user_id,
+       j.user_preferences, j.checkpoint, j.usage, (
+    -- Only what the claim needs: no timestamp the app may have written (an
+    -- `infinity` cannot even be loaded), and a NULL content reads as empty.
     select row_to_json(ctx) from (
-        select c.sequence_id, c.chapter_number, c.content, s.user_id,
+        select c.sequence_id, c.chapter_number, coalesce(c.content, '') as content, s.user_id,
                s.title as sequence_title, s.premise,
                array(select p.summary
                        from chapters p
@@ -178,12 +181,15 @@ update generation_jobs
 returning id, status;
 
 -- name: rescue
--- Jobs whose holder stopped renewing its lease (its process or host died).
+-- Jobs whose holder stopped renewing its lease (its process or host died), and
+-- impossible leases: a heartbeat further in the future than one lease (`infinity`
+-- included) was not written by a worker.
 with expired as (
     select id
       from generation_jobs
      where status = 'processing'
-       and (heartbeat_at is null or heartbeat_at < now() - make_interval(secs => %(lease)s))
+       and (heartbeat_at is null or heartbeat_at < now() - make_interval(secs => %(lease)s)
+            or heartbeat_at > now() + make_interval(secs => %(lease)s))
        for update skip locked
 )
 update generation_jobs j
@@ -193,7 +199,9 @@ update generation_jobs j
        error_message = format(
            'rescued: %%s stopped renewing its lease during attempt %%s (last heartbeat %%s)%%s',
            coalesce(j.locked_by, 'a worker'), j.attempts,
-           coalesce(to_char(j.heartbeat_at, 'YYYY-MM-DD"T"HH24:MI:SSOF'), 'never'),
+           coalesce(case when isfinite(j.heartbeat_at)
+                         then to_char(j.heartbeat_at, 'YYYY-MM-DD"T"HH24:MI:SSOF')
+                         else j.heartbeat_at::text end, 'never'),
            case when j.attempts > %(max_retries)s then '; no retries left' else '' end),
        locked_by = null, heartbeat_at = null, run_after = null, updated_at = now()
   from expired
@@ -237,29 +245,36 @@ select s.status, coalesce(c.n, 0) as jobs,
        (select extract(epoch from now() - min(created_at))
           from generation_jobs
          where status = 'pending' and (run_after is null or run_after <= now())
+           and isfinite(created_at)
        ) as oldest_runnable_age
   from unnest(array['pending', 'processing', 'completed', 'failed', 'cancelled']) as s(status)
   left join (select status, count(*) as n from generation_jobs group by status) c
     on c.status = s.status;
 
 -- name: rate_limit_init
--- Create a limiter's row the first time a worker uses it.
-insert into storyworker_rate_limits (name, tat) values (%(name)s, clock_timestamp())
+-- Create a limiter's row the first time a worker uses it (or again, if it vanished).
+insert into storyworker.rate_limits (name, tat) values (%(name)s, clock_timestamp())
 on conflict (name) do nothing;
 
 -- name: rate_limit_take
 -- GCRA: a call may go when the theoretical arrival time has come; taking it pushes
 -- that time one emission interval on. One single-row UPDATE, so every worker on
--- every host shares one limit.
-update storyworker_rate_limits
-   set tat = greatest(tat, clock_timestamp()) + make_interval(secs => %(interval)s)
- where name = %(name)s and tat <= clock_timestamp()
+-- every host shares one limit. A time further ahead than any worker ever sets it
+-- (two intervals, or a minute) was not written by a worker: it starts over from now.
+update storyworker.rate_limits
+   set tat = case when tat > clock_timestamp() + make_interval(secs => greatest(%(interval)s * 2, 60))
+                  then clock_timestamp()
+                  else greatest(tat, clock_timestamp()) end
+             + make_interval(secs => %(interval)s)
+ where name = %(name)s
+   and (tat <= clock_timestamp()
+        or tat > clock_timestamp() + make_interval(secs => greatest(%(interval)s * 2, 60)))
 returning 0 as wait;
 
 -- name: rate_limit_wait
--- Seconds until the limiter allows the next call.
-select greatest(extract(epoch from tat - clock_timestamp()), 0)::float8 as wait
-  from storyworker_rate_limits where name = %(name)s;
+-- Seconds until the limiter allows the next call (no row: none, it is created again).
+select least(greatest(extract(epoch from tat - clock_timestamp()), 0), 60)::float8 as wait
+  from storyworker.rate_limits where name = %(name)s and isfinite(tat);
 
 -- name: release_owner
 -- The supervisor's backstop when it stopped a worker on purpose (shutdown, reload,
@@ -322,23 +337,84 @@ select pg_advisory_unlock(%(key)s);
 select set_config('lock_timeout', %(timeout)s, true);
 
 -- name: migrations_table
--- Whether the bookkeeping table exists yet (null on a database never migrated).
-select to_regclass('storyworker_migrations') as t;
+-- Where the bookkeeping table is: `current` in storyworker's schema, `legacy` in the
+-- search path where versions before 0005 kept it (both null: never migrated).
+select to_regclass('storyworker.migrations')::text as current,
+       to_regclass('storyworker_migrations')::text as legacy;
 
--- name: migrations_create_table
--- The bookkeeping table: one row per applied migration.
-create table if not exists storyworker_migrations (
-    version text primary key,
-    applied_at timestamptz not null default now()
-);
+-- name: migrations_bootstrap
+-- In the transaction of each migration (so a failed first attempt leaves nothing):
+-- storyworker's schema and its bookkeeping table, moved there with its rows from
+-- where versions before 0005 kept it, or created.
+do $$
+declare
+    legacy regclass := to_regclass('storyworker_migrations');
+begin
+    create schema if not exists storyworker;
+    if to_regclass('storyworker.migrations') is not null then
+        return;
+    end if;
+    if legacy is not null then
+        execute format('alter table %%s set schema storyworker', legacy);
+        alter table storyworker.storyworker_migrations rename to migrations;
+    else
+        create table storyworker.migrations (
+            version text primary key,
+            applied_at timestamptz not null default now()
+        );
+    end if;
+end
+$$;
+
+-- name: migrations_lockdown
+-- After each migration, in its transaction: nothing in storyworker's schema for
+-- PUBLIC, anon or authenticated (whatever default privileges granted).
+do $$
+declare
+    grantee text;
+begin
+    foreach grantee in array array['public', 'anon', 'authenticated'] loop
+        if grantee = 'public' or exists (select 1 from pg_roles where rolname = grantee) then
+            execute format('revoke all on schema storyworker from %%s', grantee);
+            execute format('revoke all on all tables in schema storyworker from %%s', grantee);
+            execute format('revoke all on all sequences in schema storyworker from %%s', grantee);
+            execute format('revoke all on all functions in schema storyworker from %%s', grantee);
+        end if;
+    end loop;
+end
+$$;
 
 -- name: migrations_applied
 -- Versions recorded as applied.
+select version from storyworker.migrations;
+
+-- name: migrations_applied_legacy
+-- Versions recorded as applied by a version before 0005, which kept them in public.
 select version from storyworker_migrations;
 
 -- name: migration_record
 -- Record one migration as applied, in the transaction that applied it.
-insert into storyworker_migrations (version) values (%(version)s);
+insert into storyworker.migrations (version) values (%(version)s);
+
+-- name: app_tables_shape
+-- The columns of the app's tables that already exist, for the shape check before
+-- migrating (migrations add what is missing, but cannot fix a column they need).
+select c.relname as table_name, a.attname as column_name, not a.attnotnull as nullable
+  from pg_class c
+  join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+ where c.oid in (to_regclass('sequences'), to_regclass('chapters'),
+                 to_regclass('generation_jobs'));
+
+-- name: worker_role
+-- Who the worker is, and the app tables row level security would filter for it:
+-- `trusted` when it has its owner's privileges on generation_jobs (the guard lets
+-- it write worker columns).
+select current_user as role, (select rolname from pg_roles where oid = c.relowner) as owner,
+       pg_has_role(current_user, c.relowner, 'USAGE') as trusted,
+       array(select t from unnest(array['generation_jobs', 'chapters', 'sequences']) t
+              where to_regclass(t) is not null and row_security_active(to_regclass(t))
+             ) as blinded
+  from pg_class c where c.oid = to_regclass('generation_jobs');
 
 -- name: demo_user
 -- The demo's user (on plain PostgreSQL, the minimal auth.users that migrate made).

@@ -1,6 +1,8 @@
 """The shared rate limit on LLM calls (`AI_REQUESTS_PER_MINUTE`).
 
-State lives in the database so that every worker on every host shares one limit.
+State lives in the database (`storyworker.rate_limits`, out of the app roles' reach)
+so that every worker on every host shares one limit. A row that vanished is created
+again and a time no worker could have set is started over (see queries.sql).
 Calls are spaced evenly (GCRA with no burst): at 60 a minute, one a second, so no
 60-second window ever holds more than the limit.
 """
@@ -44,6 +46,10 @@ class RateLimiter:
             self._initialised = True
         while sql.one(self._conn, "rate_limit_take", params) is None:
             row = sql.one(self._conn, "rate_limit_wait", params)
+            if row is None:
+                # The row vanished (deleted by hand): start the limiter over.
+                sql.run(self._conn, "rate_limit_init", params)
+                continue
             nap = min(max(row["wait"], 0.001), MAX_NAP_SECONDS)
             self._sleep(nap)
             waited += nap

@@ -1,0 +1,313 @@
+"""The database trust boundary on a Supabase-shaped database (issue 12): what the app's
+roles can reach through PostgREST once storyworker has migrated, and how the claim and
+the rescue treat values no worker wrote."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from supervisor.db import queue
+from supervisor.db.ratelimit import RateLimiter
+from tests.supabase import SupabaseDb, supabase_database
+
+APP_TABLES = {"public.sequences", "public.chapters", "public.generation_jobs"}
+RELATIONS = """
+select c.oid, n.nspname || '.' || c.relname as name
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+   and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+"""
+PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
+
+
+@pytest.fixture
+def supa(pg) -> Iterator[SupabaseDb]:
+    with supabase_database(pg) as db:
+        db.migrate()
+        yield db
+
+
+@pytest.fixture
+def world(supa: SupabaseDb) -> dict[str, Any]:
+    """Alice and Bob, a story and a chapter each, and a job for each of them (made by
+    the worker's role, as `storyworker enqueue` would)."""
+    made: dict[str, Any] = {}
+    with supa.connect() as conn:
+        for who in ("alice", "bob"):
+            user = conn.execute(
+                "insert into auth.users (id) values (gen_random_uuid()) returning id"
+            ).fetchone()["id"]
+            story = conn.execute(
+                "insert into sequences (user_id, title) values (%s, 'S') returning id", (user,)
+            ).fetchone()["id"]
+            chapter = conn.execute(
+                "insert into chapters (sequence_id, chapter_number) values (%s, 1) returning id",
+                (story,),
+            ).fetchone()["id"]
+            made[who] = {"user": user, "sequence": story, "chapter": chapter}
+            made[who]["job"] = queue.enqueue(conn, chapter, {"bullet_count": 1})
+    return made
+
+
+def job(supa: SupabaseDb, job_id: uuid.UUID) -> dict[str, Any]:
+    with supa.connect() as conn:
+        return conn.execute("select * from generation_jobs where id = %s", (job_id,)).fetchone()
+
+
+def test_app_roles_reach_nothing_migrate_created_but_the_app_tables(pg):
+    with supabase_database(pg, app_tables=False) as db:
+        with db.connect() as conn:
+            before = {r["name"] for r in conn.execute(RELATIONS)}
+        db.migrate()
+        with db.connect() as conn:
+            created = [r for r in conn.execute(RELATIONS) if r["name"] not in before]
+            names = {r["name"] for r in created}
+            assert names >= APP_TABLES and "storyworker.migrations" in names
+            assert "storyworker.rate_limits" in names
+            assert not [n for n in names if n.startswith("public.storyworker")]
+            for role in ("anon", "authenticated", "public"):
+                for rel in created:
+                    if rel["name"] in APP_TABLES:
+                        continue
+                    granted = conn.execute(
+                        "select has_table_privilege(%s, %s, %s) as p",
+                        (role, rel["oid"], PRIVILEGES),
+                    ).fetchone()["p"]
+                    assert not granted, (role, rel["name"])
+                usage = conn.execute(
+                    "select has_schema_privilege(%s, 'storyworker', 'USAGE, CREATE') as p", (role,)
+                ).fetchone()["p"]
+                assert not usage, role
+
+
+def test_the_anon_key_cannot_touch_storyworker_state(supa, world):
+    for role in ("anon", "authenticated"):
+        user = world["alice"]["user"] if role == "authenticated" else None
+        for attack in (
+            "update storyworker.rate_limits set tat = now() + interval '100 years'",
+            "delete from storyworker.rate_limits",
+            "delete from storyworker.migrations",
+            "select * from storyworker.migrations",
+        ):
+            assert "permission denied" in supa.attempt(role, user, attack), (role, attack)
+    with supa.connect() as conn:
+        assert (
+            conn.execute("select to_regclass('public.storyworker_rate_limits') as t").fetchone()[
+                "t"
+            ]
+            is None
+        )
+        assert conn.execute("select count(*) as n from storyworker.migrations").fetchone()["n"] >= 6
+
+
+ATTACKS = [
+    "update generation_jobs set attempts = -50 where id = %s",
+    "update generation_jobs set status = 'pending' where id = %s",
+    "update generation_jobs set created_at = '1970-01-01' where id = %s",
+    "update generation_jobs set heartbeat_at = 'infinity' where id = %s",
+    "update generation_jobs set run_after = '-infinity' where id = %s",
+    "update generation_jobs set started_at = 'infinity' where id = %s",
+    "update generation_jobs set locked_by = 'me', checkpoint = '{}' where id = %s",
+    "update generation_jobs set progress = 100, error_message = 'x' where id = %s",
+    "update generation_jobs set usage = '{}' where id = %s",
+    "update generation_jobs set status = 'completed' where id = %s",
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+@pytest.mark.parametrize("status", ["pending", "processing", "completed"])
+def test_own_row_policies_cannot_rewrite_worker_columns(supa, world, attack, status):
+    alice = world["alice"]
+    with supa.connect() as conn:
+        conn.execute(
+            "update generation_jobs set status = %s, attempts = 1, locked_by = 'w/1',"
+            " heartbeat_at = now() where id = %s",
+            (status, alice["job"]),
+        )
+    before = job(supa, alice["job"])
+    error = supa.attempt("authenticated", alice["user"], attack, alice["job"])
+    if f"status = '{status}'" in attack:
+        assert error == ""  # setting the status it already has changes nothing
+    else:
+        assert "may not" in error, error
+    assert job(supa, alice["job"]) == before
+
+
+def test_service_role_cannot_rewrite_worker_columns_either(supa, world):
+    alice = world["alice"]
+    error = supa.attempt("service_role", None, ATTACKS[0], alice["job"])
+    assert "may not change generation_jobs.attempts" in error
+    assert job(supa, alice["job"])["attempts"] == 0
+
+
+@pytest.mark.parametrize("status", ["pending", "processing"])
+def test_a_user_still_cancels_their_own_job(supa, world, status):
+    alice = world["alice"]
+    with supa.connect() as conn:
+        conn.execute("update generation_jobs set status = %s where id = %s", (status, alice["job"]))
+    assert (
+        supa.attempt(
+            "authenticated",
+            alice["user"],
+            "update generation_jobs set status = 'cancelled' where id = %s",
+            alice["job"],
+        )
+        == ""
+    )
+    row = job(supa, alice["job"])
+    assert (row["status"], row["current_step"]) == ("cancelled", "cancelled")
+    assert row["completed_at"] is not None and row["heartbeat_at"] is None
+    # ...but not someone else's (RLS), nor a finished one back to life.
+    bob = world["bob"]
+    supa.attempt(
+        "authenticated",
+        alice["user"],
+        "update generation_jobs set status = 'cancelled' where id = %s",
+        bob["job"],
+    )
+    assert job(supa, bob["job"])["status"] == "pending"
+    assert "may not set" in supa.attempt(
+        "authenticated",
+        alice["user"],
+        "update generation_jobs set status = 'pending' where id = %s",
+        alice["job"],
+    )
+
+
+PLANT = """
+insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences, status,
+                             locked_by, heartbeat_at, attempts, created_at, run_after, progress)
+values (%s, %s, %s, '{}', 'processing', 'evil/1', 'infinity', -50, '1970-01-01', '-infinity', 99)
+returning id
+"""
+
+
+def test_a_planted_processing_job_is_a_new_pending_job(supa, world):
+    alice, bob = world["alice"], world["bob"]
+    with supa.as_api("authenticated", alice["user"]) as conn:
+        planted = conn.execute(
+            PLANT, (alice["sequence"], bob["chapter"], alice["user"])
+        ).fetchone()["id"]
+    row = job(supa, planted)
+    assert row["status"] == "pending"
+    assert (row["attempts"], row["progress"], row["locked_by"], row["heartbeat_at"]) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    assert row["run_after"] is None and row["created_at"].year >= 2026
+    # Bob's real job, older, is claimed first; the planted one never blocks it.
+    with supa.connect() as conn:
+        first = queue.claim(conn, "w/1")
+        assert first is not None and first.job_id == world["alice"]["job"]
+        second = queue.claim(conn, "w/2")
+        assert second is not None and second.job_id == bob["job"]
+
+
+def plant_as_owner(supa: SupabaseDb, chapter: uuid.UUID, **values: Any) -> uuid.UUID:
+    """A row with values only a pre-0006 app (or a careless owner) could have written."""
+    with supa.connect() as conn:
+        ids = conn.execute(
+            "select c.sequence_id, s.user_id from chapters c"
+            " join sequences s on s.id = c.sequence_id"
+            " where c.id = %s",
+            (chapter,),
+        ).fetchone()
+        columns = {
+            "sequence_id": ids["sequence_id"],
+            "chapter_id": chapter,
+            "user_id": ids["user_id"],
+            "user_preferences": Jsonb({}),
+            **values,
+        }
+        names = ", ".join(columns)
+        marks = ", ".join(f"%({k})s" for k in columns)
+        return conn.execute(
+            f"insert into generation_jobs ({names}) values ({marks}) returning id", columns
+        ).fetchone()["id"]
+
+
+@pytest.mark.parametrize("heartbeat", ["'infinity'", "now() + interval '1 day'"])
+def test_an_impossible_lease_is_rescued(supa, world, heartbeat):
+    bob = world["bob"]
+    with supa.connect() as conn:
+        stuck = plant_as_owner(
+            supa, bob["chapter"], status="processing", locked_by="evil/1", attempts=1
+        )
+        conn.execute(
+            f"update generation_jobs set heartbeat_at = {heartbeat} where id = %s", (stuck,)
+        )
+        outcomes = queue.rescue(conn, lease_seconds=60, max_retries=3)
+        assert [o.job_id for o in outcomes] == [stuck]
+        row = job(supa, stuck)
+        assert row["status"] == "pending" and row["heartbeat_at"] is None
+        assert "last heartbeat" in row["error_message"]
+        # A live lease (renewed just now) is left alone.
+        queue.claim(conn, "w/1")
+        assert queue.rescue(conn, lease_seconds=60, max_retries=3) == []
+
+
+def test_claim_survives_infinite_timestamps(supa, world):
+    bob = world["bob"]
+    with supa.connect() as conn:
+        conn.execute("delete from generation_jobs")
+        weird = plant_as_owner(
+            supa,
+            bob["chapter"],
+            created_at="-infinity",
+            run_after="-infinity",
+            completed_at="infinity",
+            updated_at="infinity",
+        )
+        claim = queue.claim(conn, "w/1")
+        assert claim is not None and claim.job_id == weird
+        stats = queue.stats(conn)
+        assert stats.depth_by_status["processing"] == 1
+
+
+def test_a_deleted_or_future_rate_limit_starts_over(supa):
+    with supa.connect() as conn:
+        limiter = RateLimiter(conn, 600, sleep=lambda s: None)
+        limiter.acquire()
+        conn.execute("update storyworker.rate_limits set tat = 'infinity'")
+        assert limiter.acquire() == 0.0
+        conn.execute("update storyworker.rate_limits set tat = now() + interval '100 years'")
+        assert limiter.acquire() == 0.0
+        conn.execute("delete from storyworker.rate_limits")
+        assert limiter.acquire() < 1.0
+
+
+def test_previous_version_state_moves_to_the_storyworker_schema(pg):
+    """An install migrated by a version before 0005 (bookkeeping and rate limits in
+    public) keeps its state."""
+    from supervisor.db.migrate import applied, shipped
+
+    with supabase_database(pg) as db, db.connect() as conn:
+        conn.execute(
+            "create table storyworker_migrations (version text primary key,"
+            " applied_at timestamptz not null default now())"
+        )
+        for m in shipped()[:4]:
+            conn.execute(m.sql)
+            conn.execute("insert into storyworker_migrations (version) values (%s)", (m.version,))
+        conn.execute("insert into storyworker_rate_limits values ('ai', '2030-01-01')")
+        assert applied(conn) == {m.version for m in shipped()[:4]}
+        assert migrate_again(conn) == [m.version for m in shipped()[4:]]
+        assert applied(conn) == {m.version for m in shipped()}
+        tat = conn.execute("select tat from storyworker.rate_limits").fetchone()["tat"]
+        assert tat.year == 2030
+        for gone in ("storyworker_migrations", "storyworker_rate_limits"):
+            assert conn.execute("select to_regclass(%s) as t", (gone,)).fetchone()["t"] is None
+
+
+def migrate_again(conn: psycopg.Connection) -> list[str]:
+    from supervisor.db.migrate import migrate
+
+    return migrate(conn)
