@@ -13,6 +13,7 @@ exceptions is the provider's own:
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import random
 import time
@@ -203,6 +204,21 @@ def waits(base: float, cap: float) -> Generator[float | None, RetryableError | N
         else:
             delay = base * 2**attempt * random.uniform(0.5, 1.0)
         error = yield min(cap, delay)
+
+
+def parse_retry_after(value: str) -> float | None:
+    """Seconds a Retry-After header value asks for (delta-seconds or an HTTP date, never
+    negative); None when it is neither."""
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def outcome(exc: BaseException | None) -> str:

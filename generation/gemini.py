@@ -49,6 +49,7 @@ from generation.types import (
     ChapterRequest,
     Outline,
     ProviderHooks,
+    Source,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiConfig", "GeminiProvider"]
@@ -84,6 +85,8 @@ class GeminiProvider:
             "embedding model",
             GEMINI_EMBEDDING_MODEL,
         )
+        #: Who serves its outlines, sections and summaries.
+        self.served_by = Source(self.name, config.model)
         self._controls = generation_controls(config.thinking_level, config.safety_threshold)
         self._client = genai.Client(
             api_key=config.api_key,

@@ -16,17 +16,15 @@ never the API key, never prompt or story text.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from generation.calls import Usage
+from generation.calls import Usage, parse_retry_after
 from generation.errors import (
     AuthenticationError,
     GenerationError,
@@ -218,7 +216,7 @@ def retry_after_seconds(exc: genai_errors.APIError) -> float | None:
     else a `google.rpc.RetryInfo` detail's `retryDelay` ("7s"); None if it did not say."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
     header = headers.get("retry-after") if hasattr(headers, "get") else None
-    if isinstance(header, str) and (seconds := _parse_retry_after(header)) is not None:
+    if isinstance(header, str) and (seconds := parse_retry_after(header)) is not None:
         return seconds
     for detail in _details(exc):
         if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith("RetryInfo"):
@@ -227,19 +225,6 @@ def retry_after_seconds(exc: genai_errors.APIError) -> float | None:
         if isinstance(delay, str) and (match := _RETRY_DELAY.fullmatch(delay)):
             return float(match.group(1))
     return None
-
-
-def _parse_retry_after(value: str) -> float | None:
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _details(exc: genai_errors.APIError) -> list[Any]:

@@ -21,7 +21,7 @@ from typing import Self
 from generation import prompts
 from generation.calls import Operation, RequestRunner, RetryPolicy, Usage
 from generation.errors import GenerationError
-from generation.types import ChapterRequest, Outline, ProviderHooks
+from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 OFFLINE_TITLE_PREFIX = "[Offline draft] "
 OFFLINE_SUMMARY_PREFIX = "[Offline summary] "
@@ -82,6 +82,8 @@ class OfflineProvider:
     """
 
     name = "offline"
+    #: Who serves its outlines, sections and summaries.
+    served_by = Source("offline", OFFLINE_MODEL)
 
     def __init__(
         self,

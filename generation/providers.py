@@ -13,6 +13,7 @@ from typing import Any
 
 from generation.gemini_config import GeminiConfig
 from generation.offline import OfflineConfig, OfflineProvider
+from generation.openai_config import OpenAIConfig
 from generation.types import Provider, ProviderHooks
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "REGISTRY",
     "GeminiConfig",
     "OfflineConfig",
+    "OpenAIConfig",
     "ProviderEntry",
     "build_provider",
     "entry",
@@ -53,6 +55,15 @@ def _build_gemini(config: Any, hooks: ProviderHooks) -> Provider:
     return GeminiProvider(config, hooks)
 
 
+def _build_openai(config: Any, hooks: ProviderHooks) -> Provider:
+    if not isinstance(config, OpenAIConfig):
+        raise _wrong_config("openai", OpenAIConfig, config)
+    # Only now: generation.openai_chat imports the openai SDK (OpenAIConfig does not).
+    from generation.openai_chat import OpenAIProvider
+
+    return OpenAIProvider(config, hooks)
+
+
 def _wrong_config(name: str, expected: type, config: Any) -> ValueError:
     return ValueError(
         f"the {name} provider is configured by {expected.__name__}, not {type(config).__name__}"
@@ -64,6 +75,7 @@ REGISTRY: dict[str, ProviderEntry] = {
     for item in (
         ProviderEntry("gemini", needs_api_key=True, build=_build_gemini),
         ProviderEntry("offline", needs_api_key=False, build=_build_offline),
+        ProviderEntry("openai", needs_api_key=True, build=_build_openai),
     )
 }
 PROVIDER_NAMES: tuple[str, ...] = tuple(REGISTRY)

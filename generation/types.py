@@ -89,6 +89,25 @@ class CallRecord:
     model: str = ""
 
 
+@dataclass(frozen=True)
+class Source:
+    """Who served an operation: a provider and its model (stored per section in the
+    checkpoint)."""
+
+    provider: str
+    model: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"provider": self.provider, "model": self.model}
+
+
+def served_by(provider: object) -> Source | None:
+    """Who served `provider`'s most recent outline, section or summary, when it says
+    (its `served_by` attribute); None for a provider that does not."""
+    source = getattr(provider, "served_by", None)
+    return source if isinstance(source, Source) else None
+
+
 def _no_op() -> None:
     return None
 
@@ -127,11 +146,13 @@ class Provider(Protocol):
         """A short summary of a finished chapter, for continuity of later chapters."""
 
     def embed(self, text: str) -> list[float]:
-        """An embedding vector of the provider's configured dimensionality."""
+        """An embedding vector of the provider's configured dimensionality; [] (and no
+        request) when the provider has no embedding model: nothing is stored then."""
 
     @property
     def embedding_model(self) -> str:
-        """Name of the embedding model, stored next to the vector."""
+        """Name of the embedding model of the last embedding, stored next to the vector;
+        "" when the provider has none."""
 
     def check(self) -> None:
         """Cheaply verify credentials and model; raise a GenerationError if unusable."""

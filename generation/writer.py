@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from generation.errors import MalformedOutputError
-from generation.types import ChapterRequest, Checkpoint, Outline, Provider
+from generation.types import ChapterRequest, Checkpoint, Outline, Provider, Source, served_by
 
 SECTION_SEPARATOR = "\n\n"
 # A model's heading is a short line; longer first lines are prose, whatever they start with.
@@ -32,6 +32,8 @@ class SectionStats:
     elapsed_seconds: float
     characters: int
     words: int
+    #: Who wrote it, when the provider says (a fallback may serve some sections).
+    source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def write_chapter(
     sections. The outline is asked for only when the checkpoint has none, and only the
     unfinished sections are streamed. The embedding is of the summary: it describes the
     whole chapter and stays well within embedding models' input limits, where the full
-    text would be cut to its opening pages. Exceptions from the provider and from the
+    text would be cut to its opening pages; a provider without an embedding model gives
+    an empty embedding and embedding model. Exceptions from the provider and from the
     callbacks propagate unchanged; an empty section or summary raises
     `MalformedOutputError`.
     """
@@ -98,12 +101,15 @@ def _finish(
     summary = provider.summarize(request, outline, text).strip()
     if not summary:
         raise MalformedOutputError("the provider returned an empty chapter summary")
+    embedding = provider.embed(summary)
     return ChapterResult(
         outline=outline,
         text=text,
         summary=summary,
-        embedding=provider.embed(summary),
-        embedding_model=provider.embedding_model,
+        embedding=embedding,
+        # Asked after embed(): a fallback names the model that actually embedded; a
+        # provider without an embedding model returns [] and nothing is stored.
+        embedding_model=provider.embedding_model if embedding else "",
         word_count=len(text.split()),
     )
 
@@ -145,6 +151,7 @@ def _write_section(
         elapsed_seconds=time.monotonic() - started,
         characters=len(cleaner.text),
         words=len(cleaner.text.split()),
+        source=served_by(provider),
     )
     callbacks.on_section_done(index, stats)
     return text_so_far + cleaner.prefix + cleaner.text

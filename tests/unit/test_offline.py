@@ -196,7 +196,9 @@ def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:
 def test_build_provider() -> None:
     provider: Provider = build_provider("offline", OfflineConfig(latency_ms=5), ProviderHooks())
     assert isinstance(provider, OfflineProvider)
-    with pytest.raises(ValueError, match="unknown provider 'openai'"):
+    with pytest.raises(ValueError, match="unknown provider 'claude'"):
+        build_provider("claude", None, ProviderHooks())
+    with pytest.raises(ValueError, match="OpenAIConfig"):
         build_provider("openai", None, ProviderHooks())
     with pytest.raises(ValueError, match="GeminiConfig"):
         build_provider("gemini", None, ProviderHooks())

@@ -26,16 +26,17 @@ from tests.fakegemini import VALID_KEY
 
 
 def test_the_registry_holds_every_provider_by_name() -> None:
-    assert PROVIDER_NAMES == ("gemini", "offline") == tuple(REGISTRY)
+    assert PROVIDER_NAMES == ("gemini", "offline", "openai") == tuple(REGISTRY)
     assert all(isinstance(e, ProviderEntry) and REGISTRY[e.name] is e for e in REGISTRY.values())
     assert entry("gemini").needs_api_key and not entry("offline").needs_api_key
+    assert entry("openai").needs_api_key
 
 
 def test_an_unknown_name_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown provider 'openai'; expected one of gemini, offline"
+        ValueError, match=r"unknown provider 'claude'; expected one of gemini, offline, openai"
     ):
-        entry("openai")
+        entry("claude")
     with pytest.raises(ValueError, match="unknown provider 'nope'"):
         build_provider("nope", OfflineConfig(), ProviderHooks())
 

@@ -1,0 +1,261 @@
+"""A composite provider: GENERATION_PROVIDER first, then each of GENERATION_FALLBACK.
+
+It is a `Provider` like any other, so the writer, the sink and the worker do not know
+it is there. Its decisions, for every call (outline, section, summary, embedding):
+
+- Members are asked in their configured order. A member falls through to the next one
+  for this call only when it refuses the content (RefusedError) or is at a fault that
+  is the provider's (`provider_wide`: a rejected key, a withdrawn model, a spent quota).
+  Any other failure (a rate limit after its own retries, a 5xx, a bad request) is the
+  job's, as without a fallback: it propagates at once.
+- A refusal changes nothing for later calls: the rest of the chapter stays on the
+  primary. A provider-wide fault "trips" the member inside this composite for a while
+  (PROVIDER_PROBE_SECONDS, doubling up to five minutes, like the pool's breaker): tripped
+  members are asked only after every untripped one, so a faulted primary is not asked
+  on every call, yet is tried again once its time is up. Its first success untrips it.
+- Only when every member failed does the call fail: RefusedError when any of them
+  refused (the job fails, saying who refused), else the primary's provider-wide error,
+  so the pool pauses through its breaker exactly as without a fallback.
+- A section refused after some text was streamed is continued by the next member from
+  where it stopped (after a paragraph break), never written twice.
+- `check()` passes when any member passes: a faulted primary does not stop start-up or
+  keep the pool paused while a fallback can write. The members that fail are tripped.
+
+Trips live in this object, one per worker process: each worker finds out on its own,
+at the cost of one failed request per trip period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from generation.errors import GenerationError, RefusedError, RetryableError
+from generation.types import ChapterRequest, Outline, Provider, Source, served_by
+
+T = TypeVar("T")
+
+log = logging.getLogger("generation.fallback")
+
+PROBE_BASE_SECONDS = 15.0
+PROBE_MAX_SECONDS = 300.0
+#: Between a refused part of a section and its continuation by the next member.
+CONTINUATION_BREAK = "\n\n"
+
+
+def _fields(**values: object) -> dict[str, object]:
+    # The key the service's log formatters read an event's key/value pairs from.
+    return {"sw_fields": values}
+
+
+@dataclass
+class Trip:
+    """A member's provider-wide fault: not asked first before `until` (monotonic)."""
+
+    until: float = 0.0
+    #: Faults in a row; each doubles the time the member stays tripped.
+    count: int = 0
+    reason: str = ""
+
+
+def falls_through(error: GenerationError) -> bool:
+    """Whether `error` sends the call on to the next member."""
+    return isinstance(error, RefusedError) or error.provider_wide
+
+
+class FallbackProvider:
+    """Members in order, the first the primary; see the module docstring."""
+
+    def __init__(
+        self,
+        members: Sequence[Provider],
+        *,
+        probe_base_seconds: float = PROBE_BASE_SECONDS,
+        probe_max_seconds: float = PROBE_MAX_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if len(members) < 2:
+            raise ValueError("a FallbackProvider needs a primary and at least one fallback")
+        self.members = tuple(members)
+        self.name = "+".join(member.name for member in self.members)
+        self.trips = [Trip() for _ in self.members]
+        self._base, self._max = probe_base_seconds, max(probe_max_seconds, probe_base_seconds)
+        self._clock = clock
+        #: Who served the last outline, section or summary.
+        self.served_by: Source | None = served_by(self.members[0])
+        self._embedding_model = self.members[0].embedding_model
+
+    @property
+    def embedding_model(self) -> str:
+        return self._embedding_model
+
+    # --- Provider -----------------------------------------------------------------
+
+    def outline(self, request: ChapterRequest) -> Outline:
+        """The first outline a member writes (see the module docstring)."""
+        return self._text(lambda member: member.outline(request))
+
+    def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
+        """The first summary a member writes."""
+        return self._text(lambda member: member.summarize(request, outline, text))
+
+    def embed(self, text: str) -> list[float]:
+        """The first member's embedding that does not fail through; `embedding_model`
+        then names its model ("" when that member stores no embedding)."""
+        vector, model = self._call(lambda member: (member.embed(text), member.embedding_model))
+        self._embedding_model = model if vector else ""
+        return vector
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        """The section's prose as a member streams it; a member that refuses part-way
+        is followed by the next one continuing after what was already streamed."""
+        return self._stream(request, outline, index, previous_text)
+
+    def check(self) -> None:
+        """Pass when any member passes its check; the failing ones are tripped. When all
+        fail: a failure that may pass (unreachable) if there is one, else the
+        primary's."""
+        failures: list[GenerationError] = []
+        for position, member in enumerate(self.members):
+            try:
+                member.check()
+            except GenerationError as exc:
+                failures.append(exc)
+                self._failed(position, exc)
+        if len(failures) < len(self.members):
+            return
+        passing = [e for e in failures if e.retryable or not e.provider_wide]
+        raise (passing or failures)[0]
+
+    # --- the decisions ----------------------------------------------------------------
+
+    def order(self) -> list[int]:
+        """Member positions in the order to ask them now: untripped ones first, tripped
+        ones (as a last resort) after them, each group in configured order."""
+        now = self._clock()
+        ready = [i for i, trip in enumerate(self.trips) if trip.until <= now]
+        return ready + [i for i in range(len(self.members)) if i not in ready]
+
+    def _text(self, call: Callable[[Provider], T]) -> T:
+        def recorded(member: Provider) -> T:
+            result = call(member)
+            self.served_by = served_by(member) or Source(member.name, "")
+            return result
+
+        return self._call(recorded)
+
+    def _call(self, call: Callable[[Provider], T]) -> T:
+        failures: list[tuple[int, GenerationError]] = []
+        for position in self.order():
+            try:
+                result = call(self.members[position])
+            except GenerationError as exc:
+                if not falls_through(exc):
+                    raise
+                failures.append((position, exc))
+                self._failed(position, exc)
+                continue
+            self._succeeded(position)
+            return result
+        raise self._give_up(failures)
+
+    def _stream(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        sent, failures = "", list[tuple[int, GenerationError]]()
+        for position in self.order():
+            member = self.members[position]
+            context = _continued(previous_text, sent)
+            stream = member.stream_section(request, outline, index, context)
+            joined = not sent.strip()
+            try:
+                for chunk in stream:
+                    if not joined:
+                        yield CONTINUATION_BREAK
+                        joined = True
+                    sent += chunk
+                    yield chunk
+            except GenerationError as exc:
+                if not falls_through(exc):
+                    raise
+                failures.append((position, exc))
+                self._failed(position, exc)
+                continue
+            finally:
+                _close(stream)
+            self._succeeded(position)
+            self.served_by = served_by(member) or Source(member.name, "")
+            return
+        raise self._give_up(failures)
+
+    def _failed(self, position: int, error: GenerationError) -> None:
+        member = self.members[position].name
+        later = [self.members[i].name for i in self.order() if i != position]
+        if not error.provider_wide:
+            log.info(
+                "the provider refused; asking the next one",
+                extra=_fields(provider=member, next=",".join(later), error=str(error)),
+            )
+            return
+        trip = self.trips[position]
+        was_tripped = trip.count > 0
+        wait = min(self._base * 2**trip.count, self._max)
+        trip.until, trip.count, trip.reason = self._clock() + wait, trip.count + 1, str(error)
+        if not was_tripped:
+            log.warning(
+                "the provider is at fault; its calls go to the next provider",
+                extra=_fields(
+                    provider=member, next=",".join(later), retry_in_s=round(wait), error=str(error)
+                ),
+            )
+
+    def _succeeded(self, position: int) -> None:
+        trip = self.trips[position]
+        if trip.count:
+            log.warning(
+                "the provider serves again",
+                extra=_fields(provider=self.members[position].name, faults=trip.count),
+            )
+            self.trips[position] = Trip()
+
+    def _give_up(self, failures: list[tuple[int, GenerationError]]) -> GenerationError:
+        """The error for a call no member could serve: who refused, when any did (the
+        job fails); else the primary's fault, naming every member's (the pool pauses)."""
+        errors = [error for _, error in sorted(failures, key=lambda failure: failure[0])]
+        message = "; ".join(str(error) for error in errors)
+        if any(isinstance(error, RefusedError) for error in errors):
+            return RefusedError(message)
+        return _same_kind(errors[0], message)
+
+
+def _same_kind(error: GenerationError, message: str) -> GenerationError:
+    """A copy of `error` (same class, so the same handling) saying `message`."""
+    try:
+        combined = type(error)(message)
+    except TypeError:  # a class with a constructor of its own: keep the original
+        return error
+    if isinstance(error, RetryableError) and isinstance(combined, RetryableError):
+        combined.retry_after = error.retry_after
+    return combined
+
+
+def _continued(previous_text: str, sent: str) -> str:
+    """The chapter so far as the next member should see it: the committed text, then
+    what was already streamed of this section."""
+    if not sent.strip():
+        return previous_text
+    if not previous_text:
+        return sent.strip()
+    return f"{previous_text}{CONTINUATION_BREAK}{sent.strip()}"
+
+
+def _close(stream: Iterator[str]) -> None:
+    # Closing a generator runs its finally blocks (HTTP responses, call records) now.
+    close = getattr(stream, "close", None)
+    if callable(close):
+        close()

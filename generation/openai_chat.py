@@ -1,0 +1,314 @@
+"""The OpenAI-compatible provider, on the official `openai` SDK (3.x): OpenAI itself,
+OpenRouter, Ollama, vLLM, llama.cpp server, LM Studio, all through chat completions.
+
+What the SDK would do on its own is settled here on purpose:
+- the key and the base URL are always passed (the SDK's default endpoint when none is
+  configured), so OPENAI_API_KEY / OPENAI_BASE_URL in the environment cannot swap them;
+- retries: the SDK's own are off (`max_retries=0`, its default is 2), so ours, under
+  the shared policy of generation/calls.py and honouring Retry-After, are the only
+  ones, and `before_request` (the rate limit) sees every request;
+- one timeout for connect, write and each read (`timeout=` seconds; the SDK's default
+  is 600 s), so a stream lives as long as chunks keep coming;
+- the outline as structured output (`response_format` json_schema). A server that
+  turns json_schema down is asked once in JSON mode (`json_object`) and the answer
+  parsed; once JSON mode has worked, this provider (one server, one model) keeps to it;
+- sections streamed (`stream=True`, `stream_options={"include_usage": True}`: the last
+  chunk carries the usage, with no choices);
+- embeddings asked for as base64 (a quarter of the bytes of JSON floats) and decoded
+  here; a server that answers floats anyway is read as well.
+One client lives as long as the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import openai
+
+from generation import prompts
+from generation.calls import Operation, RequestRunner, Usage
+from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
+from generation.openai_config import OpenAIConfig
+from generation.openai_wire import (
+    JSON_MODE,
+    ModelSlot,
+    Wire,
+    classify,
+    embedding_values,
+    outline_format,
+    parse_outline,
+    refusal,
+    schema_rejected,
+    usage_of,
+)
+from generation.types import ChapterRequest, Outline, ProviderHooks, Source
+
+__all__ = ["OpenAIConfig", "OpenAIProvider"]
+
+#: check() is a probe (start-up, /ready): one attempt, answered quickly or not at all.
+CHECK_TIMEOUT_SECONDS = 10.0
+
+_DEFAULT_HOOKS = ProviderHooks()
+log = logging.getLogger("generation.openai")
+#: Holds True once this process has said that summaries are stored without an embedding
+#: (every chapter would say the same).
+_SAID_NO_EMBEDDING: set[bool] = set()
+
+
+class OpenAIProvider:
+    """A `Provider` on an OpenAI-compatible chat-completions API; see the module
+    docstring for its policies. Every public method reports exactly one CallRecord
+    through `hooks.on_call` (a stream when it ends) and raises only GenerationError
+    subclasses for provider failures."""
+
+    name = "openai"
+
+    def __init__(self, config: OpenAIConfig, hooks: ProviderHooks = _DEFAULT_HOOKS) -> None:
+        self._config = config
+        self._wire = Wire(config.label, config.api_key)
+        self._runner = RequestRunner(self.name, config.retry_policy, self._classify, hooks)
+        self._text = ModelSlot(config.model, "OPENAI_MODEL", "model")
+        self._embedding = (
+            ModelSlot(config.embedding_model, "OPENAI_EMBEDDING_MODEL", "embedding model")
+            if config.embedding_model
+            else None
+        )
+        #: Whether to ask for the outline with a json_schema response format; False once
+        #: this server turned it down and JSON mode worked instead.
+        self.json_schema = True
+        #: Who served the last outline, section or summary (always this provider's model).
+        self.served_by = Source(self.name, config.model)
+        self._client = openai.OpenAI(
+            api_key=config.api_key,
+            base_url=config.endpoint,
+            timeout=config.timeout_seconds,
+            max_retries=0,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider({self._config!r})"
+
+    @property
+    def embedding_model(self) -> str:
+        return self._config.embedding_model or ""
+
+    def close(self) -> None:
+        """Close the HTTP connections; the provider cannot be used afterwards."""
+        self._client.close()
+
+    # --- Provider -----------------------------------------------------------------
+
+    def outline(self, request: ChapterRequest) -> Outline:
+        """A non-empty title and exactly `bullet_count` non-empty bullets, as structured
+        output (or JSON mode, see the module docstring). A malformed answer is asked for
+        once more, then MalformedOutputError."""
+        prompt = prompts.outline_prompt(request)
+        count = request.preferences.bullet_count
+        with self._runner.operation("outline", self._config.model) as op:
+            try:
+                return parse_outline(self._outline_text(op, prompt, count), count, self._label)
+            except MalformedOutputError:
+                op.retries += 1  # asking again is one more request for the same result
+            try:
+                return parse_outline(self._outline_text(op, prompt, count), count, self._label)
+            except MalformedOutputError as exc:
+                raise MalformedOutputError(f"{exc} (asked twice)") from None
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        """Yield the section's prose as it streams. Failures before the first chunk are
+        retried; a stream cut after text was yielded raises a retryable error (the job
+        resumes from its checkpoint); a refusal, even in a later chunk, RefusedError."""
+        prompt = prompts.section_prompt(request, outline, index, previous_text)
+        return self._stream(prompt)
+
+    def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
+        """A short plain-text summary of the finished chapter; never empty."""
+        prompt = prompts.summary_prompt(request, outline, text)
+        with self._runner.operation("summary", self._config.model) as op:
+            summary = self._complete(op, prompt).strip()
+            if not summary:
+                raise MalformedOutputError(f"{self._label} returned an empty summary")
+            return summary
+
+    def embed(self, text: str) -> list[float]:
+        """A unit-length embedding of `text` by OPENAI_EMBEDDING_MODEL, of whatever size
+        that model makes; [] without a request when no embedding model is configured."""
+        if self._embedding is None:
+            _say_no_embedding()
+            return []
+        model = self._embedding.name
+        with self._runner.operation("embedding", model) as op:
+            response = self._runner.send(
+                op,
+                lambda: self._client.embeddings.create(
+                    model=model, input=text, encoding_format="base64"
+                ),
+            )
+            usage = getattr(response, "usage", None)
+            op.add_usage(Usage(input_tokens=getattr(usage, "prompt_tokens", 0) or 0))
+            data = response.data or []
+            if not data:
+                raise MalformedOutputError(f"{self._label} returned no embedding")
+            return embedding_values(data[0].embedding, self._label)
+
+    def check(self) -> None:
+        """Prove the key and the models work: GET /models/{model} for each, or the model
+        list where a server has no such endpoint. A rejected key raises
+        AuthenticationError; a model the server does not serve, ModelUnavailableError
+        naming the variable to change; an unreachable server, a RetryableError. One
+        attempt each: callers decide whether to try again."""
+        with self._runner.operation("check", self._config.model) as op:
+            for slot in (self._text, self._embedding):
+                if slot is not None:
+                    self._check_model(op, slot)
+
+    # --- requests -----------------------------------------------------------------
+
+    @property
+    def _label(self) -> str:
+        return self._config.label
+
+    def _messages(self, prompt: prompts.Prompt) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ]
+
+    def _outline_text(self, op: Operation, prompt: prompts.Prompt, count: int) -> str:
+        """The outline's raw answer: structured output while this server takes it, else
+        (or once it turns json_schema down) JSON mode."""
+        if self.json_schema:
+            try:
+                return self._complete(op, prompt, outline_format(count))
+            except GenerationError as exc:
+                if not schema_rejected(exc):
+                    raise
+                op.retries += 1  # one more request for the same outline
+            text = self._complete(op, prompt, JSON_MODE)
+            self.json_schema = False  # JSON mode worked: remember it for this server
+            return text
+        return self._complete(op, prompt, JSON_MODE)
+
+    def _complete(self, op: Operation, prompt: prompts.Prompt, response_format: Any = None) -> str:
+        """One non-streamed completion under the retry policy: its text. A refusal is
+        RefusedError; no choice at all, MalformedOutputError."""
+        options: dict[str, Any] = {}
+        if response_format is not None:
+            options["response_format"] = response_format
+
+        def request() -> Any:
+            completion = self._client.chat.completions.create(
+                model=self._config.model, messages=self._messages(prompt), **options
+            )
+            op.add_usage(usage_of(completion.usage))  # a refused answer is billed too
+            choice = (completion.choices or [None])[0]
+            if choice is not None and (refused := refusal(choice, self._label)) is not None:
+                raise refused
+            return choice
+
+        choice = self._runner.send(op, request)
+        if choice is None:
+            raise MalformedOutputError(f"{self._label} returned no choices")
+        return choice.message.content or ""
+
+    def _stream(self, prompt: prompts.Prompt) -> Iterator[str]:
+        with self._runner.operation("prose", self._config.model) as op:
+            stream, first = self._open_stream(op, prompt)
+            finish: str | None = None
+            usage = Usage()
+            try:
+                for chunk in _rest_of_stream(stream, first, self._wire):
+                    if chunk.usage is not None:
+                        usage = usage_of(chunk.usage)
+                    for choice in chunk.choices or []:
+                        if (refused := refusal(choice, self._label)) is not None:
+                            raise refused
+                        finish = choice.finish_reason or finish
+                        if text := getattr(choice.delta, "content", None):
+                            yield text
+            finally:
+                stream.close()
+                op.add_usage(usage)
+            if finish is None:
+                raise ProviderUnavailableError(
+                    f"{self._label}'s stream ended before the model finished"
+                )
+
+    def _open_stream(self, op: Operation, prompt: prompts.Prompt) -> tuple[Any, Any]:
+        """Start one streamed completion and read its first chunk, retrying failures up
+        to there (nothing has been yielded yet)."""
+
+        def request() -> tuple[Any, Any]:
+            stream = self._client.chat.completions.create(
+                model=self._config.model,
+                messages=self._messages(prompt),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            try:
+                return stream, next(stream, None)
+            except BaseException:
+                stream.close()
+                raise
+
+        return self._runner.send(op, request)
+
+    def _check_model(self, op: Operation, slot: ModelSlot) -> None:
+        timeout = min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS)
+        models = self._client.models
+        try:
+            self._runner.send(
+                op, lambda: models.retrieve(slot.name, timeout=timeout), tries=1, model=slot.name
+            )
+            return
+        except GenerationError as exc:
+            # A 404 that does not say the model is missing: this server may simply have
+            # no GET /models/{id} (or model ids with slashes, as OpenRouter's): ask the list.
+            if not schema_rejected(exc):
+                raise
+        try:
+            page = self._runner.send(op, lambda: models.list(timeout=timeout), tries=1)
+        except GenerationError as exc:
+            if schema_rejected(exc):
+                return  # no model list either: the first real request will tell
+            raise
+        served = {model.id for model in page.data or []}
+        if served and not {slot.name, f"{slot.name}:latest"} & served:
+            raise slot.unavailable(self._label, "not in the server's model list")
+
+    def _classify(self, exc: Exception, attempts: int, model: str) -> GenerationError | None:
+        slot = self._embedding if self._embedding and model == self._embedding.name else None
+        return classify(exc, self._wire, attempts, slot or self._text)
+
+
+def _say_no_embedding() -> None:
+    if not _SAID_NO_EMBEDDING:
+        _SAID_NO_EMBEDDING.add(True)
+        log.warning(
+            "chapter summaries are stored without an embedding: OPENAI_EMBEDDING_MODEL is not set"
+        )
+
+
+def _rest_of_stream(stream: Any, first: Any, wire: Wire) -> Generator[Any, None, None]:
+    """`first`, then the rest of `stream`; a failure mid-way becomes a GenerationError
+    (a transport failure there means the stream was cut: retryable)."""
+    if first is None:
+        return
+    yield first
+    while True:
+        try:
+            chunk = next(stream)
+        except StopIteration:
+            return
+        except Exception as exc:
+            error = classify(exc, wire)
+            if error is None:
+                raise
+            if isinstance(exc, openai.APIConnectionError):
+                error = ProviderUnavailableError(f"{wire.label}'s stream broke off mid-way")
+            raise error from exc
+        yield chunk
