@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from generation.openai_config import OPENAI_TIMEOUT_SECONDS
 from generation.providers import PROVIDER_NAMES
 from generation.types import (
     GEMINI_API_VERSION,
@@ -34,6 +35,7 @@ LOG_FORMATS = ("text", "json")
 #: Most workers one supervisor runs (its heartbeat table's slots; TTIN stops there).
 MAX_CONCURRENCY = 256
 API_KEY_VARIABLES = ("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+OPENAI_KEY_VARIABLE = "OPENAI_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,15 @@ class Settings:
     embedding_dimensions: int = GEMINI_EMBEDDING_DIMENSIONS
     gemini_thinking_level: str | None = None
     gemini_safety_threshold: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    openai_embedding_model: str | None = None
+    openai_timeout_seconds: float = OPENAI_TIMEOUT_SECONDS
+    #: The openai provider's own rate limit; None: AI_REQUESTS_PER_MINUTE.
+    openai_requests_per_minute: int | None = None
+    #: Providers tried in order after `provider` when it refuses or is at fault.
+    fallback: tuple[str, ...] = ()
     provider_probe_seconds: float = 15.0
     offline_latency_ms: int = 0
     concurrency: int = 1
@@ -73,6 +84,17 @@ class Settings:
             f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
         )
         return f"Settings(database={redact_dsn(self.database_url)!r}, {shown})"
+
+    @property
+    def providers_in_use(self) -> tuple[str, ...]:
+        """GENERATION_PROVIDER, then each GENERATION_FALLBACK not already named."""
+        return tuple(dict.fromkeys((self.provider, *self.fallback)))
+
+    def requests_per_minute(self, provider: str) -> int:
+        """The rate limit on `provider`'s requests (its own limiter; 0 = off)."""
+        if provider == "openai" and self.openai_requests_per_minute is not None:
+            return self.openai_requests_per_minute
+        return self.ai_requests_per_minute
 
     def require_database(self) -> str:
         """The DSN, or a ConfigError saying it is missing."""
@@ -150,6 +172,15 @@ def _url(raw: str) -> str | None:
     return value or None
 
 
+def _providers(raw: str) -> tuple[str, ...]:
+    names = tuple(name.strip().lower() for name in raw.split(",") if name.strip())
+    unknown = [name for name in names if name not in PROVIDER_NAMES]
+    if unknown:
+        known = ", ".join(PROVIDER_NAMES)
+        raise _Invalid(f"names unknown providers {', '.join(unknown)}; expected some of {known}")
+    return names
+
+
 def _dsn(raw: str) -> str | None:
     value = raw.strip()
     if "://" in value and urlsplit(value).scheme not in ("postgres", "postgresql"):
@@ -182,6 +213,12 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GEMINI_EMBEDDING_DIMENSIONS": ("embedding_dimensions", _int(minimum=1, maximum=3072)),
     "GEMINI_THINKING_LEVEL": ("gemini_thinking_level", _choice(THINKING_LEVELS)),
     "GEMINI_SAFETY_THRESHOLD": ("gemini_safety_threshold", _choice(SAFETY_THRESHOLDS, upper=True)),
+    "OPENAI_BASE_URL": ("openai_base_url", _url),
+    "OPENAI_MODEL": ("openai_model", _text),
+    "OPENAI_EMBEDDING_MODEL": ("openai_embedding_model", _text),
+    "OPENAI_TIMEOUT_SECONDS": ("openai_timeout_seconds", _float(minimum=0, exclusive=True)),
+    "OPENAI_REQUESTS_PER_MINUTE": ("openai_requests_per_minute", _int(minimum=0)),
+    "GENERATION_FALLBACK": ("fallback", _providers),
     "OFFLINE_LATENCY_MS": ("offline_latency_ms", _int(minimum=0)),
     "PROVIDER_PROBE_SECONDS": ("provider_probe_seconds", _float(minimum=0.1)),
     "WORKER_CONCURRENCY": ("concurrency", _int(minimum=1, maximum=MAX_CONCURRENCY)),
@@ -236,7 +273,9 @@ def load_settings(
             if parsed is not None:
                 values[name] = parsed
     api_key = next((env[v].strip() for v in API_KEY_VARIABLES if env.get(v, "").strip()), None)
-    settings = Settings(api_key=api_key, **values)
+    # Read apart from VARIABLES: no parser's message may ever quote a key.
+    openai_key = env.get(OPENAI_KEY_VARIABLE, "").strip() or None
+    settings = Settings(api_key=api_key, openai_api_key=openai_key, **values)
     return settings.with_overrides(**overrides)
 
 
@@ -256,6 +295,38 @@ def _validate(settings: Settings) -> None:
 
 
 def require_api_key(settings: Settings) -> str:
+    """What every provider in use (GENERATION_PROVIDER and GENERATION_FALLBACK) needs
+    before start-up, or a ConfigError naming the variable to set; returns the primary
+    provider's API key ("" for one that needs none)."""
+    keys = [_provider_key(settings, name) for name in settings.providers_in_use]
+    return keys[0]
+
+
+def _provider_key(settings: Settings, provider: str) -> str:
+    if provider == "gemini":
+        return require_gemini_key(settings)
+    if provider == "openai":
+        return require_openai(settings)
+    return ""
+
+
+def require_openai(settings: Settings) -> str:
+    """The openai provider's key, once its key and model are both set; else a
+    ConfigError naming the one that is missing."""
+    for variable, value in (
+        (OPENAI_KEY_VARIABLE, settings.openai_api_key),
+        ("OPENAI_MODEL", settings.openai_model),
+    ):
+        if not value:
+            raise ConfigError(
+                f"the openai provider is in use but {variable} is not set "
+                "(any non-empty key will do for a local server)"
+            )
+    assert settings.openai_api_key is not None
+    return settings.openai_api_key
+
+
+def require_gemini_key(settings: Settings) -> str:
     """The Gemini API key, or a ConfigError naming the variables that may hold it."""
     if not settings.api_key:
         raise ConfigError(

@@ -222,8 +222,10 @@ def finish(
     """
     params = {
         "summary": summary,
-        "embedding": list(embedding),
-        "embedding_model": embedding_model,
+        # No embedding (a provider without an embedding model) is stored as NULL, not
+        # as an empty array named after no model.
+        "embedding": list(embedding) or None,
+        "embedding_model": embedding_model or None,
         "word_count": word_count,
         "checkpoint": Jsonb(checkpoint),
         "usage": _jsonb(usage),

@@ -37,11 +37,10 @@ from supervisor.db import queue, sql
 from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
-from supervisor.db.ratelimit import build_hook
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
 from supervisor.worker.listener import Mode, Waiter
-from supervisor.worker.providers import build_provider
+from supervisor.worker.providers import build_provider, rate_limits
 from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
 from supervisor.worker.watch import CallWatch
 
@@ -90,7 +89,8 @@ class Worker:
         self.parent = os.getppid()
         self.stopping = False
         self.conn: psycopg.Connection | None = None
-        self.before_request: Callable[[], None] = lambda: None
+        #: The rate limit, by provider name (each provider has a limiter of its own).
+        self.before_request: Callable[[str], None] = lambda provider: None
         #: A job held when the database connection broke; settled after reconnecting.
         self.orphan: Claim | None = None
         self.tally = Tally()
@@ -107,8 +107,7 @@ class Worker:
             self.index, state=WorkerState.STARTING, rss_bytes=current_rss_bytes()
         )
         self.watch = CallWatch(lambda: self._beat(None))
-        hooks = ProviderHooks(before_request=self._before_request, on_call=self._on_call)
-        self.provider = build_provider(self.settings, hooks)
+        self.provider = build_provider(self.settings, hooks_for=self._hooks_for)
         self._check_provider()
         self._connect()
         self.runner = JobRunner(
@@ -171,7 +170,7 @@ class Worker:
                 )
                 mode = self.wakeup.start(self.settings.listen)
                 self.table.update_slot(self.index, pickup=mode.value)
-                self.before_request = build_hook(self.conn, self.settings.ai_requests_per_minute)
+                self.before_request = rate_limits(self.conn, self.settings)
                 log.info("worker connected", extra=fields(worker=self.index, pickup=mode.value))
                 return
             except DatabaseError as exc:
@@ -308,10 +307,15 @@ class Worker:
 
     # --- small helpers -----------------------------------------------------------
 
-    def _before_request(self) -> None:
+    def _hooks_for(self, provider: str) -> ProviderHooks:
+        return ProviderHooks(
+            before_request=lambda: self._before_request(provider), on_call=self._on_call
+        )
+
+    def _before_request(self, provider: str) -> None:
         self._beat(None)
         self.watch.begin(self.call_timeout)
-        self.before_request()
+        self.before_request(provider)
 
     def _alive(self) -> None:
         """Text is streaming: the request is alive, and its deadline moves on."""
@@ -363,9 +367,13 @@ def call_timeout_seconds(settings: Settings) -> float:
     """How long one provider request may block: its per-request timeout."""
     timeouts = {
         "gemini": settings.gemini_timeout_seconds,
+        "openai": settings.openai_timeout_seconds,
         "offline": settings.offline_latency_ms / 1000,
     }
-    return timeouts.get(settings.provider, DEFAULT_CALL_TIMEOUT_SECONDS)
+    # With a fallback, one call may go to any of them: the longest bounds it.
+    return max(
+        timeouts.get(name, DEFAULT_CALL_TIMEOUT_SECONDS) for name in settings.providers_in_use
+    )
 
 
 def worker_main(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,14 +115,18 @@ class ChapterSink:
     flushes: int = 0
     #: Running digest of the chapter's text: what the checkpoint's digest is taken of.
     digest: Any = field(init=False, repr=False)
+    #: Who wrote each finished section ({"provider", "model"}), kept in the checkpoint.
+    sources: list[dict[str, str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.digest = new_digest(self.written_text)
+        self.sources = _saved_sources(self.claim) if self.outline is not None else []
 
     def on_outline(self, outline: Outline) -> None:
         self.outline = outline
         self.content_length = 0
         self.digest = new_digest()
+        self.sources = []
         self.queue.start_chapter(
             self.claim,
             outline=outline.to_json(),
@@ -147,6 +151,7 @@ class ChapterSink:
 
     def on_section_done(self, index: int, stats: SectionStats) -> None:
         done = index + 1
+        self.sources[index:] = [stats.source.to_json() if stats.source else {}]
         progress = progress_after(done, self.total_sections)
         self.queue.checkpoint(
             self.claim,
@@ -171,9 +176,22 @@ class ChapterSink:
 
     def _checkpoint(self, sections_done: int) -> dict[str, Any]:
         assert self.outline is not None
-        return {
+        checkpoint = {
             "outline": self.outline.to_json(),
             "sections_done": sections_done,
             "content_length": self.content_length,
             DIGEST_KEY: self.digest.hexdigest(),
         }
+        sources = self.sources[:sections_done]
+        if any(sources):  # providers that do not say who served them record nothing
+            checkpoint["sections"] = sources
+        return checkpoint
+
+
+def _saved_sources(claim: Claim) -> list[dict[str, str]]:
+    """Who wrote the sections the claim's checkpoint says are done (a resumed job keeps
+    their record); [] when it says nothing usable."""
+    saved = claim.checkpoint.get("sections") if isinstance(claim.checkpoint, Mapping) else None
+    if not isinstance(saved, list):
+        return []
+    return [dict(entry) if isinstance(entry, dict) else {} for entry in saved]

@@ -75,8 +75,17 @@ def test_alternative_api_key_names(variable):
         ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be an integer from 1 to 256, got 0"),
         ({"POLL_INTERVAL_MS": "-5"}, "POLL_INTERVAL_MS must be an integer >= 10, got -5"),
         (
-            {"GENERATION_PROVIDER": "openai"},
-            "GENERATION_PROVIDER must be one of gemini, offline; got 'openai'",
+            {"GENERATION_PROVIDER": "claude"},
+            "GENERATION_PROVIDER must be one of gemini, offline, openai; got 'claude'",
+        ),
+        (
+            {"GENERATION_FALLBACK": "openai, claude"},
+            "GENERATION_FALLBACK names unknown providers claude; "
+            "expected some of gemini, offline, openai",
+        ),
+        (
+            {"OPENAI_TIMEOUT_SECONDS": "0"},
+            "OPENAI_TIMEOUT_SECONDS must be a number > 0, got 0",
         ),
         ({"MAX_RETRIES": "1.5"}, "MAX_RETRIES must be an integer from 0 to 100, got '1.5'"),
         ({"RETRY_BACKOFF_SECONDS": "nan"}, "RETRY_BACKOFF_SECONDS must be a number >= 0, got nan"),
