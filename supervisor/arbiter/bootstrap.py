@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,19 @@ from setproctitle import setproctitle
 
 from generation import providers
 from supervisor import logs
-from supervisor.arbiter.procs import unblock_signals
+from supervisor.arbiter.procs import SignalQueue, unblock_signals
 from supervisor.config import MAX_CONCURRENCY, Settings, load_settings, require_api_key
 from supervisor.db.connection import connect_for
 from supervisor.db.migrate import require_migrated
+from supervisor.db.trust import require_worker_role
+from supervisor.errors import ConfigError
+from supervisor.launch import release_early_signals
 from supervisor.logs import fields
 
 log = logging.getLogger("supervisor.arbiter.loop")
+
+#: Runtime directories are named PREFIX + the supervisor's pid + "-" + a random part.
+RUNTIME_PREFIX = "storyworker-"
 
 
 
@@ -34,22 +41,71 @@ def preflight(overrides: dict[str, Any]) -> Settings:
         require_api_key(settings)
     logs.configure(settings.log_level, settings.log_format)
     with connect_for(settings, "run") as conn:
+        require_worker_role(conn)
         require_migrated(conn)
     return settings
 
 
+def require_free_port(settings: Settings) -> None:
+    """A health port already taken is the operator's to fix: say so once (78) instead
+    of respawning a health server that can never listen."""
+    if settings.port == 0:
+        return
+    family = socket.AF_INET6 if ":" in settings.health_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.health_host, settings.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"PORT {settings.port} on {settings.health_host or '0.0.0.0'} is not free for "
+                f"the health server ({exc.strerror}); stop what holds it or set PORT"
+            ) from None
+
+
 def runtime_directory() -> Path:
-    """systemd's RuntimeDirectory when given, else a private temporary directory."""
+    """systemd's RuntimeDirectory when given, else a private temporary directory. Its
+    name carries this process's pid, so that the next supervisor removes what one
+    that was killed (kill -9, OOM) left behind."""
     from health.heartbeat import systemd_runtime_directory
 
-    if base := systemd_runtime_directory():
-        return Path(tempfile.mkdtemp(prefix="run-", dir=base))
-    return Path(tempfile.mkdtemp(prefix="storyworker-"))
+    base = Path(systemd_runtime_directory() or tempfile.gettempdir())
+    prefix = f"{RUNTIME_PREFIX}{os.getpid()}-"
+    sweep_runtime_directories(base)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def sweep_runtime_directories(base: Path) -> list[Path]:
+    """Remove the runtime directories under `base` of supervisors that are gone."""
+    removed = []
+    for path in base.glob(f"{RUNTIME_PREFIX}*-*"):
+        pid = path.name.removeprefix(RUNTIME_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or path.stat().st_uid != os.geteuid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run(overrides: dict[str, Any]) -> int:
     """Run the supervisor in the foreground; return its exit code."""
+    # Signals are queued from the very start: a HUP or TERM during the checks below
+    # is handled by the loop, not by the default action (death) or lost.
+    signals = SignalQueue()
+    signals.install()
+    release_early_signals()
     settings = preflight(overrides)
+    require_free_port(settings)
     runtime = runtime_directory()
     metrics_dir = runtime / "metrics"
     metrics_dir.mkdir()
@@ -78,8 +134,10 @@ def run(overrides: dict[str, Any]) -> int:
         current["settings"] = load_settings(**overrides)
         return current["settings"]
 
+    address_file = str(runtime / "health.address")
+
     def health_main() -> NoReturn:
-        shared = SharedFiles(table.path, breaker.path, str(metrics_dir))
+        shared = SharedFiles(table.path, breaker.path, str(metrics_dir), address_file)
         _health_main(current["settings"], shared, supervisor_pid)
 
     arbiter = Arbiter(
@@ -89,7 +147,9 @@ def run(overrides: dict[str, Any]) -> int:
         reload_settings=reload_settings,
         worker_main=functools.partial(worker_main, breaker=breaker),
         health_main=health_main,
+        health_address_file=address_file,
         notifier=notifier,
+        signals=signals,
     )
     log.info("shared files", extra=fields(path=table.path, breaker=breaker.path))
     try:
@@ -108,6 +168,8 @@ class SharedFiles:
     heartbeat_table: str
     breaker: str
     metrics_dir: str
+    #: Where the health server writes the address it bound.
+    health_address: str
 
 
 def _health_main(settings: Settings, shared: SharedFiles, supervisor_pid: int) -> NoReturn:
@@ -129,4 +191,5 @@ def _health_main(settings: Settings, shared: SharedFiles, supervisor_pid: int) -
         log_level=settings.log_level.lower(),
         formatter=logs.formatter_path(settings.log_format),
         parent_pid=supervisor_pid,
+        address_file=shared.health_address,
     )

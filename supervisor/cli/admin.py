@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -12,7 +13,7 @@ import click
 from supervisor import exitcodes
 from supervisor.cli.common import connect, fail, friendly_errors
 from supervisor.config import load_settings
-from supervisor.db import queue
+from supervisor.db import queue, timestamps
 from supervisor.db.jobs import Job, Status
 
 
@@ -58,7 +59,7 @@ def jobs() -> None:
 
 
 def _age(job: Job) -> str:
-    return job.created_at.strftime("%Y-%m-%d %H:%M:%S") if job.created_at else "-"
+    return timestamps.shown(job.created_at)
 
 
 @jobs.command("list")
@@ -100,6 +101,13 @@ def _job_fields(job: Job) -> dict[str, Any]:
     }
 
 
+def _when(value: Any) -> Any:
+    """Timestamps at Python's bounds (PostgreSQL's infinities) as `infinity` text."""
+    if isinstance(value, datetime) and value in (timestamps.LATEST, timestamps.EARLIEST):
+        return timestamps.shown(value)
+    return value
+
+
 @jobs.command("show")
 @click.argument("job_id", type=click.UUID)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
@@ -108,7 +116,7 @@ def show(job_id: UUID, as_json: bool) -> None:
     """Everything about one job."""
     with connect("jobs show") as conn:
         job = queue.get(conn, job_id)
-    data = _job_fields(job)
+    data = {k: _when(v) for k, v in _job_fields(job).items()}
     if as_json:
         click.echo(json.dumps(data, default=str, indent=2))
         return

@@ -42,7 +42,18 @@ def friendly_errors(func: F) -> F:
 
 
 def connect(command: str) -> psycopg.Connection:
-    """A connection for `storyworker COMMAND`, from the environment's settings."""
+    """A connection for `storyworker COMMAND`, from the environment's settings, to a
+    migrated database (else the same one-line error as `run`), loading timestamps
+    Python cannot hold (`infinity`) instead of failing on them."""
+    from supervisor.db import timestamps
     from supervisor.db.connection import connect_for
+    from supervisor.db.migrate import require_migrated
 
-    return connect_for(load_settings(), command)
+    conn = connect_for(load_settings(), command)
+    try:
+        require_migrated(conn)
+    except BaseException:
+        conn.close()
+        raise
+    timestamps.register(conn)
+    return conn

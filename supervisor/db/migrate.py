@@ -111,7 +111,7 @@ def migrate(conn: psycopg.Connection, *, lock_timeout: str = "15s") -> list[str]
     with explained(conn, "taking the migration lock"):
         sql.one(conn, "migration_lock", lock)
     try:
-        check_app_tables(conn)
+        nullable_content = check_app_tables(conn)
         done: list[str] = []
         for migration in pending(conn):
             with explained(conn, f"migration {migration.version}"), conn.transaction():
@@ -122,6 +122,8 @@ def migrate(conn: psycopg.Connection, *, lock_timeout: str = "15s") -> list[str]
                 sql.run(conn, "migration_record", {"version": migration.version})
             log.info("migration applied version=%s", migration.version)
             done.append(migration.version)
+        if nullable_content:
+            log.info("chapters.content allows NULL; storyworker reads NULL as an empty chapter")
         return done
     finally:
         if not conn.closed:
@@ -129,10 +131,11 @@ def migrate(conn: psycopg.Connection, *, lock_timeout: str = "15s") -> list[str]
                 sql.one(conn, "migration_unlock", lock)
 
 
-def check_app_tables(conn: psycopg.Connection) -> None:
+def check_app_tables(conn: psycopg.Connection) -> bool:
     """Refuse, naming table and column, an existing app table that lacks a column the
-    migrations need. A nullable chapters.content is allowed: the worker reads NULL as
-    an empty chapter (the claim coalesces it) and writes it from the outline on."""
+    migrations need. Return whether chapters.content allows NULL, which is allowed: the
+    worker reads NULL as an empty chapter (the claim coalesces it) and writes it from
+    the outline on."""
     with explained(conn, "checking the app's tables"):
         rows = sql.all_rows(conn, "app_tables_shape")
     present: dict[str, dict[str, bool]] = {}
@@ -145,8 +148,7 @@ def check_app_tables(conn: psycopg.Connection) -> None:
                 f"table {table} has no column {missing[0]}, which storyworker needs: add it"
                 " (see README, Database) and run `storyworker migrate` again"
             )
-    if present.get("chapters", {}).get("content"):
-        log.info("chapters.content allows NULL; storyworker reads NULL as an empty chapter")
+    return bool(present.get("chapters", {}).get("content"))
 
 
 @contextlib.contextmanager
