@@ -171,9 +171,10 @@ class FallbackProvider:
         for position in self.order():
             member = self.members[position]
             context = _continued(previous_text, sent)
-            stream = member.stream_section(request, outline, index, context)
+            stream: Iterator[str] = iter(())
             joined = not sent.strip()
             try:
+                stream = member.stream_section(request, outline, index, context)
                 for chunk in stream:
                     if not joined:
                         yield CONTINUATION_BREAK

@@ -235,7 +235,7 @@ class OpenAIProvider:
                 op.add_usage(usage)
             if finish is None:
                 raise ProviderUnavailableError(
-                    f"{self._label}'s stream ended before the model finished"
+                    f"{self._label}: the stream ended before the model finished"
                 )
 
     def _open_stream(self, op: Operation, prompt: prompts.Prompt) -> tuple[Any, Any]:
@@ -309,6 +309,6 @@ def _rest_of_stream(stream: Any, first: Any, wire: Wire) -> Generator[Any, None,
             if error is None:
                 raise
             if isinstance(exc, openai.APIConnectionError):
-                error = ProviderUnavailableError(f"{wire.label}'s stream broke off mid-way")
+                error = ProviderUnavailableError(f"{wire.label}: the stream broke off mid-way")
             raise error from exc
         yield chunk

@@ -134,7 +134,7 @@ def _from_status(
     if code in (401, 403):
         return AuthenticationError(f"{wire.label} rejected the API key ({what}): {detail}")
     if exc.code in REFUSAL_CODES:
-        return RefusedError(f"{wire.label}'s model refused to write this content ({what})")
+        return RefusedError(f"{wire.label}: the model refused to write this content ({what})")
     if (
         code == 404
         and model is not None
@@ -206,17 +206,17 @@ def parse_outline(text: str | None, bullet_count: int, label: str) -> Outline:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError:
-        raise MalformedOutputError(f"{label}'s outline is not valid JSON") from None
+        raise MalformedOutputError(f"{label}: the outline is not valid JSON") from None
     if not isinstance(data, dict):
-        raise MalformedOutputError(f"{label}'s outline is not a JSON object")
+        raise MalformedOutputError(f"{label}: the outline is not a JSON object")
     title, bullets = data.get("title"), data.get("bullets")
     if not isinstance(title, str) or not title.strip():
-        raise MalformedOutputError(f"{label}'s outline has no title")
+        raise MalformedOutputError(f"{label}: the outline has no title")
     if not isinstance(bullets, list) or not all(isinstance(b, str) and b.strip() for b in bullets):
-        raise MalformedOutputError(f"{label}'s outline bullets are not all non-empty strings")
+        raise MalformedOutputError(f"{label}: the outline bullets are not all non-empty strings")
     if len(bullets) != bullet_count:
         raise MalformedOutputError(
-            f"{label}'s outline has {len(bullets)} bullets, expected {bullet_count}"
+            f"{label}: the outline has {len(bullets)} bullets, expected {bullet_count}"
         )
     return Outline(title=title.strip(), bullets=tuple(b.strip() for b in bullets))
 
@@ -226,10 +226,10 @@ def refusal(choice: Any, label: str) -> RefusedError | None:
     `refusal` on its message or delta, or finish_reason content_filter."""
     said = getattr(choice, "message", None) or getattr(choice, "delta", None)
     if getattr(said, "refusal", None):
-        return RefusedError(f"{label}'s model refused to write this content (refusal)")
+        return RefusedError(f"{label}: the model refused to write this content (refusal)")
     if getattr(choice, "finish_reason", None) == "content_filter":
         return RefusedError(
-            f"{label}'s model refused to write this content (finish_reason=content_filter)"
+            f"{label}: the model refused to write this content (finish_reason=content_filter)"
         )
     return None
 

@@ -14,6 +14,7 @@ from generation.providers import (
     REGISTRY,
     GeminiConfig,
     OfflineConfig,
+    OpenAIConfig,
     ProviderEntry,
     build_provider,
     entry,
@@ -132,3 +133,80 @@ def test_gemini_without_a_key_is_a_config_error() -> None:
 
 def test_every_registered_provider_has_a_settings_mapping() -> None:
     assert set(wiring.PROVIDER_CONFIGS) == set(providers.PROVIDER_NAMES)
+
+
+def test_settings_build_the_openai_provider_with_every_setting() -> None:
+    settings = Settings(
+        provider="openai",
+        openai_api_key="sk-local",
+        openai_model="llama3.2",
+        openai_embedding_model="nomic-embed-text",
+        openai_base_url="http://127.0.0.1:11434/v1",
+        openai_timeout_seconds=9.0,
+    )
+    assert wiring.PROVIDER_CONFIGS["openai"](settings) == OpenAIConfig(
+        api_key="sk-local",
+        model="llama3.2",
+        embedding_model="nomic-embed-text",
+        base_url="http://127.0.0.1:11434/v1",
+        timeout_seconds=9.0,
+    )
+    provider = wiring.build_provider(settings)
+    try:
+        assert provider.name == "openai" and provider.embedding_model == "nomic-embed-text"
+    finally:
+        provider.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "settings, missing",
+    [
+        (Settings(provider="openai", openai_model="m"), "OPENAI_API_KEY"),
+        (Settings(provider="openai", openai_api_key="k"), "OPENAI_MODEL"),
+        (Settings(provider="offline", fallback=("openai",), openai_api_key="k"), "OPENAI_MODEL"),
+    ],
+)
+def test_openai_without_its_key_or_model_is_a_config_error(settings, missing) -> None:
+    with pytest.raises(ConfigError, match=f"{missing} is not set"):
+        wiring.build_provider(settings)
+
+
+def test_every_provider_in_use_is_checked_before_start_up() -> None:
+    from supervisor.config import require_api_key
+
+    both = Settings(provider="gemini", api_key=VALID_KEY, fallback=("openai",))
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        require_api_key(both)
+    ready = Settings(provider="openai", openai_api_key="k", openai_model="m", fallback=("gemini",))
+    with pytest.raises(ConfigError, match="no API key is set"):
+        require_api_key(ready)
+    assert require_api_key(Settings(provider="offline")) == ""
+
+
+def test_a_fallback_builds_the_composite_with_hooks_per_provider() -> None:
+    from generation.fallback import FallbackProvider
+
+    settings = Settings(
+        provider="offline",
+        fallback=("openai", "offline"),  # the primary named again is ignored
+        openai_api_key="k",
+        openai_model="m",
+        provider_probe_seconds=2.0,
+    )
+    asked: list[str] = []
+
+    def hooks_for(name: str) -> ProviderHooks:
+        asked.append(name)
+        return ProviderHooks()
+
+    provider = wiring.build_provider(settings, hooks_for=hooks_for)
+    assert isinstance(provider, FallbackProvider) and provider.name == "offline+openai"
+    assert asked == ["offline", "openai"]
+    assert settings.providers_in_use == ("offline", "openai")
+
+
+def test_each_provider_has_its_own_rate_limit() -> None:
+    settings = Settings(ai_requests_per_minute=60, openai_requests_per_minute=0)
+    assert settings.requests_per_minute("gemini") == 60
+    assert settings.requests_per_minute("openai") == 0
+    assert Settings(ai_requests_per_minute=30).requests_per_minute("openai") == 30
