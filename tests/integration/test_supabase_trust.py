@@ -4,6 +4,9 @@ the rescue treat values no worker wrote."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +16,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from supervisor.db import queue
+from supervisor.db.migrate import MigrationRefused, applied, migrate, require_migrated, shipped
 from supervisor.db.ratelimit import RateLimiter
+from supervisor.errors import NotMigratedError
 from tests.supabase import SupabaseDb, supabase_database
 
 APP_TABLES = {"public.sequences", "public.chapters", "public.generation_jobs"}
@@ -284,30 +289,76 @@ def test_a_deleted_or_future_rate_limit_starts_over(supa):
         assert limiter.acquire() < 1.0
 
 
-def test_previous_version_state_moves_to_the_storyworker_schema(pg):
-    """An install migrated by a version before 0005 (bookkeeping and rate limits in
-    public) keeps its state."""
-    from supervisor.db.migrate import applied, shipped
+def migrated_by_the_previous_version(conn: psycopg.Connection) -> None:
+    """What a version before 0005 left: bookkeeping and rate limits in public."""
+    conn.execute(
+        "create table storyworker_migrations (version text primary key,"
+        " applied_at timestamptz not null default now())"
+    )
+    for m in shipped()[:4]:
+        conn.execute(m.sql)
+        conn.execute("insert into storyworker_migrations (version) values (%s)", (m.version,))
+    conn.execute("insert into storyworker_rate_limits values ('ai', '2030-01-01')")
 
+
+def test_previous_version_state_moves_to_the_storyworker_schema(pg):
     with supabase_database(pg) as db, db.connect() as conn:
-        conn.execute(
-            "create table storyworker_migrations (version text primary key,"
-            " applied_at timestamptz not null default now())"
-        )
-        for m in shipped()[:4]:
-            conn.execute(m.sql)
-            conn.execute("insert into storyworker_migrations (version) values (%s)", (m.version,))
-        conn.execute("insert into storyworker_rate_limits values ('ai', '2030-01-01')")
+        migrated_by_the_previous_version(conn)
         assert applied(conn) == {m.version for m in shipped()[:4]}
-        assert migrate_again(conn) == [m.version for m in shipped()[4:]]
+        with pytest.raises(NotMigratedError, match="0005"):
+            require_migrated(conn)
+        assert migrate(conn) == [m.version for m in shipped()[4:]]
         assert applied(conn) == {m.version for m in shipped()}
+        assert migrate(conn) == []
         tat = conn.execute("select tat from storyworker.rate_limits").fetchone()["tat"]
         assert tat.year == 2030
         for gone in ("storyworker_migrations", "storyworker_rate_limits"):
             assert conn.execute("select to_regclass(%s) as t", (gone,)).fetchone()["t"] is None
 
 
-def migrate_again(conn: psycopg.Connection) -> list[str]:
-    from supervisor.db.migrate import migrate
+@pytest.mark.slow
+def test_two_hosts_upgrade_a_previous_version_at_once(pg):
+    with supabase_database(pg) as db:
+        with db.connect() as conn:
+            migrated_by_the_previous_version(conn)
+        env = {**os.environ, "DATABASE_URL": db.dsn()}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "supervisor", "migrate"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        results = [(*p.communicate(timeout=60), p.returncode) for p in procs]
+        assert [r[2] for r in results] == [0, 0], results
+        outputs = sorted(r[0].strip() for r in results)
+        assert outputs[0] == "applied 0 migration(s)"
+        assert outputs[1].startswith(f"applied {len(shipped()) - 4} migration(s)")
+        with db.connect() as conn:
+            assert applied(conn) == {m.version for m in shipped()}
 
-    return migrate(conn)
+
+def test_a_failed_first_migration_leaves_no_bookkeeping(pg):
+    with supabase_database(pg) as db, db.connect() as conn:
+        conn.execute("insert into auth.users (id) values (gen_random_uuid())")
+        conn.execute("insert into sequences (user_id) select id from auth.users")
+        conn.execute(
+            "insert into chapters (sequence_id, chapter_number) select id, 1 from sequences"
+        )
+        two_writers = (
+            "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences,"
+            " status) select c.sequence_id, c.id, s.user_id, '{}', 'processing'"
+            " from chapters c join sequences s on s.id = c.sequence_id, generate_series(1, 2)"
+        )
+        conn.execute(two_writers)
+        with pytest.raises(MigrationRefused, match="migration 0001_schema: cannot create"):
+            migrate(conn)
+        assert conn.execute("select to_regnamespace('storyworker') as s").fetchone()["s"] is None
+        assert applied(conn) == set()
+        conn.execute(
+            "delete from generation_jobs where ctid = (select min(ctid) from generation_jobs)"
+        )
+        assert migrate(conn) == [m.version for m in shipped()]
