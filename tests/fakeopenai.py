@@ -13,9 +13,9 @@ endpoint does next (errors with Retry-After, refusals, cut streams) and read bac
 requests it received and what it served each model. Standard library only:
 
     with FakeOpenAI() as fake:
-        fake.queue("chat", error_reply(429, retry_after=1))
+        fake.queue("stream", error_reply(429, retry_after=1))
         ...  # the SDK with base_url=fake.base_url, api_key=VALID_KEY
-        assert len(fake.calls("chat")) == 2
+        assert len(fake.calls("stream")) == 2
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ VALID_KEY = "sk-test-openai-key-0123456789"
 MODEL = "gpt-test-1"
 EMBEDDING_MODEL = "text-embedding-test"
 EMBEDDING_SIZE = 16
-ENDPOINTS = ("chat", "embeddings", "models", "model")
+#: "chat" is a non-streamed chat completion, "stream" a streamed one.
+ENDPOINTS = ("chat", "stream", "embeddings", "models", "model")
 PROSE = "The lamp swung in the wind, and the ferryman counted the lights on the far shore."
 OUTLINE_TITLE = "The Ferry at Night"
 SUMMARY = "A ferryman crosses at night and finds the far shore changed."
@@ -219,7 +220,7 @@ class FakeOpenAI:
             return list(self._requests)
 
     def calls(self, endpoint: str) -> list[Recorded]:
-        return [r for r in self.requests if _endpoint(r.method, r.path) == endpoint]
+        return [r for r in self.requests if _endpoint(r.method, r.path, r.body) == endpoint]
 
     def served(self, model: str) -> Served:
         with self._lock:
@@ -239,9 +240,11 @@ class FakeOpenAI:
             return script.popleft() if script else None
 
 
-def _endpoint(method: str, path: str) -> str:
+def _endpoint(method: str, path: str, body: Any) -> str:
     if (method, path) in _PATHS:
-        return _PATHS[(method, path)]
+        name = _PATHS[(method, path)]
+        streamed = name == "chat" and isinstance(body, dict) and body.get("stream")
+        return "stream" if streamed else name
     return "model" if method == "GET" and path.startswith("/v1/models/") else ""
 
 
@@ -270,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
         with self.owner._lock:
             self.owner._requests.append(Recorded(method, path, headers, body))
-        endpoint = _endpoint(method, path)
+        endpoint = _endpoint(method, path, body)
         given = (self.headers.get("authorization") or "").removeprefix("Bearer ")
         if given != self.owner.key:
             # Worse than OpenAI, which masks it: the whole key echoed back.
@@ -289,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint != "models" and model not in self.owner.models:
             return not_found(str(model))
         fmt = (body or {}).get("response_format") or {}
-        if endpoint == "chat" and fmt.get("type") == "json_schema" and not self.owner.json_schema:
+        schema = fmt.get("type") == "json_schema"
+        if endpoint == "chat" and schema and not self.owner.json_schema:
             message = "response_format type 'json_schema' is not supported by this server"
             return Reply(400, error_body(400, message, "invalid_request_error", None))
         return None
@@ -342,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ConnectionError:
             self.close_connection = True
             return
-        if reply.status == 200 and endpoint in ("chat", "embeddings"):
+        if reply.status == 200 and endpoint in ("chat", "stream", "embeddings"):
             self.owner._count(model, usage)
 
     def _json(self, status: int, body: Any, headers: dict[str, str]) -> None:

@@ -163,7 +163,7 @@ def test_a_malformed_outline_is_asked_for_twice_then_fails(fake, make):
 def test_a_section_streams_in_pieces_with_its_usage(fake, make, recorder):
     pieces = list(make().stream_section(REQUEST, OUTLINE, 0, ""))
     assert len(pieces) > 3 and "".join(pieces) == PROSE
-    (call,) = fake.calls("chat")
+    (call,) = fake.calls("stream")
     assert call.body["stream"] is True and call.body["stream_options"] == {"include_usage": True}
     assert "response_format" not in call.body
     record = recorder.last
@@ -172,7 +172,7 @@ def test_a_section_streams_in_pieces_with_its_usage(fake, make, recorder):
 
 
 def test_a_stream_that_ends_without_a_finish_reason_is_retryable(fake, make):
-    fake.queue("chat", stream_reply(["Some words "], finish=None, usage=False))
+    fake.queue("stream", stream_reply(["Some words "], finish=None, usage=False))
     with pytest.raises(ProviderUnavailableError, match="ended before the model finished"):
         list(make().stream_section(REQUEST, OUTLINE, 0, ""))
 
@@ -180,11 +180,11 @@ def test_a_stream_that_ends_without_a_finish_reason_is_retryable(fake, make):
 def test_a_stream_cut_after_text_is_retryable_and_not_retried_inside(fake, make):
     reply = stream_reply(["One ", "two ", "three"])
     reply.cut_after = 2
-    fake.queue("chat", reply)
+    fake.queue("stream", reply)
     seen: list[str] = []
     with pytest.raises(ProviderUnavailableError, match="broke off mid-way"):
         seen.extend(make().stream_section(REQUEST, OUTLINE, 0, ""))
-    assert seen == ["One "] and len(fake.calls("chat")) == 1
+    assert seen == ["One "] and len(fake.calls("stream")) == 1
 
 
 @pytest.mark.parametrize(
@@ -192,10 +192,10 @@ def test_a_stream_cut_after_text_is_retryable_and_not_retried_inside(fake, make)
     [(refusal_stream(), "refusal"), (content_filter_stream(("It began ",)), "content_filter")],
 )
 def test_a_refused_section_is_a_refusal(fake, make, recorder, reply, how):
-    fake.queue("chat", reply)
+    fake.queue("stream", reply)
     with pytest.raises(RefusedError, match=f"model refused to write this content.*{how}"):
         list(make().stream_section(REQUEST, OUTLINE, 0, ""))
-    assert recorder.last.outcome == "permanent_error" and len(fake.calls("chat")) == 1
+    assert recorder.last.outcome == "permanent_error" and len(fake.calls("stream")) == 1
 
 
 def test_a_refused_message_is_a_refusal_and_not_retried(fake, make):
