@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -362,3 +363,37 @@ def test_a_failed_first_migration_leaves_no_bookkeeping(pg):
             "delete from generation_jobs where ctid = (select min(ctid) from generation_jobs)"
         )
         assert migrate(conn) == [m.version for m in shipped()]
+
+
+def readme_policies() -> str:
+    """The generation_jobs policies README's Supabase section recommends."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text("utf-8")
+    section = readme[readme.index("**The policies to put on `generation_jobs`**") :]
+    return section[section.index("```sql") + len("```sql") : section.index("```\n", 10)]
+
+
+def test_the_readme_policies_do_what_it_says(supa, world):
+    alice, bob = world["alice"], world["bob"]
+    with supa.connect() as conn:
+        for name in ("read own jobs", "insert own jobs", "update own jobs"):
+            conn.execute(f'drop policy "{name}" on generation_jobs')
+        conn.execute(readme_policies())
+    insert = (
+        "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences)"
+        " values (%s, %s, %s, '{}')"
+    )
+    user = alice["user"]
+    assert (
+        supa.attempt("authenticated", user, insert, alice["sequence"], alice["chapter"], user) == ""
+    )
+    refused = supa.attempt("authenticated", user, insert, bob["sequence"], bob["chapter"], user)
+    assert "row-level security" in refused
+    cancel = "update generation_jobs set status = 'cancelled' where id = %s"
+    assert supa.attempt("authenticated", user, cancel, alice["job"]) == ""
+    assert job(supa, alice["job"])["status"] == "cancelled"
+    revive = "update generation_jobs set status = 'pending' where id = %s"
+    supa.attempt("authenticated", user, revive, alice["job"])
+    assert job(supa, alice["job"])["status"] == "cancelled"
+    with supa.as_api("authenticated", user) as conn:
+        seen = {r["user_id"] for r in conn.execute("select user_id from generation_jobs")}
+    assert seen == {user}
