@@ -227,9 +227,7 @@ def interrupted_after_two_sections(queue: MemoryQueue):
         pytest.param(lambda text: "x" * len(text), id="edited, same length"),
     ],
 )
-def test_a_chapter_that_no_longer_matches_its_checkpoint_is_written_again_whole(
-    tamper, caplog
-):
+def test_a_chapter_that_no_longer_matches_its_checkpoint_is_written_again_whole(tamper, caplog):
     queue = MemoryQueue()
     job = interrupted_after_two_sections(queue)
     outline = job.outline
