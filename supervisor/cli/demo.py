@@ -1,15 +1,26 @@
 """`storyworker demo`: everything at once on this machine, with no configuration.
 
-A throwaway PostgreSQL (unless DATABASE_URL is set), migrations, a demo user with a
-sequence of three chapters, the real supervisor with two workers, live progress bars
-read from the database, the first lines of a finished chapter, and a clean shutdown.
+A throwaway PostgreSQL of its own, migrations, a demo user with a sequence of three
+chapters, the real supervisor with two workers, live progress bars read from the
+database, the first lines of a finished chapter, and a clean shutdown.
+
+The demo never uses DATABASE_URL (from the environment or a `.env`): its workers write
+placeholder prose and would take that database's pending jobs. `--database-url URL`
+opts into another database on purpose; the demo then touches only what it created
+there: its supervisor's claims and rescues are scoped to the demo's own story (the
+session setting `storyworker.claim_sequence`, sent in the connection string), and the
+demo's user, story, chapters and jobs are deleted at the end.
+
+Everything the demo puts on disk (the database, the supervisor's log) lives in one
+temporary folder, removed however the demo ends. A supervisor that exits early (a
+rejected key, say) ends the demo at once, with the log line that says why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,11 +28,14 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from supervisor import exitcodes
 from supervisor.config import Settings
 from supervisor.db import progress, queue, sql
 from supervisor.db.connection import connect_for
@@ -37,14 +51,36 @@ PREFERENCES = {
     "bullet_count": 4,
     "words_per_bullet": 120,
 }
+#: The session setting that scopes a supervisor's claims and rescues to one sequence.
+CLAIM_SCOPE = "storyworker.claim_sequence"
+#: How often the progress display looks at the supervisor between changes.
+ALIVE_CHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What the demo created in its database."""
+
+    user_id: uuid.UUID
+    sequence_id: uuid.UUID
+    jobs: list[uuid.UUID]
+
+
+class SupervisorExited(Exception):
+    """The demo's supervisor ended before the jobs did."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the supervisor exited with code {code}: {reason}")
+        self.code = code
 
 
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """DATABASE_URL when set; else a throwaway PostgreSQL deleted afterwards."""
-    if settings.database_url:
-        click.echo("Using DATABASE_URL.")
-        yield settings.database_url
+def database(database_url: str | None, root: Path) -> Iterator[str]:
+    """`database_url` when given (--database-url); else a throwaway PostgreSQL in
+    `root`, stopped afterwards."""
+    if database_url:
+        click.echo("Using the database given with --database-url; only the demo's jobs run.")
+        yield database_url
         return
     import warnings
 
@@ -52,21 +88,19 @@ def database(settings: Settings) -> Iterator[str]:
     warnings.filterwarnings("ignore", module="platformdirs")
     import pgserver
 
-    root = tempfile.mkdtemp(prefix="storyworker-demo-")
     click.echo("Starting a throwaway PostgreSQL (pgserver)…")
-    server = pgserver.get_server(Path(root, "pgdata"), cleanup_mode="stop")
+    server = pgserver.get_server(root / "pgdata", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _connect(dsn: str, purpose: str = "demo") -> psycopg.Connection:
     return connect_for(Settings(database_url=dsn), purpose)
 
 
-def seed(dsn: str) -> list[uuid.UUID]:
+def seed(dsn: str) -> Seeded:
     """Migrate, create a demo user, sequence and chapters, and queue one job each."""
     with _connect(dsn) as conn:
         migrate(conn)
@@ -78,7 +112,19 @@ def seed(dsn: str) -> list[uuid.UUID]:
             chapter = {"sequence_id": sequence, "number": number, "title": title}
             chapter_id = sql.one(conn, "demo_chapter", chapter)["id"]
             jobs.append(queue.enqueue(conn, chapter_id, PREFERENCES))
-        return jobs
+        return Seeded(user, sequence, jobs)
+
+
+def unseed(dsn: str, seeded: Seeded) -> None:
+    """Delete the demo's user and, with it, its story, chapters and jobs."""
+    with _connect(dsn, "demo cleanup") as conn:
+        sql.run(conn, "demo_cleanup", {"user_id": seeded.user_id})
+
+
+def scoped(dsn: str, sequence_id: uuid.UUID) -> str:
+    """`dsn` with its sessions' claims and rescues scoped to `sequence_id`."""
+    options = conninfo_to_dict(dsn).get("options") or ""
+    return make_conninfo(dsn, options=f"{options} -c {CLAIM_SCOPE}={sequence_id}".strip())
 
 
 def free_port(preferred: int) -> int:
@@ -91,6 +137,7 @@ def free_port(preferred: int) -> int:
 
 
 def start_supervisor(dsn: str, settings: Settings, port: int, log_path: Path) -> subprocess.Popen:
+    # DATABASE_URL here wins over any .env the supervisor reads in this folder.
     env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "HEALTH_HOST": "127.0.0.1"}
     if settings.provider == "offline":
         env.update({"GENERATION_PROVIDER": "offline", "AI_REQUESTS_PER_MINUTE": "0"})
@@ -105,15 +152,33 @@ def start_supervisor(dsn: str, settings: Settings, port: int, log_path: Path) ->
         )
 
 
+@contextlib.contextmanager
+def supervisor(dsn: str, settings: Settings, log_path: Path) -> Iterator[subprocess.Popen]:
+    """The supervisor, running; on the way out (an interrupt, an error) it is told to
+    release its jobs at once (QUIT) and waited for."""
+    port = free_port(settings.port)
+    proc = start_supervisor(dsn, settings, port, log_path)
+    click.echo(f"Supervisor pid {proc.pid} with 2 workers; logs: {log_path} (removed at the end)")
+    click.echo(f"Health: http://127.0.0.1:{port}/health  (also /ready and /metrics)\n")
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGQUIT)
+            stop(proc, timeout=15)
+
+
 def show_progress(
-    dsn: str, jobs: list[uuid.UUID], proc: subprocess.Popen
+    dsn: str, jobs: list[uuid.UUID], proc: subprocess.Popen, log_path: Path
 ) -> dict[uuid.UUID, progress.JobProgress]:
-    """Draw one live bar per job until every job is settled (or the supervisor dies)."""
+    """Draw one live bar per job until every job is settled. Raises SupervisorExited
+    as soon as the supervisor is gone with jobs unsettled."""
     live = sys.stdout.isatty()
     drawn = 0
     final: dict[uuid.UUID, progress.JobProgress] = {}
+    alive = lambda: proc.poll() is None  # noqa: E731
     with _connect(dsn, "demo progress") as conn:
-        for state in progress.follow(conn, jobs):
+        for state in progress.follow(conn, jobs, alive=alive, poll_seconds=ALIVE_CHECK_SECONDS):
             final = state
             lines = [
                 f"chapter {i + 1}  {progress.describe(state[j])}"
@@ -124,9 +189,36 @@ def show_progress(
                 click.echo(f"\x1b[{drawn}A", nl=False)
             click.echo("\n".join(f"{line}\x1b[K" if live else line for line in lines))
             drawn = len(lines)
-            if proc.poll() is not None:
-                raise click.ClickException(f"the supervisor exited early (code {proc.returncode})")
+    if not (final and all(p.done for p in final.values())):
+        raise SupervisorExited(proc.wait(), exit_reason(log_path))
     return final
+
+
+def exit_reason(log_path: Path) -> str:
+    """The log line that says why the supervisor stopped: the last error or critical
+    one, preferring one that carries an error, else the last line."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    serious = [text for level, text in map(_level_and_text, lines) if level in _SERIOUS]
+    with_error = [text for text in serious if "error" in text]
+    found = with_error or serious or [_level_and_text(line)[1] for line in lines[-1:]]
+    return found[-1] if found else "(its log is empty)"
+
+
+_SERIOUS = {"ERROR", "CRITICAL"}
+
+
+def _level_and_text(line: str) -> tuple[str, str]:
+    """(level, message and fields) of one log line, text or JSON."""
+    if line.startswith("{"):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            rest = " ".join(f"{k}={v}" for k, v in record.items() if k not in _JSON_META)
+            return str(record.get("level", "")), f"{record.get('message', '')} {rest}".strip()
+    parts = line.split(" ", 3)  # timestamp, level, logger, message and fields
+    return (parts[1], parts[3]) if len(parts) == 4 else ("", line)
+
+
+_JSON_META = {"ts", "time", "timestamp", "level", "logger", "message"}
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
@@ -146,35 +238,45 @@ def excerpt(dsn: str, job_id: uuid.UUID, lines: int = 6) -> str:
     return f"{row['title']} ({row['word_count']} words)\n\n{head}"
 
 
-def run_demo(settings: Settings) -> int:
-    """The whole demo; returns the exit code. Ctrl-C at any point leaves nothing running."""
+def choose_provider(settings: Settings) -> Settings:
     if settings.provider == "gemini" and settings.api_key:
         click.echo(f"A Gemini key is set: the demo will write with {settings.gemini_model}.")
-    else:
-        settings = settings.with_overrides(provider="offline")
-        click.echo(
-            "No Gemini key set: the demo writes with the offline provider (placeholder prose)."
-        )
-    log_path = Path(tempfile.mkdtemp(prefix="storyworker-demo-log-")) / "storyworker.log"
-    proc: subprocess.Popen | None = None
+        return settings
+    click.echo("No Gemini key set: the demo writes with the offline provider (placeholder prose).")
+    return settings.with_overrides(provider="offline")
+
+
+def follow_and_stop(dsn: str, jobs: list[uuid.UUID], proc: subprocess.Popen, log: Path) -> int:
+    """Show the jobs to their end, stop the supervisor, quote a chapter; the exit code."""
+    final = show_progress(dsn, jobs, proc, log)
+    code = stop(proc)
+    click.echo(f"\nSupervisor stopped (exit code {code}).")
+    done = [j for j in jobs if final[j].status is progress.Status.COMPLETED]
+    if done:
+        click.echo("\nThe first lines of " + excerpt(dsn, done[0]))
+    return exitcodes.OK if len(done) == len(jobs) and code == 0 else exitcodes.FAILURE
+
+
+def run_demo(settings: Settings, database_url: str | None = None) -> int:
+    """The whole demo; returns the exit code. Ctrl-C at any point leaves nothing running
+    and no temporary folder behind."""
+    settings = choose_provider(settings)
     try:
-        with database(settings) as dsn:
-            jobs = seed(dsn)
-            port = free_port(settings.port)
-            proc = start_supervisor(dsn, settings, port, log_path)
-            click.echo(f"Supervisor pid {proc.pid} with 2 workers; logs: {log_path}")
-            click.echo(f"Health: http://127.0.0.1:{port}/health  (also /ready and /metrics)\n")
-            final = show_progress(dsn, jobs, proc)
-            code = stop(proc)
-            click.echo(f"\nSupervisor stopped (exit code {code}).")
-            done = [j for j in jobs if final[j].status is progress.Status.COMPLETED]
-            if done:
-                click.echo("\nThe first lines of " + excerpt(dsn, done[0]))
-            return 0 if len(done) == len(jobs) and code == 0 else 1
+        with contextlib.ExitStack() as stack:
+            root = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="storyworker-demo-", ignore_cleanup_errors=True)
+            )
+            dsn = stack.enter_context(database(database_url, Path(root)))
+            seeded = seed(dsn)
+            if database_url:  # runs after the supervisor has stopped
+                stack.callback(unseed, dsn, seeded)
+            worker_dsn = scoped(dsn, seeded.sequence_id) if database_url else dsn
+            log = Path(root, "storyworker.log")
+            proc = stack.enter_context(supervisor(worker_dsn, settings, log))
+            return follow_and_stop(dsn, seeded.jobs, proc, log)
+    except SupervisorExited as exc:
+        click.echo(f"storyworker: error: {exc}", err=True)
+        return exc.code or exitcodes.FAILURE
     except KeyboardInterrupt:
         click.echo("\nInterrupted; stopping everything.")
-        return 130
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGQUIT)
-            stop(proc, timeout=15)
+        return exitcodes.INTERRUPTED

@@ -43,15 +43,21 @@ def run(concurrency: int | None, port: int | None, provider: str | None) -> None
 
 
 @click.command()
+@click.option(
+    "--database-url",
+    metavar="DSN",
+    help="Run in this database instead of a throwaway one (never DATABASE_URL): only "
+    "the demo's own jobs are touched, and what it created is deleted at the end.",
+)
 @friendly_errors
-def demo() -> None:
+def demo(database_url: str | None) -> None:
     """Everything at once on this machine: a throwaway Postgres, two workers, live."""
     from supervisor import logs
     from supervisor.cli.demo import run_demo
 
     settings = load_settings()
     logs.configure("WARNING", settings.log_format)
-    sys.exit(run_demo(settings))
+    sys.exit(run_demo(settings, database_url))
 
 
 @click.command()

@@ -5,7 +5,7 @@ status), with a periodic re-read as the fallback when NOTIFY is unavailable."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -58,8 +58,16 @@ def read(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> dict[UUID, JobPro
     }
 
 
-def follow(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> Iterator[dict[UUID, JobProgress]]:
-    """Yield the jobs' progress now and after every change, until all are settled.
+def follow(
+    conn: psycopg.Connection,
+    job_ids: Sequence[UUID],
+    *,
+    alive: Callable[[], bool] = lambda: True,
+    poll_seconds: float = POLL_SECONDS,
+) -> Iterator[dict[UUID, JobProgress]]:
+    """Yield the jobs' progress now and after every change, until all are settled, or
+    until `alive()`, asked at least every `poll_seconds`, says whoever would settle
+    them is gone.
 
     `conn` must be an autocommit connection of its own (it LISTENs).
     """
@@ -67,10 +75,10 @@ def follow(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> Iterator[dict[U
     sql.run(conn, "listen_progress")
     current = read(conn, job_ids)
     yield current
-    while not all(p.done for p in current.values()):
+    while alive() and not all(p.done for p in current.values()):
         changed = False
-        with translated("waiting for progress"):
-            for note in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+        with translated("waiting for progress", conn):
+            for note in conn.notifies(timeout=poll_seconds, stop_after=1):
                 changed = changed or json.loads(note.payload).get("job_id") in wanted
         # A quiet period re-reads too: NOTIFY may be unavailable behind a pooler.
         latest = read(conn, job_ids)

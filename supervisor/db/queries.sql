@@ -17,11 +17,15 @@ returning id;
 -- number of workers on any number of hosts claim side by side without waiting.
 -- It also returns what the job needs to start (its chapter, the sequence's owner and
 -- the summaries of earlier chapters, newest first), saving a round trip per job.
+-- A session with `storyworker.claim_sequence` set (the demo on a database it was
+-- given) claims only that sequence's jobs.
 with next as (
     select j.id
       from generation_jobs j
      where j.status = 'pending'
        and (j.run_after is null or j.run_after <= now())
+       and (nullif(current_setting('storyworker.claim_sequence', true), '') is null
+            or j.sequence_id = current_setting('storyworker.claim_sequence', true)::uuid)
        and not exists (
            select 1 from generation_jobs busy
             where busy.chapter_id = j.chapter_id and busy.status = 'processing')
@@ -183,11 +187,14 @@ returning id, status;
 -- name: rescue
 -- Jobs whose holder stopped renewing its lease (its process or host died), and
 -- impossible leases: a heartbeat further in the future than one lease (`infinity`
--- included) was not written by a worker.
+-- included) was not written by a worker. Scoped like `claim` by
+-- `storyworker.claim_sequence`.
 with expired as (
     select id
       from generation_jobs
      where status = 'processing'
+       and (nullif(current_setting('storyworker.claim_sequence', true), '') is null
+            or sequence_id = current_setting('storyworker.claim_sequence', true)::uuid)
        and (heartbeat_at is null or heartbeat_at < now() - make_interval(secs => %(lease)s)
             or heartbeat_at > now() + make_interval(secs => %(lease)s))
        for update skip locked
@@ -435,3 +442,8 @@ values (%(sequence_id)s, %(number)s, %(title)s) returning id;
 select c.title, c.content, c.word_count
   from generation_jobs j join chapters c on c.id = j.chapter_id
  where j.id = %(job_id)s;
+
+-- name: demo_cleanup
+-- The demo, on a database it was given, deletes its user: its story, chapters and
+-- jobs go with it (on delete cascade).
+delete from auth.users where id = %(user_id)s;
