@@ -145,6 +145,26 @@ def test_own_row_policies_cannot_rewrite_worker_columns(supa, world, attack, sta
     assert job(supa, alice["job"]) == before
 
 
+def test_an_infinite_updated_at_becomes_now(supa, world):
+    alice = world["alice"]
+    statement = "update generation_jobs set updated_at = 'infinity' where id = %s"
+    assert supa.attempt("authenticated", alice["user"], statement, alice["job"]) == ""
+    assert job(supa, alice["job"])["updated_at"].year < 3000
+
+
+def test_the_owner_and_a_superuser_are_the_worker(supa, world):
+    """Supabase's postgres (the tables' owner) and supabase_admin (a superuser) write
+    worker columns; service_role, anon and authenticated do not."""
+    alice = world["alice"]
+    superuser = psycopg.connect(supa.server.dsn(supa.name), autocommit=True)
+    for conn in (supa.connect(), superuser):
+        with conn:
+            conn.execute(
+                "update generation_jobs set attempts = attempts + 1 where id = %s", (alice["job"],)
+            )
+    assert job(supa, alice["job"])["attempts"] == 2
+
+
 def test_service_role_cannot_rewrite_worker_columns_either(supa, world):
     alice = world["alice"]
     error = supa.attempt("service_role", None, ATTACKS[0], alice["job"])

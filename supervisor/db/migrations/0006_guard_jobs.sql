@@ -11,7 +11,8 @@
 --     (reset, not refused, so an app that sends status 'pending' or progress 0 works);
 --   * an UPDATE may change status only to 'cancelled', from pending or processing
 --     (which also stamps current_step, completed_at and clears heartbeat_at, as
---     `storyworker jobs cancel` does); any change to a worker column is refused.
+--     `storyworker jobs cancel` does); any change to a worker column is refused, and
+--     an infinite updated_at becomes now().
 -- The function is SECURITY INVOKER so that current_user is the role that wrote, and
 -- it reads only the catalogue: a trigger's function needs no privilege of the caller.
 create or replace function storyworker.guard_generation_jobs() returns trigger
@@ -63,6 +64,10 @@ begin
         new.current_step := 'cancelled';
         new.completed_at := now();
         new.heartbeat_at := null;
+        new.updated_at := now();
+    end if;
+    -- updated_at is the app's to touch too, but never to an infinity.
+    if not isfinite(new.updated_at) then
         new.updated_at := now();
     end if;
     return new;
