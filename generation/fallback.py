@@ -126,7 +126,13 @@ class FallbackProvider:
                 member.check()
             except GenerationError as exc:
                 failures.append(exc)
-                self._failed(position, exc)
+                if exc.provider_wide:
+                    self._failed(position, exc)
+                else:
+                    log.warning(
+                        "the provider failed its check",
+                        extra=_fields(provider=member.name, error=str(exc)),
+                    )
         if len(failures) < len(self.members):
             return
         passing = [e for e in failures if e.retryable or not e.provider_wide]
