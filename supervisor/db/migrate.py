@@ -116,6 +116,7 @@ def migrate(conn: psycopg.Connection, *, lock_timeout: str = "15s") -> list[str]
         for migration in pending(conn):
             with explained(conn, f"migration {migration.version}"), conn.transaction():
                 sql.one(conn, "migration_lock_timeout", {"timeout": lock_timeout})
+                sql.one(conn, "migration_search_path")
                 sql.run(conn, "migrations_bootstrap")
                 conn.execute(migration.sql)
                 sql.run(conn, "migrations_lockdown")

@@ -343,6 +343,14 @@ select pg_advisory_unlock(%(key)s);
 -- One migration's DDL waits at most this long behind running workers' row locks.
 select set_config('lock_timeout', %(timeout)s, true);
 
+-- name: migration_search_path
+-- A migration creates the app's objects where the search path puts them, but never in
+-- storyworker's own schema (which "$user" names when the role is called storyworker).
+select set_config('search_path', coalesce((
+    select string_agg(quote_ident(s), ', ' order by n)
+      from unnest(current_schemas(false)) with ordinality as t(s, n)
+     where s <> 'storyworker'), ''), true);
+
 -- name: migrations_table
 -- Where the bookkeeping table is: `current` in storyworker's schema, `legacy` in the
 -- search path where versions before 0005 kept it (both null: never migrated).

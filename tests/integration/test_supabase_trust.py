@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from supervisor.db import queue
@@ -417,3 +419,32 @@ def test_the_readme_policies_do_what_it_says(supa, world):
     with supa.as_api("authenticated", user) as conn:
         seen = {r["user_id"] for r in conn.execute("select user_id from generation_jobs")}
     assert seen == {user}
+
+
+def test_a_role_named_storyworker_keeps_the_app_tables_in_public(pg):
+    """search_path's "$user" names storyworker's schema for a role called storyworker:
+    the migrations still create the app's tables in public."""
+    with pg.admin() as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = 'storyworker'").fetchone()
+        if not exists:
+            conn.execute("create role storyworker login")
+    with pg.database(template="template0") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("alter schema public owner to storyworker")
+            conn.execute(f"alter database {conn.info.dbname} owner to storyworker")
+        own = make_conninfo(dsn, user="storyworker")
+        with psycopg.connect(own, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute("create schema auth")
+            assert migrate(conn) == [m.version for m in shipped()]
+            placed = conn.execute(
+                "select relnamespace::regnamespace::text as s, relname from pg_class"
+                " where relname in ('sequences', 'chapters', 'generation_jobs', 'migrations',"
+                " 'rate_limits') and relkind = 'r' order by relname"
+            ).fetchall()
+        assert {(r["relname"], r["s"]) for r in placed} == {
+            ("chapters", "public"),
+            ("generation_jobs", "public"),
+            ("sequences", "public"),
+            ("migrations", "storyworker"),
+            ("rate_limits", "storyworker"),
+        }
