@@ -37,7 +37,7 @@ from supervisor.db import queue, sql
 from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
-from supervisor.errors import DatabaseError
+from supervisor.errors import DatabaseError, StatementError
 from supervisor.logs import fields
 from supervisor.worker.listener import Mode, Waiter
 from supervisor.worker.providers import build_provider, rate_limits
@@ -213,7 +213,11 @@ class Worker:
                 return
             self.run_job(claim)
         except DatabaseError as exc:
-            log.warning("database connection lost", extra=fields(worker=self.index, error=str(exc)))
+            # A refusal outside a job's own failure (the claim, a settlement) is not a
+            # lost connection, whatever is done about it: the log says which.
+            refused = isinstance(exc, StatementError)
+            what = "database refused a statement" if refused else "database connection lost"
+            log.warning(what, extra=fields(worker=self.index, error=str(exc)))
             self._title("idle")
             self._reconnect()
             self._settle_orphan()
