@@ -97,12 +97,11 @@ def parse_checkpoint(saved: Any) -> SavedCheckpoint | None:
     digest = saved.get(DIGEST_KEY)
     if digest is not None and not isinstance(digest, str):
         raise MalformedCheckpoint(f"{DIGEST_KEY} is {digest!r}, not a string")
-    return SavedCheckpoint(
-        outline=Outline(raw["title"], tuple(bullets)),
-        sections_done=_count(saved.get("sections_done", 0), "sections_done", len(bullets)),
-        content_length=_count(saved.get("content_length", 0), "content_length"),
-        digest=digest,
-    )
+    done = _count(saved.get("sections_done", 0), "sections_done", len(bullets))
+    length = _count(saved.get("content_length", 0), "content_length")
+    if done and not length:  # the writer never commits an empty section
+        raise MalformedCheckpoint(f"{done} sections are done but none has any text")
+    return SavedCheckpoint(Outline(raw["title"], tuple(bullets)), done, length, digest)
 
 
 def resume_point(claim: Claim, prefs: Preferences, content: str) -> ResumePoint:

@@ -255,6 +255,7 @@ BULLETS = {"title": "T", "bullets": ["a", "b", "c", "d"]}
         {"outline": BULLETS, "sections_done": 9},
         {"outline": BULLETS, "sections_done": 2, "content_length": -5},
         {"outline": BULLETS, "sections_done": 2, "content_sha256": 7},
+        {"outline": BULLETS, "sections_done": 2, "content_length": 0},
     ],
 )
 def test_a_malformed_checkpoint_means_one_fresh_start_said_once(checkpoint, caplog):
