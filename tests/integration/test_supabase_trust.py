@@ -327,6 +327,10 @@ def migrated_by_the_previous_version(conn: psycopg.Connection) -> None:
 def test_previous_version_state_moves_to_the_storyworker_schema(pg):
     with supabase_database(pg) as db, db.connect() as conn:
         migrated_by_the_previous_version(conn)
+        # The hole issue 12 reports: Supabase's default privileges reach them in public.
+        assert conn.execute(
+            "select has_table_privilege('anon', 'storyworker_rate_limits', 'UPDATE') as p"
+        ).fetchone()["p"]
         assert applied(conn) == {m.version for m in shipped()[:4]}
         with pytest.raises(NotMigratedError, match="0005"):
             require_migrated(conn)
@@ -337,6 +341,13 @@ def test_previous_version_state_moves_to_the_storyworker_schema(pg):
         assert tat.year == 2030
         for gone in ("storyworker_migrations", "storyworker_rate_limits"):
             assert conn.execute("select to_regclass(%s) as t", (gone,)).fetchone()["t"] is None
+        # In public they had Supabase's default grants; moved, they keep none of them.
+        for role in ("anon", "authenticated", "public"):
+            for table in ("storyworker.migrations", "storyworker.rate_limits"):
+                granted = conn.execute(
+                    "select has_table_privilege(%s, %s, %s) as p", (role, table, PRIVILEGES)
+                ).fetchone()["p"]
+                assert not granted, (role, table)
 
 
 @pytest.mark.slow
