@@ -64,15 +64,36 @@ def log_config(formatter: str, level: str) -> dict[str, Any]:
     }
 
 
+def announce_address(path: str) -> Callable[[Any], None]:
+    """A gunicorn `when_ready` hook that writes the address actually bound ("HOST
+    PORT") to `path`, atomically: with PORT=0 only the kernel knows the port, and the
+    supervisor probes what was bound, not what was asked for."""
+
+    def when_ready(server: Any) -> None:
+        host, port = server.LISTENERS[0].getsockname()[:2]
+        partial = f"{path}.partial"
+        with open(partial, "w", encoding="ascii") as out:
+            out.write(f"{host} {port}\n")
+        os.replace(partial, path)
+
+    return when_ready
+
+
 def server_options(
-    host: str, port: int, log_level: str = "info", formatter: str | None = None
+    host: str,
+    port: int,
+    log_level: str = "info",
+    formatter: str | None = None,
+    address_file: str | None = None,
 ) -> dict[str, Any]:
     """gunicorn settings for the health server: one sync worker on `host`:`port`, its
     heartbeat file on tmpfs, no pidfile, no control socket, no access log, errors on
     stderr (through `formatter`, a logging.Formatter's dotted path, when given). At
-    "info" gunicorn itself logs at "warning": its info lines are start-up chatter."""
+    "info" gunicorn itself logs at "warning": its info lines are start-up chatter.
+    With `address_file`, the bound address is written there once it listens."""
     level = "warning" if log_level == "info" else log_level
     return {
+        "when_ready": announce_address(address_file) if address_file else None,
         "logconfig_dict": log_config(formatter, level) if formatter else None,
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": 1,
@@ -106,6 +127,7 @@ def run_health_server(
     log_level: str = "info",
     formatter: str | None = None,
     parent_pid: int | None = None,
+    address_file: str | None = None,
 ) -> NoReturn:
     """Serve until SIGTERM (or the parent's death); meant for a forked child. It never
     returns: the process exits with gunicorn's exit code.
@@ -121,7 +143,8 @@ def run_health_server(
     sys.argv = [sys.argv[0]]  # gunicorn parses argv; ours are not its flags
     code = 1
     try:
-        HealthServer(app_factory, server_options(host, port, log_level, formatter)).run()
+        options = server_options(host, port, log_level, formatter, address_file)
+        HealthServer(app_factory, options).run()
         code = 0
     except SystemExit as exc:
         # gunicorn leaves by sys.exit, in its master and in the worker it forks alike;

@@ -1,5 +1,5 @@
 """`python -m supervisor` is the `storyworker` command."""
 
-from supervisor.cli import main
+from supervisor.launch import main
 
-main(prog_name="storyworker")
+main()

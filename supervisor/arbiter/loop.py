@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
-from supervisor import exitcodes
+from supervisor import exitcodes, logs
+from supervisor.arbiter.health_child import HealthChild
 from supervisor.arbiter.leases import Maintenance
 from supervisor.arbiter.procs import Exit, Processes, SignalQueue
 from supervisor.arbiter.slots import Slot
@@ -55,14 +56,14 @@ class Arbiter:
     reload_settings: Callable[[], Settings]
     worker_main: Callable[[int, Settings, HeartbeatTable], NoReturn]
     health_main: Callable[[], NoReturn] | None = None
+    #: Where the health server writes the address it bound (None: probe the settings').
+    health_address_file: str | None = None
     processes: Processes = field(default_factory=Processes)
     signals: SignalQueue = field(default_factory=SignalQueue)
     notifier: Notifier = field(default_factory=lambda: Notifier(None, None))
     clock: Callable[[], float] = time.monotonic
     slots: dict[int, Slot] = field(default_factory=dict)
     target: int = 0
-    health_pid: int | None = None
-    health_restarts: int = 0
     stopping: Stopping | None = None
     deadline: float = 0.0
     reload_queue: list[int] = field(default_factory=list)
@@ -70,6 +71,9 @@ class Arbiter:
     exit_code: int = exitcodes.OK
     ready_sent: bool = False
     loop_errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.health = HealthChild(self.health_main, self.health_address_file)
 
     # --- life cycle --------------------------------------------------------------
 
@@ -169,11 +173,18 @@ class Arbiter:
             )
             return
         self.notifier.reloading()
-        self.settings = new
+        old, self.settings = self.settings, new
+        logs.configure(new.log_level, new.log_format)
         self.target = new.concurrency
         self.table.set_supervisor(expected_workers=self.target)
         self.reload_queue = [s.index for s in self.live_slots()]
-        log.info("reloading workers one at a time", extra=fields(workers=len(self.reload_queue)))
+        if (old.port, old.health_host) != (new.port, new.health_host):
+            self.health.replace(self.processes)  # the next one listens where told
+            self.ready_sent = False
+        log.info(
+            "reloading workers one at a time",
+            extra=fields(workers=self.target, replacing=len(self.reload_queue)),
+        )
 
     def handle_ttin(self) -> None:
         self.target = min(self.target + 1, self.table.capacity)
@@ -207,9 +218,8 @@ class Arbiter:
 
     def reap(self) -> None:
         for ended in self.processes.reap():
-            if ended.pid == self.health_pid:
-                self.health_pid = None
-                log.warning("health server exited", extra=fields(how=ended.describe()))
+            if ended.pid == self.health.pid:
+                self.health.ended(ended.describe(), self.clock())
                 continue
             slot = next((s for s in self.slots.values() if s.pid == ended.pid), None)
             if slot is not None:
@@ -266,7 +276,7 @@ class Arbiter:
             self.ask_to_stop(slot, signal.SIGTERM)
 
     def spawn_worker(self, slot: Slot) -> None:
-        slot.restarts += bool(slot.started)
+        slot.restarts += bool(slot.started) and not slot.planned
         self.maintenance.before_fork()
         settings, table, main = self.settings, self.table, self.worker_main
         self.table.reset_slot(slot.index, pid=0, state=WorkerState.STARTING, restarts=slot.restarts)
@@ -280,13 +290,9 @@ class Arbiter:
         log.info("worker spawned", extra=fields(worker=slot.index, pid=pid, restarts=slot.restarts))
 
     def spawn_health(self) -> None:
-        if self.health_main is None:
-            return
-        self.maintenance.before_fork()
-        self.health_pid = self.processes.spawn(self.health_main, self.signals.forget_in_child)
-        log.info(
-            "health server spawned", extra=fields(pid=self.health_pid, port=self.settings.port)
-        )
+        if self.health.main is not None:
+            self.maintenance.before_fork()
+            self.health.spawn(self.processes, self.signals.forget_in_child, self.clock())
 
     def kill_stale(self) -> None:
         now = self.clock()
@@ -350,7 +356,7 @@ class Arbiter:
             not self.ready_sent
             and not self.stopping
             and self.all_booted()
-            and self.health_answers()
+            and self.health.answers(self.settings.health_host, self.settings.port)
         ):
             self.ready_sent = True
             self.table.set_supervisor(state=SupervisorState.RUNNING)
@@ -361,24 +367,12 @@ class Arbiter:
 
     def restart_health(self) -> None:
         """Start the health server again if it died (not while shutting down)."""
-        if self.health_pid is None and not self.stopping and self.health_main is not None:
-            self.health_restarts += 1
+        if not self.stopping and self.health.due(self.clock()):
             self.spawn_health()
 
     def all_booted(self) -> bool:
         slots = [self.slots.get(i) for i in range(self.target)]
         return all(s is not None and s.pid is not None and s.booted for s in slots)
-
-    def health_answers(self) -> bool:
-        if self.health_main is None:
-            return True
-        from health.client import HealthClientError, fetch_health
-
-        try:
-            fetch_health(f"http://127.0.0.1:{self.settings.port}/health", timeout=0.5)
-        except HealthClientError:
-            return False
-        return True
 
     # --- shutdown ----------------------------------------------------------------
 
@@ -399,14 +393,4 @@ class Arbiter:
         return False
 
     def stop_health(self) -> None:
-        if self.health_pid is None:
-            return
-        self.processes.kill(self.health_pid, signal.SIGTERM)
-        deadline = self.clock() + 10
-        while self.health_pid is not None and self.clock() < deadline:
-            for ended in self.processes.reap():
-                if ended.pid == self.health_pid:
-                    self.health_pid = None
-            time.sleep(0.05)
-        if self.health_pid is not None:
-            self.processes.kill(self.health_pid, signal.SIGKILL)
+        self.health.stop(self.processes)

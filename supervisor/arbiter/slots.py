@@ -22,6 +22,8 @@ class Slot:
     not_before: float = 0.0
     aborted_at: float | None = None
     quitting: bool = False  # we asked it to go (shutdown, reload, scale down)
+    #: The last child went because we asked: its successor is not a restart.
+    planned: bool = False
 
     def due(self, now: float) -> bool:
         """Empty, and its backoff (if any) is over: time to start a child."""
@@ -36,4 +38,5 @@ class Slot:
         self.crashes = 0 if self.quitting or lived >= STABLE_SECONDS else self.crashes + 1
         delay = 0.0 if self.crashes <= 1 else min(2.0 ** (self.crashes - 2), MAX_RESPAWN_DELAY)
         self.not_before = now + delay
+        self.planned = self.quitting
         self.pid, self.aborted_at, self.quitting = None, None, False

@@ -3,6 +3,7 @@ fake clock (the real thing runs as a real process in tests/acceptance)."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 from dataclasses import dataclass, field
 
@@ -184,3 +185,49 @@ def test_a_loop_that_keeps_failing_kills_its_workers_and_gives_up(arbiter):
     passes = [arbiter.run_pass() for _ in range(LOOP_ERRORS_TO_GIVE_UP)]
     assert passes[-1] is True and not any(passes[:-1])
     assert (pid, signal.SIGKILL) in arbiter.processes.killed
+
+
+def test_a_health_server_that_dies_at_once_is_restarted_with_growing_delays(tmp_path):
+    table = HeartbeatTable.create(2, directory=str(tmp_path))
+    clock, processes = Clock(), FakeProcesses()
+    settings = Settings(concurrency=1)
+    arb = Arbiter(
+        settings=settings,
+        table=table,
+        maintenance=FakeMaintenance(),
+        reload_settings=lambda: settings,
+        worker_main=lambda *a: None,
+        health_main=lambda: None,
+        processes=processes,
+        clock=clock,
+    )
+    arb.spawn_health()
+    spawned_at = []
+    for _ in range(6):  # it exits at once, every time (a port it cannot bind, say)
+        processes.exits.append(Exit(arb.health.pid, 1, None))
+        arb.reap()
+        while arb.health.pid is None:
+            arb.restart_health()
+            clock.now += 0.25
+        spawned_at.append(clock.now)
+    gaps = [b - a for a, b in itertools.pairwise(spawned_at)]
+    assert gaps == sorted(gaps) and gaps[-1] >= 8  # not 619 restarts in 48 s
+    assert arb.health.slot.restarts == 6
+    table.unlink()
+
+
+def test_a_worker_replaced_by_a_reload_is_not_counted_as_a_restart(arbiter):
+    arbiter.spawn_missing()
+    pid = arbiter.slots[0].pid
+    arbiter.handle_hup()
+    arbiter.table.update_slot(0, state=WorkerState.IDLE, now=arbiter.clock_.now)
+    arbiter.kill_stale()  # notices the worker booted
+    arbiter.spawn_missing()  # rolls the reload: asks the worker to go
+    assert (pid, signal.SIGTERM) in arbiter.processes.killed
+    arbiter.processes.exits.append(Exit(pid, 0, None))
+    arbiter.reap()
+    arbiter.spawn_missing()
+    assert arbiter.slots[0].pid != pid and arbiter.slots[0].restarts == 0
+    crash(arbiter)
+    arbiter.spawn_missing()
+    assert arbiter.slots[0].restarts == 1  # a crash still counts
