@@ -289,3 +289,41 @@ def test_a_job_completes_with_the_refused_section_written_by_the_fallback():
     spent = {(entry["provider"], entry["calls"]) for entry in usage.to_json()}
     assert ("backup", 1) in spent
     assert job.content.count("\n\n") >= 3
+
+
+class FailsOnce(Refusing):
+    """Refuses section `at`; the first time section `broken` is written, the stream
+    breaks after some text (retryable: the job resumes from its checkpoint)."""
+
+    def __init__(self, at: int, broken: int, hooks: ProviderHooks) -> None:
+        super().__init__(at, hooks)
+        self.broken, self.broke = broken, False
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        chunks = super().stream_section(request, outline, index, previous_text)
+        if index != self.broken or self.broke:
+            return chunks
+        self.broke = True
+        return self._break(chunks)
+
+    def _break(self, chunks: Iterator[str]) -> Iterator[str]:
+        yield next(iter(chunks))
+        raise ProviderUnavailableError("the stream broke off mid-way")
+
+
+def test_a_resumed_job_keeps_the_record_of_who_wrote_the_earlier_sections():
+    queue = MemoryQueue()
+    job = queue.add({"bullet_count": 4, "words_per_bullet": 60})
+    hooks = ProviderHooks()
+    provider = FallbackProvider([FailsOnce(1, 2, hooks), Backup(hooks=hooks)])
+    runner = JobRunner(
+        queue=queue, provider=provider, owner="host/1", max_retries=3, backoff_seconds=0
+    )
+    assert runner.run(queue.claim("host/1")) is Settled.RETRIED
+    assert [s["provider"] for s in job.checkpoint["sections"]] == ["offline", "backup"]
+    job.run_after = None
+    assert runner.run(queue.claim("host/1")) is Settled.COMPLETED
+    writers = [s["provider"] for s in job.checkpoint["sections"]]
+    assert writers == ["offline", "backup", "offline", "offline"]
