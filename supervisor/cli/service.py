@@ -33,7 +33,7 @@ def migrate() -> None:
 @click.command()
 @click.option("--concurrency", type=int, help="Worker processes (WORKER_CONCURRENCY).")
 @click.option("--port", type=int, help="Health server port (PORT).")
-@click.option("--provider", help="gemini or offline (GENERATION_PROVIDER).")
+@click.option("--provider", help="gemini, openai or offline (GENERATION_PROVIDER).")
 @friendly_errors
 def run(concurrency: int | None, port: int | None, provider: str | None) -> None:
     """Run the supervisor, its workers and the health server in the foreground."""
