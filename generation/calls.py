@@ -180,6 +180,7 @@ class RequestRunner:
                 error = self._classify(exc, attempts, model)
                 if error is None:
                     raise
+                error.attempts = attempts
                 raise error from exc
 
         return attempt

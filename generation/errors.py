@@ -19,6 +19,8 @@ class GenerationError(Exception):
     retryable: bool = False
     #: Every job would fail the same way until the provider or its configuration changes.
     provider_wide: bool = False
+    #: Requests the operation made before it gave up (set by the call machinery).
+    attempts: int = 1
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from generation.errors import GenerationError
+from generation.errors import GenerationError, ProviderUnavailableError
 from generation.types import CallRecord, Provider
 from generation.writer import SectionStats, write_chapter
 from supervisor import metrics
@@ -32,6 +32,12 @@ log = logging.getLogger("supervisor.worker")
 
 class Abandon(BaseException):
     """SIGQUIT: drop the current job back to the queue and exit now."""
+
+
+def outage(error: GenerationError) -> bool:
+    """5xx answers or timeouts that outlasted the retries inside the call: the
+    provider is down, not just one stream cut."""
+    return isinstance(error, ProviderUnavailableError) and error.attempts > 1
 
 
 class Settled(enum.StrEnum):
@@ -174,6 +180,10 @@ class JobRunner:
             raise
         except GenerationError as exc:
             settled = self.pause(claim, exc) if exc.provider_wide else self.fail(claim, exc)
+            if outage(exc):
+                # The job pays one attempt; the pool then waits out the outage instead
+                # of every queued job spending its retries against a failing provider.
+                self.on_provider_fault(exc)
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a failing job never stops a worker
             settled = self.fail(claim, exc)
         finally:

@@ -123,6 +123,7 @@ def test_attempts_are_bounded_and_the_last_error_is_raised(harness: Harness) -> 
         harness.runner.send(op, request)
     assert isinstance(info.value.__cause__, SdkError)
     assert harness.attempts == 4 and op.retries == 3
+    assert info.value.attempts == 4  # the worker tells an outage from one cut stream
     assert [r.outcome for r in harness.records] == ["retryable_error"]
 
 

@@ -276,3 +276,16 @@ def test_a_checkpoint_without_a_digest_is_still_resumed_by_length():
     assert runner_for(queue, provider).run(queue.claim(OWNER)) is Settled.COMPLETED
     assert provider.outlines == 0 and "start_chapter" not in [n for n, _ in job.writes[1:]]
     assert job.content == fault_free_text()
+
+
+def test_an_outage_beyond_the_in_call_retries_pauses_the_pool_and_a_cut_stream_does_not():
+    faults: list[Exception] = []
+    for attempts, pauses in ((5, 1), (1, 0)):
+        queue = MemoryQueue()
+        job = queue.add(PREFS)
+        error = ProviderUnavailableError(f"Gemini returned HTTP 503 after {attempts} attempts")
+        error.attempts = attempts
+        runner = runner_for(queue, FailingProvider(1, error), on_provider_fault=faults.append)
+        before = len(faults)
+        assert runner.run(queue.claim(OWNER)) is Settled.RETRIED  # it pays one attempt
+        assert job.status is Status.PENDING and len(faults) - before == pauses
