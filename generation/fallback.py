@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from generation.errors import GenerationError, RefusedError, RetryableError
+from generation.errors import GenerationError, RefusedError
 from generation.types import ChapterRequest, Outline, Provider, Source, served_by
 
 T = TypeVar("T")
@@ -246,8 +246,8 @@ def _same_kind(error: GenerationError, message: str) -> GenerationError:
         combined = type(error)(message)
     except TypeError:  # a class with a constructor of its own: keep the original
         return error
-    if isinstance(error, RetryableError) and isinstance(combined, RetryableError):
-        combined.retry_after = error.retry_after
+    # What the error carries besides its message (retry_after, ...) goes along.
+    combined.__dict__.update(vars(error))
     return combined
 
 

@@ -327,3 +327,12 @@ def test_a_resumed_job_keeps_the_record_of_who_wrote_the_earlier_sections():
     assert runner.run(queue.claim("host/1")) is Settled.COMPLETED
     writers = [s["provider"] for s in job.checkpoint["sections"]]
     assert writers == ["offline", "backup", "offline", "offline"]
+
+
+def test_the_combined_fault_keeps_what_the_primarys_carried():
+    primary, backup = Member("primary"), Member("backup")
+    primary.fail("summary", QuotaExhaustedError("daily quota", retry_after=3600))
+    backup.fail("summary", QuotaExhaustedError("backup quota"))
+    with pytest.raises(QuotaExhaustedError) as caught:
+        composite(primary, backup).summarize(REQUEST, OUTLINE, "x")
+    assert caught.value.retry_after == 3600 and "backup quota" in str(caught.value)
