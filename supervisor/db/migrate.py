@@ -51,7 +51,10 @@ NEEDED_COLUMNS = {
         "updated_at",
     ),
 }
-OWNER_HINT = "run `storyworker migrate` as the owner of the app's tables (on Supabase: postgres)"
+OWNER_HINT = (
+    "run `storyworker migrate` as the role that owns the app's tables (on Supabase:"
+    " postgres; `alter table NAME owner to postgres` for one another role owns)"
+)
 
 
 class MigrationRefused(ConfigError):

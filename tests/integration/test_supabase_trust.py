@@ -459,3 +459,15 @@ def test_a_role_named_storyworker_keeps_the_app_tables_in_public(pg):
             ("migrations", "storyworker"),
             ("rate_limits", "storyworker"),
         }
+
+
+def test_a_table_another_role_owns_is_named(pg):
+    with supabase_database(pg) as db:
+        with psycopg.connect(pg.dsn(db.name), autocommit=True) as admin:
+            admin.execute("alter table chapters owner to postgres")  # supabase_admin's
+        with db.connect() as conn:
+            with pytest.raises(MigrationRefused) as refused:
+                migrate(conn)
+            assert "role sb_postgres: must be owner of table chapters" in str(refused.value)
+            assert "owner to postgres" in str(refused.value)
+            assert applied(conn) == set()
