@@ -147,6 +147,19 @@ def test_own_row_policies_cannot_rewrite_worker_columns(supa, world, attack, sta
     assert job(supa, alice["job"]) == before
 
 
+def test_a_processing_job_cannot_be_pointed_at_another_chapter(supa, world):
+    alice, bob = world["alice"], world["bob"]
+    with supa.connect() as conn:
+        claim = queue.claim(conn, "w/1")
+    assert claim is not None and claim.job_id == alice["job"]
+    redirect = "update generation_jobs set chapter_id = %s, sequence_id = %s where id = %s"
+    error = supa.attempt(
+        "authenticated", alice["user"], redirect, bob["chapter"], bob["sequence"], alice["job"]
+    )
+    assert "may not change which chapter" in error
+    assert job(supa, alice["job"])["chapter_id"] == alice["chapter"]
+
+
 def test_an_infinite_updated_at_becomes_now(supa, world):
     alice = world["alice"]
     statement = "update generation_jobs set updated_at = 'infinity' where id = %s"

@@ -11,8 +11,10 @@
 --     (reset, not refused, so an app that sends status 'pending' or progress 0 works);
 --   * an UPDATE may change status only to 'cancelled', from pending or processing
 --     (which also stamps current_step, completed_at and clears heartbeat_at, as
---     `storyworker jobs cancel` does); any change to a worker column is refused, and
---     an infinite updated_at becomes now().
+--     `storyworker jobs cancel` does); any change to a worker column is refused, so
+--     is a change of chapter_id, sequence_id or user_id while the job is processing
+--     (the worker checked ownership when it claimed), and an infinite updated_at
+--     becomes now().
 -- The function is SECURITY INVOKER so that current_user is the role that wrote, and
 -- it reads only the catalogue: a trigger's function needs no privilege of the caller.
 create or replace function storyworker.guard_generation_jobs() returns trigger
@@ -54,6 +56,15 @@ begin
                       hint = 'An app may only set status to ''cancelled''.';
         end if;
     end loop;
+    -- The worker writes the chapter the job row names at each write: a running job
+    -- must not be pointed at someone else's chapter after its ownership was checked.
+    if old.status = 'processing' and (new.chapter_id, new.sequence_id, new.user_id)
+            is distinct from (old.chapter_id, old.sequence_id, old.user_id) then
+        raise exception 'role % may not change which chapter a processing job writes',
+            current_user
+            using errcode = 'insufficient_privilege',
+                  hint = 'Cancel the job and queue a new one.';
+    end if;
     if new.status is distinct from old.status then
         if new.status <> 'cancelled' or old.status not in ('pending', 'processing') then
             raise exception 'role % may not set generation_jobs.status from % to %',
