@@ -31,25 +31,31 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x5707_3A0E_C0DE
 #: The unique index that lets only one job write a chapter at a time.
 ONE_WRITER_INDEX = "generation_jobs_one_writer_per_chapter_idx"
-#: Columns of the app's tables that the migrations use but cannot add themselves.
+#: Columns of the app's tables that the migrations and the worker use but that no
+#: migration adds to an existing table, with the contract's type for the message.
 NEEDED_COLUMNS = {
-    "sequences": ("id", "user_id"),
-    "chapters": ("id", "sequence_id", "chapter_number", "content"),
-    "generation_jobs": (
-        "id",
-        "sequence_id",
-        "chapter_id",
-        "user_id",
-        "user_preferences",
-        "status",
-        "current_step",
-        "progress",
-        "error_message",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "updated_at",
-    ),
+    "sequences": {"id": "uuid primary key", "user_id": "uuid not null", "title": "text"},
+    "chapters": {
+        "id": "uuid primary key",
+        "sequence_id": "uuid not null references sequences (id) on delete cascade",
+        "chapter_number": "integer not null",
+        "content": "text not null default ''",
+    },
+    "generation_jobs": {
+        "id": "uuid primary key",
+        "sequence_id": "uuid not null references sequences (id) on delete cascade",
+        "chapter_id": "uuid references chapters (id) on delete cascade",
+        "user_id": "uuid not null",
+        "user_preferences": "jsonb not null",
+        "status": "text not null default 'pending'",
+        "current_step": "text",
+        "progress": "integer default 0",
+        "error_message": "text",
+        "created_at": "timestamptz default now()",
+        "started_at": "timestamptz",
+        "completed_at": "timestamptz",
+        "updated_at": "timestamptz default now()",
+    },
 }
 OWNER_HINT = (
     "run `storyworker migrate` as the role that owns the app's tables (on Supabase:"
@@ -146,11 +152,14 @@ def check_app_tables(conn: psycopg.Connection) -> bool:
     for row in rows:
         present.setdefault(row["table_name"], {})[row["column_name"]] = row["nullable"]
     for table, columns in present.items():
-        missing = [c for c in NEEDED_COLUMNS.get(table, ()) if c not in columns]
+        needed = NEEDED_COLUMNS.get(table, {})
+        missing = [c for c in needed if c not in columns]
         if missing:
+            column = missing[0]
             raise MigrationRefused(
-                f"table {table} has no column {missing[0]}, which storyworker needs: add it"
-                " (see README, Database) and run `storyworker migrate` again"
+                f"table {table} has no column {column}, which storyworker needs: add it"
+                f" (`alter table {table} add column {column} {needed[column]}`, with values"
+                " for existing rows) and run `storyworker migrate` again"
             )
     return bool(present.get("chapters", {}).get("content"))
 

@@ -123,7 +123,17 @@ def test_migrate_names_a_missing_column(app):
         conn.execute("alter table chapters drop column chapter_number")
     result = cli(app.dsn(), "migrate")
     assert result.returncode == exitcodes.CONFIG, result.stderr
-    assert "table chapters has no column chapter_number" in one_line(result)
+    line = one_line(result)
+    assert "table chapters has no column chapter_number" in line
+    assert "alter table chapters add column chapter_number integer not null" in line
+
+
+def test_migrate_names_a_missing_sequences_title(app):
+    with app.connect() as conn:
+        conn.execute("alter table sequences drop column title")
+    result = cli(app.dsn(), "migrate")
+    assert result.returncode == exitcodes.CONFIG, result.stderr
+    assert "table sequences has no column title" in one_line(result)
 
 
 def test_admin_commands_say_what_run_says_on_an_unmigrated_database(app):
@@ -160,7 +170,7 @@ def test_a_chapter_with_null_content_is_written(app, tmp_path):
         job = conn.execute(
             "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences)"
             " values (%(sequence_id)s, %(chapter_id)s, %(user_id)s,"
-            " '{\"bullet_count\": 2, \"words_per_bullet\": 50}') returning id",
+            ' \'{"bullet_count": 2, "words_per_bullet": 50}\') returning id',
             ids,
         ).fetchone()["id"]
     svc = Service(app.dsn(), tmp_path).start()
