@@ -57,13 +57,24 @@ def api_key_check(settings: Settings) -> Callable[[], CheckResult]:
 
     def check() -> CheckResult:
         provider.check()
-        models = f"{settings.gemini_model} and {settings.gemini_embedding_model}"
-        return CheckResult(ok=True, detail=f"{settings.provider} key accepted; {models} available")
+        return CheckResult(ok=True, detail=f"{describe_models(settings)} available")
 
     return CachedCheck(
         check,
         ttl_seconds=API_KEY_RECHECK_SECONDS,
         failure_ttl_seconds=API_KEY_FAILURE_RECHECK_SECONDS,
+    )
+
+
+def describe_models(settings: Settings) -> str:
+    """The models of every provider in use, for /ready ("gemini: a, b; openai: c")."""
+    models = {
+        "gemini": (settings.gemini_model, settings.gemini_embedding_model),
+        "openai": (settings.openai_model, settings.openai_embedding_model),
+    }
+    return "; ".join(
+        f"{name}: {', '.join(m for m in models.get(name, ()) if m) or 'no model to check'}"
+        for name in settings.providers_in_use
     )
 
 

@@ -126,7 +126,7 @@ SURVIVORS = (
     Mutation(
         "supervisor-renews-no-lease",
         "the supervisor's maintenance tick renews no lease at all",
-        "queue.renew_leases(c, owners)",
+        "queue.renew_leases(c, held)",
         "queue.renew_leases(c, ())",
         (INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
         "leases.py",
@@ -180,8 +180,8 @@ SURVIVORS = (
     Mutation(
         "busy-waiter-never-unlistens",
         "Waiter.busy() runs no UNLISTEN",
-        'sql.run(self._conn, "unlisten_jobs")',
-        'sql.run(self._conn, "notify", {"channel": "x", "payload": "y"})',
+        '            sql.run(self._conn, "unlisten_jobs")\n            with translated("UNLISTEN")',
+        '            with translated("UNLISTEN")',
         (LISTENER, INVARIANTS, ACCEPTANCE_INVARIANTS),
         "listener.py",
     ),
