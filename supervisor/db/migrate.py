@@ -58,8 +58,8 @@ NEEDED_COLUMNS = {
     },
 }
 OWNER_HINT = (
-    "run `storyworker migrate` as the role that owns the app's tables (on Supabase:"
-    " postgres; `alter table NAME owner to postgres` for one another role owns)"
+    "connect as the role that owns the app's tables (on Supabase: postgres; `alter table"
+    " NAME owner to postgres` for a table another role owns)"
 )
 
 

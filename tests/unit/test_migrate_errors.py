@@ -17,7 +17,7 @@ from supervisor.errors import ConfigError, DatabaseError, NotMigratedError, Stat
         (
             psycopg.errors.InsufficientPrivilege("permission denied for schema auth"),
             MigrationRefused,
-            "role app: permission denied for schema auth; run `storyworker",
+            "role app: permission denied for schema auth; connect as the role that owns",
         ),
         (
             psycopg.errors.UndefinedTable('relation "chapters" does not exist'),
