@@ -125,11 +125,11 @@ SURVIVORS = (
     ),
     Mutation(
         "supervisor-renews-no-lease",
-        "the supervisor's maintenance tick renews no lease at all",
-        "queue.renew_leases(c, held)",
-        "queue.renew_leases(c, ())",
+        "the supervisor's lease renewal renews nothing",
+        "   set heartbeat_at = now()\n  from unnest(",
+        "   set heartbeat_at = j.heartbeat_at\n  from unnest(",
         (INVARIANTS, ACCEPTANCE_INVARIANTS, SUPERVISOR),
-        "leases.py",
+        "queries.sql",
         SURVIVED,
     ),
     Mutation(
@@ -280,4 +280,63 @@ ALREADY_CAUGHT = (
     ),
 )
 
-MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT
+LOST_REPLIES = "tests/acceptance/test_lost_replies.py"
+TRUST = "tests/integration/test_supabase_trust.py"
+BREAKER = "tests/unit/test_breaker.py"
+PROVIDER_FAULTS = "tests/acceptance/test_provider_faults.py"
+WATCH = "tests/unit/test_watch.py"
+WORKER_TIMEOUT = "tests/acceptance/test_worker_timeout.py"
+
+#: Added with this session's fixes: each guards a promise the suite now makes.
+GUARDS = (
+    Mutation(
+        "renewal-by-owner-alone",
+        "lease renewal matches the owner only, so a job whose claim reply was lost lives on",
+        "j.locked_by = held.owner and j.id = held.job_id",
+        "j.locked_by = held.owner",
+        (QUEUE, LOST_REPLIES),
+        "queries.sql",
+    ),
+    Mutation(
+        "reconnect-keeps-unknown-jobs",
+        "a reconnected worker does not give back the jobs it never heard of",
+        "strays = queue.release_owner(self.conn, self.owner)",
+        "strays = []",
+        (LOST_REPLIES,),
+        "process.py",
+    ),
+    Mutation(
+        "guard-trusts-every-role",
+        "the generation_jobs guard lets any role write worker columns",
+        "if pg_has_role(current_user, owner, 'USAGE') then",
+        "if true then",
+        (TRUST,),
+        "0006_guard_jobs.sql",
+    ),
+    Mutation(
+        "rescue-trusts-future-heartbeats",
+        "rescue leaves a heartbeat set far in the future (a planted job) alone",
+        "            or heartbeat_at > now() + make_interval(secs => %(lease)s))",
+        ")",
+        (TRUST, QUEUE),
+        "queries.sql",
+    ),
+    Mutation(
+        "breaker-never-opens",
+        "a provider-wide fault gives the job back but never pauses the pool",
+        "            if self._load().open:\n                return False",
+        "            return False",
+        (BREAKER, PROVIDER_FAULTS),
+        "breaker.py",
+    ),
+    Mutation(
+        "call-watch-never-beats",
+        "a worker waiting inside a provider request stops beating (killed as stuck)",
+        "            if self.in_flight():",
+        "            if False:",
+        (WATCH, WORKER_TIMEOUT),
+        "watch.py",
+    ),
+)
+
+MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS
