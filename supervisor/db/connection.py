@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from supervisor.config import Settings
+from supervisor.db import timestamps
 from supervisor.errors import (
     ConnectionLostError,
     ConstraintViolation,
@@ -67,7 +68,7 @@ def connect(
     Raises DatabaseError, whose message never carries the password.
     """
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=True,
             row_factory=dict_row,
@@ -83,6 +84,10 @@ def connect(
         )
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to {redact_dsn(dsn)}: {describe(exc, dsn)}") from exc
+    # A row may hold timestamps no worker wrote (`infinity`, from before the guard):
+    # every connection loads them instead of failing on the whole row.
+    timestamps.register(conn)
+    return conn
 
 
 def describe(exc: BaseException, dsn: str | None = None) -> str:

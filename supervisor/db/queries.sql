@@ -97,8 +97,9 @@ with job as (
     returning chapter_id
 ), chapter as (
     update chapters c
-       set content = left(c.content, %(length)s), updated_at = now()
-      from job where c.id = job.chapter_id and length(c.content) <> %(length)s
+       set content = left(coalesce(c.content, ''), %(length)s), updated_at = now()
+      from job where c.id = job.chapter_id
+       and length(coalesce(c.content, '')) <> %(length)s
     returning c.id
 )
 select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
@@ -113,7 +114,7 @@ with job as (
     returning chapter_id
 ), chapter as (
     update chapters c
-       set content = c.content || %(text)s, updated_at = now()
+       set content = coalesce(c.content, '') || %(text)s, updated_at = now()
       from job where c.id = job.chapter_id
     returning c.id
 )
@@ -132,7 +133,7 @@ with job as (
     returning chapter_id
 ), chapter as (
     update chapters c
-       set content = c.content || %(text)s, updated_at = now()
+       set content = coalesce(c.content, '') || %(text)s, updated_at = now()
       from job where c.id = job.chapter_id
     returning c.id
 )

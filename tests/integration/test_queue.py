@@ -429,3 +429,27 @@ def test_renewal_keeps_only_the_jobs_a_worker_says_it_holds(conn, job_factory):
     assert queue.renew_leases(conn, [("w1", uuid.uuid4())]) == 0
     assert queue.renew_leases(conn, []) == 0
     assert [o.job_id for o in queue.rescue(conn, lease_seconds=30, max_retries=3)] == [job["id"]]
+
+
+def test_a_chapter_emptied_to_null_mid_job_and_infinite_timestamps_break_nothing(
+    conn, job_factory, database_url
+):
+    from supervisor.db.connection import connect
+
+    conn.execute("alter table chapters alter column content drop not null")  # an app's shape
+    job = job_factory()
+    claim = queue.claim(conn, "w1")
+    conn.execute("update chapters set content = null where id = %s", (job["chapter_id"],))
+    queue.append_text(conn, claim, "some text")
+    content = conn.execute(
+        "select content from chapters where id = %s", (job["chapter_id"],)
+    ).fetchone()["content"]
+    assert content == "some text"
+    conn.execute("update chapters set content = null where id = %s", (job["chapter_id"],))
+    queue.cut_back(conn, claim, 0)  # resume after a cleared chapter
+    # An old row (from before the guard) with a timestamp no Python datetime holds.
+    conn.execute(
+        "update generation_jobs set created_at = 'infinity' where id = %s", (job["id"],)
+    )
+    with connect(database_url) as worker:
+        assert queue.get(worker, job["id"]).created_at.year == 9999
