@@ -43,6 +43,9 @@ class Settings:
     """Validated configuration. `repr()` hides the API key and the database password."""
 
     database_url: str | None = field(default=None, repr=False)
+    #: A session-capable connection for the supervisor's one LISTEN per host (None:
+    #: DATABASE_URL, when LISTEN is proven to work there).
+    database_listen_url: str | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     provider: str = "gemini"
     gemini_model: str = GEMINI_MODEL
@@ -83,7 +86,8 @@ class Settings:
         shown = ", ".join(
             f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
         )
-        return f"Settings(database={redact_dsn(self.database_url)!r}, {shown})"
+        database, listen = redact_dsn(self.database_url), redact_dsn(self.database_listen_url)
+        return f"Settings(database={database!r}, listen_database={listen!r}, {shown})"
 
     @property
     def providers_in_use(self) -> tuple[str, ...]:
@@ -204,6 +208,7 @@ _LEVELS = tuple(logging.getLevelNamesMapping())
 #: environment variable -> (Settings field, parser)
 VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_URL": ("database_url", _dsn),
+    "DATABASE_LISTEN_URL": ("database_listen_url", _dsn),
     "GENERATION_PROVIDER": ("provider", _choice(PROVIDER_NAMES)),
     "GEMINI_MODEL": ("gemini_model", _text),
     "GEMINI_EMBEDDING_MODEL": ("gemini_embedding_model", _text),

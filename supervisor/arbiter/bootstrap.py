@@ -115,6 +115,7 @@ def run(overrides: dict[str, Any]) -> int:
     from health.breaker import PROBE_MAX_SECONDS, Breaker
     from health.heartbeat import HeartbeatTable
     from supervisor.arbiter.leases import Maintenance
+    from supervisor.arbiter.listener import for_host
     from supervisor.arbiter.loop import Arbiter
     from supervisor.arbiter.systemd import Notifier
     from supervisor.worker.process import worker_main
@@ -129,6 +130,7 @@ def run(overrides: dict[str, Any]) -> int:
     setproctitle("storyworker: supervisor")
     current = {"settings": settings}
     supervisor_pid = os.getpid()  # recorded before any fork: PID 1 in a container
+    wake, listener = for_host(lambda: current["settings"])
 
     def reload_settings() -> Settings:
         current["settings"] = load_settings(**overrides)
@@ -145,16 +147,19 @@ def run(overrides: dict[str, Any]) -> int:
         table=table,
         maintenance=Maintenance(lambda: current["settings"]),
         reload_settings=reload_settings,
-        worker_main=functools.partial(worker_main, breaker=breaker),
+        worker_main=functools.partial(worker_main, breaker=breaker, wake=wake),
         health_main=health_main,
         health_address_file=address_file,
         notifier=notifier,
         signals=signals,
+        listener=listener,
     )
     log.info("shared files", extra=fields(path=table.path, breaker=breaker.path))
     try:
         return arbiter.run()
     finally:
+        if wake is not None:
+            wake.close()
         for shared_file in (table, breaker):
             shared_file.close()
             shared_file.unlink()

@@ -23,6 +23,7 @@ from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
 from supervisor import exitcodes, logs
 from supervisor.arbiter.health_child import HealthChild
 from supervisor.arbiter.leases import Maintenance
+from supervisor.arbiter.listener import HostListener, NoListener
 from supervisor.arbiter.procs import Exit, Processes, SignalQueue
 from supervisor.arbiter.slots import Slot
 from supervisor.arbiter.systemd import Notifier
@@ -59,6 +60,8 @@ class Arbiter:
     #: Where the health server writes the address it bound (None: probe the settings').
     health_address_file: str | None = None
     processes: Processes = field(default_factory=Processes)
+    #: The host's one LISTEN for new jobs (NoListener: plain polling, or tests).
+    listener: HostListener | NoListener = field(default_factory=NoListener)
     signals: SignalQueue = field(default_factory=SignalQueue)
     notifier: Notifier = field(default_factory=lambda: Notifier(None, None))
     clock: Callable[[], float] = time.monotonic
@@ -88,7 +91,8 @@ class Arbiter:
         )
         self.spawn_health()
         while not self.run_pass():
-            self.signals.wait(LOOP_SECONDS)
+            self.listener.wait(self.signals, LOOP_SECONDS)
+        self.listener.close()
         self.stop_health()
         self.table.set_supervisor(state=SupervisorState.STOPPED)
         log.info("supervisor stopped", extra=fields(exit_code=self.exit_code))
@@ -277,7 +281,7 @@ class Arbiter:
 
     def spawn_worker(self, slot: Slot) -> None:
         slot.restarts += bool(slot.started) and not slot.planned
-        self.maintenance.before_fork()
+        self.before_fork()
         settings, table, main = self.settings, self.table, self.worker_main
         self.table.reset_slot(slot.index, pid=0, state=WorkerState.STARTING, restarts=slot.restarts)
         pid = self.processes.spawn(
@@ -291,8 +295,13 @@ class Arbiter:
 
     def spawn_health(self) -> None:
         if self.health.main is not None:
-            self.maintenance.before_fork()
+            self.before_fork()
             self.health.spawn(self.processes, self.signals.forget_in_child, self.clock())
+
+    def before_fork(self) -> None:
+        """No connection crosses a fork."""
+        self.maintenance.before_fork()
+        self.listener.before_fork()
 
     def kill_stale(self) -> None:
         now = self.clock()
@@ -321,9 +330,11 @@ class Arbiter:
     # --- periodic work -----------------------------------------------------------
 
     def maintain(self) -> None:
-        """The periodic steps: beat, leases, readiness and status, health server."""
+        """The periodic steps: beat, host listener, leases, readiness and status,
+        health server."""
         now = self.clock()
         self.beat(now)
+        self.listener.tick(now)
         self.tend_leases(now)
         self.report_status()
         self.restart_health()

@@ -9,7 +9,7 @@ import select
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -131,15 +131,21 @@ class SignalQueue:
             received.append(self._queue.get_nowait())
         return received
 
-    def wait(self, timeout: float) -> None:
-        """Sleep up to `timeout` seconds, or until a signal arrives."""
-        ready, _, _ = select.select([self._read], [], [], max(0.0, timeout))
-        if ready:
+    def fileno(self) -> int:
+        """The self-pipe's read end: among `wait`'s results when a signal woke it."""
+        return self._read
+
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> list[int]:
+        """Sleep up to `timeout` seconds, until a signal arrives or one of the file
+        descriptors `also` is readable; the ready ones (empty after a timeout)."""
+        ready, _, _ = select.select([self._read, *also], [], [], max(0.0, timeout))
+        if self._read in ready:
             try:
                 while os.read(self._read, 4096):
                     pass
             except BlockingIOError:
                 pass
+        return ready
 
     def forget_in_child(self) -> None:
         """In a forked child: drop the parent's handlers and pipe."""

@@ -12,6 +12,12 @@ for every NOTIFY, whatever its channel, and each wake-up costs that backend a
 transaction: a busy worker listening would pay one for each progress NOTIFY of every
 running job. So the worker UNLISTENs when it claims a job, and LISTENs again when it
 next finds the queue empty.
+
+Under `storyworker run` with LISTEN on, workers do not LISTEN at all: the supervisor
+holds one LISTEN for the host (`supervisor.arbiter.listener`) and wakes one idle
+worker per new job through a pipe (`HostWakeup` here, `WakeChannel` for the pipe).
+`Waiter` is the per-connection wait: polling with DATABASE_LISTEN=false, and LISTEN
+for a process of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from health.heartbeat import HeartbeatTable
+from supervisor.arbiter.wakeups import WakeChannel
 from supervisor.db import sql
 from supervisor.db.connection import translated
 from supervisor.errors import DatabaseError
@@ -33,6 +41,27 @@ log = logging.getLogger("supervisor.worker.process")
 
 CHANNEL = "generation_jobs"
 PROBE_TIMEOUT_SECONDS = 2.0
+PROBE_PREFIX = "probe:"
+
+
+def probe_returns(
+    conn: psycopg.Connection, probe: str, timeout: float = PROBE_TIMEOUT_SECONDS
+) -> bool:
+    """Whether our own probe arrives on the listening `conn` within `timeout`. Other
+    notifications may come first (a sibling's probe, a new job's NOTIFY): look past
+    them."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        with translated("waiting for the LISTEN probe"):
+            for note in conn.notifies(timeout=remaining):
+                if note.payload == probe:
+                    return True
+    return False
+
+
+def probe_payload() -> str:
+    """A probe's NOTIFY payload: unique, and never mistaken for a job."""
+    return f"{PROBE_PREFIX}{uuid.uuid4()}"
 
 
 class Mode(enum.Enum):
@@ -66,7 +95,7 @@ class Waiter:
         if not listen:
             self.mode = Mode.POLL
             return self.mode
-        probe = f"probe:{uuid.uuid4()}"
+        probe = probe_payload()
         try:
             sql.run(self._conn, "listen_jobs")
             self._send_probe(CHANNEL, probe)
@@ -89,15 +118,7 @@ class Waiter:
         return self.mode
 
     def _probe_returns(self, probe: str) -> bool:
-        """Whether our own probe arrives within the window. Other notifications may
-        come first (a sibling worker's probe, a new job's NOTIFY): look past them."""
-        deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
-        while (remaining := deadline - time.monotonic()) > 0:
-            with translated("waiting for the LISTEN probe"):
-                for note in self._conn.notifies(timeout=remaining):
-                    if note.payload == probe:
-                        return True
-        return False
+        return probe_returns(self._conn, probe)
 
     def busy(self) -> None:
         """A job was claimed: stop listening until the queue is next found empty."""
@@ -133,3 +154,78 @@ class Waiter:
             else:
                 time.sleep(timeout)
             on_slice()
+
+
+class HostWakeup:
+    """An idle worker's wait when the supervisor holds the host's one LISTEN: the
+    worker itself never LISTENs (so it runs through a transaction pooler), and waits
+    for a wake-up byte on the shared pipe, or the poll interval, whichever is first.
+    While the host listener is down no bytes come and this is plain polling."""
+
+    def __init__(
+        self,
+        channel: WakeChannel,
+        poll_interval: float,
+        on_mode: Callable[[Mode], None] = lambda mode: None,
+        slice_seconds: float = 1.0,
+    ):
+        """`on_mode` hears the pick-up mode whenever the host listener goes up or down."""
+        self._channel = channel
+        self._poll_interval = poll_interval
+        self._on_mode = on_mode
+        self._slice = slice_seconds
+        self.mode = Mode.POLL
+        self.wakeups = 0
+
+    def start(self, listen: bool = True) -> Mode:
+        self.mode = Mode.LISTEN if self._channel.listening else Mode.POLL
+        if self.mode is Mode.POLL:
+            log.warning(
+                "the host listener is not up; polling instead",
+                extra=fields(poll_interval_ms=round(self._poll_interval * 1000)),
+            )
+        return self.mode
+
+    def busy(self) -> None:
+        """Nothing to undo: a wake-up written while this worker is busy waits in the
+        pipe for whichever worker is idle next."""
+
+    def wait(self, should_stop: Callable[[], bool], on_slice: Callable[[], None]) -> None:
+        """Return when woken, the poll interval passed, or `should_stop()`."""
+        deadline = time.monotonic() + self._poll_interval
+        while not should_stop():
+            self._follow_listener()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._channel.take(min(remaining, self._slice)):
+                self.wakeups += 1
+                log.debug("woken by the host listener")
+                return
+            on_slice()
+
+    def _follow_listener(self) -> None:
+        mode = Mode.LISTEN if self._channel.listening else Mode.POLL
+        if mode is not self.mode:
+            self.mode = mode
+            self._on_mode(mode)
+
+
+#: The host listener's pipe as a worker is given it (None: DATABASE_LISTEN=false).
+Wake = WakeChannel | None
+
+
+def wakeups_for(
+    channel: Wake, table: HeartbeatTable, index: int
+) -> Callable[[psycopg.Connection, float, Callable[[str, str], None]], Waiter | HostWakeup]:
+    """Worker `index`'s `make_wakeup`, in its process: woken by the host listener
+    through `channel` (whose write end it closes: it only reads), showing the pick-up
+    mode in its heartbeat slot; or `Waiter` when there is no host listener."""
+    if channel is None:
+        return Waiter
+    channel.in_worker()
+
+    def on_mode(mode: Mode) -> None:
+        table.update_slot(index, pickup=mode.value)
+
+    return lambda conn, poll_interval, send_probe: HostWakeup(channel, poll_interval, on_mode)

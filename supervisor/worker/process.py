@@ -39,7 +39,7 @@ from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
 from supervisor.errors import DatabaseError, StatementError
 from supervisor.logs import fields
-from supervisor.worker.listener import Mode, Waiter
+from supervisor.worker.listener import Mode, Waiter, Wake, wakeups_for
 from supervisor.worker.providers import build_provider, rate_limits
 from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
 from supervisor.worker.watch import CallWatch
@@ -381,11 +381,11 @@ def call_timeout_seconds(settings: Settings) -> float:
 
 
 def worker_main(
-    index: int, settings: Settings, table: HeartbeatTable, breaker: Breaker
+    index: int, settings: Settings, table: HeartbeatTable, breaker: Breaker, wake: Wake = None
 ) -> NoReturn:
-    """Entry point in the forked child; never returns."""
+    """Entry point in the forked child; never returns. `wake`: the host listener's pipe."""
     code = exitcodes.OK
-    worker = Worker(index, settings, table, breaker)
+    worker = Worker(index, settings, table, breaker, wakeups_for(wake, table, index))
     try:
         try:
             worker.boot()
