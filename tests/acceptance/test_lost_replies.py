@@ -3,6 +3,8 @@ the job must not stay `processing` for as long as the worker lives."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.service import wait_for
@@ -26,8 +28,8 @@ def test_a_claim_whose_reply_was_lost_is_given_back_and_completes(
         WORKER_CONCURRENCY="1",
         LEASE_SECONDS="60",  # a rescue would come far too late to pass this test
     ).start()
-    # The claim's reply is the first one that carries a job's `processing` row.
-    proxy.drop_reply_containing(b"processing")
+    # The claim's reply is the only one that carries a chapter's context.
+    proxy.drop_reply_containing(b'"sequence_title"')
     (job,) = jobs(1)
     wait_for(lambda: proxy.dropped == 1, 20, "the claim's reply to be lost")
 
@@ -39,5 +41,32 @@ def test_a_claim_whose_reply_was_lost_is_given_back_and_completes(
 
     row = wait_for(settled, 30, "the job to complete after the lost reply")
     assert row["attempts"] == 1  # given back without using an attempt, not rescued
+
     assert "claimed by this worker but its reply was lost" in svc.logs()
+    assert svc.stop() == 0
+
+
+def test_a_worker_whose_connection_broke_mid_job_says_idle_in_its_title(service, jobs, conn):
+    # Issue 13, item 7: the title said "busy job=…" until the next job.
+    (job,) = jobs(1)
+    svc = service(WORKER_CONCURRENCY="1", OFFLINE_LATENCY_MS="150", RETRY_BACKOFF_SECONDS="60")
+    svc.start()
+
+    def progress() -> int:
+        row = conn.execute("select progress from generation_jobs where id = %s", (job["id"],))
+        return row.fetchone()["progress"] or 0
+
+    wait_for(lambda: progress() >= 30, 30, "the job past its first section")
+    conn.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity"
+        " where application_name = 'storyworker worker 0'"
+    )
+    (worker,) = svc.workers()
+
+    def title() -> str:
+        return Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+    wait_for(lambda: title() == "storyworker: worker 0 idle", 15, "the idle title")
+    status = conn.execute("select status from generation_jobs where id = %s", (job["id"],))
+    assert status.fetchone()["status"] == "pending"  # requeued, retry in a minute
     assert svc.stop() == 0
