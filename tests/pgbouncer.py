@@ -41,6 +41,13 @@ def available() -> bool:
     return shutil.which("pgbouncer") is not None
 
 
+def version() -> str:
+    """PgBouncer's version, e.g. "1.18.0"."""
+    out = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True, check=False)
+    first = out.stdout.splitlines()[0] if out.stdout else "unknown"
+    return first.removeprefix("PgBouncer ").strip()
+
+
 def _user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.benchmarks import ours, peers
+from tests.benchmarks import ours, peers, pooled
 from tests.benchmarks.harness import Bench, Result
 from tests.pg import throwaway_server
 
-SECTIONS = ("pickup", "overhead", "jobcost", "scaling", "memory", "ttft")
+SECTIONS = ("pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler")
 
 
 def header(bench: Bench) -> None:
@@ -246,6 +246,7 @@ def main() -> None:
             "scaling": lambda: run_scaling(bench, logs),
             "memory": lambda: run_memory(bench, logs),
             "ttft": lambda: run_ttft(bench, logs),
+            "pooler": lambda: pooled.run(bench, logs),
         }
         for name in args.only:
             steps[name]()
