@@ -117,6 +117,7 @@ def run(overrides: dict[str, Any]) -> int:
     from supervisor.arbiter.leases import Maintenance
     from supervisor.arbiter.listener import for_host
     from supervisor.arbiter.loop import Arbiter
+    from supervisor.arbiter.registration import Registration
     from supervisor.arbiter.systemd import Notifier
     from supervisor.worker.process import worker_main
 
@@ -142,10 +143,13 @@ def run(overrides: dict[str, Any]) -> int:
         shared = SharedFiles(table.path, breaker.path, str(metrics_dir), address_file)
         _health_main(current["settings"], shared, supervisor_pid)
 
+    maintenance = Maintenance(
+        lambda: current["settings"], Registration(table, breaker, lambda: current["settings"])
+    )
     arbiter = Arbiter(
         settings=settings,
         table=table,
-        maintenance=Maintenance(lambda: current["settings"]),
+        maintenance=maintenance,
         reload_settings=reload_settings,
         worker_main=functools.partial(worker_main, breaker=breaker, wake=wake),
         health_main=health_main,
@@ -158,6 +162,7 @@ def run(overrides: dict[str, Any]) -> int:
     try:
         return arbiter.run()
     finally:
+        maintenance.leave_registry()
         if wake is not None:
             wake.close()
         for shared_file in (table, breaker):

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 import psycopg
 
 from supervisor import metrics
+from supervisor.arbiter.registration import Registration
 from supervisor.config import Settings
 from supervisor.db import queue
-from supervisor.db.connection import connect_for
+from supervisor.db.connection import connect_for, translated
 from supervisor.db.jobs import Outcome
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
@@ -27,8 +28,12 @@ CONNECT_TIMEOUT_SECONDS = 3
 
 
 class Maintenance:
-    def __init__(self, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self, settings: Callable[[], Settings], registration: Registration | None = None
+    ) -> None:
         self._settings = settings
+        #: This supervisor's row in the process registry, beaten with each renewal.
+        self.registration = registration
         self._conn: psycopg.Connection | None = None
         self._last_renew = float("-inf")
         self._last_rescue = float("-inf")
@@ -45,11 +50,10 @@ class Maintenance:
         leases, each when it is due."""
         settings = self._settings()
         renew_due = now - self._last_renew >= min(settings.lease_seconds / 3, 10.0)
-        if (
-            renew_due
-            and self._run("renew leases", lambda c: queue.renew_leases(c, held)) is not None
-        ):
+        if renew_due and self._run("renew leases", lambda c: self._renew(c, held)) is not None:
             self._last_renew = now
+        elif self.registration is not None and self.registration.changed(now):
+            self._run("process registry", self.registration.beat)
         if now - self._last_rescue >= min(settings.lease_seconds / 4, 5.0):
             self._last_rescue = now
             rescued = self._run(
@@ -59,6 +63,20 @@ class Maintenance:
                 ),
             )
             self._report(rescued or [], "lease expired")
+
+    def _renew(self, conn: psycopg.Connection, held: Sequence[tuple[str, str]]) -> int:
+        """Renew the leases and beat in the process registry: one transaction."""
+        if self.registration is None:
+            return queue.renew_leases(conn, held)
+        with translated("renew leases", conn), conn.transaction():
+            renewed = queue.renew_leases(conn, held)
+            self.registration.beat(conn)
+        return renewed
+
+    def leave_registry(self) -> None:
+        """A clean exit: take this supervisor out of the process registry."""
+        if self.registration is not None:
+            self._run("process registry", self.registration.leave)
 
     def release(self, owner: str) -> None:
         released = self._run("release", lambda c: queue.release_owner(c, owner)) or []

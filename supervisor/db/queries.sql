@@ -221,9 +221,15 @@ returning j.id, j.status;
 select * from generation_jobs where id = %(job_id)s;
 
 -- name: list
--- The newest jobs first, optionally of one status.
+-- The newest jobs first, each filter optional: status, user, chapter, and `since`
+-- (seconds): jobs that ended that recently, or that have not ended and were created
+-- that recently. `jobs retry` and `jobs cancel --status` match jobs the same way.
 select * from generation_jobs
- where %(status)s::text is null or status = %(status)s
+ where (%(status)s::text is null or status = %(status)s)
+   and (%(user_id)s::uuid is null or user_id = %(user_id)s)
+   and (%(chapter_id)s::uuid is null or chapter_id = %(chapter_id)s)
+   and (%(since)s::float8 is null
+        or coalesce(completed_at, created_at) >= now() - make_interval(secs => %(since)s))
  order by created_at desc, id
  limit %(limit)s;
 
@@ -246,6 +252,55 @@ update generation_jobs
        updated_at = now()
  where id = %(job_id)s and status in ('failed', 'cancelled')
 returning *;
+
+-- name: retry_matching
+-- Bulk `jobs retry --status S`: every failed or cancelled job the filter matches (as
+-- `list` does) back to pending with fresh retries, as `retry` does one.
+update generation_jobs
+   set status = 'pending', attempts = 0, run_after = null, locked_by = null,
+       heartbeat_at = null, completed_at = null, error_message = null,
+       current_step = 'queued',
+       checkpoint = case when %(fresh)s then null else checkpoint end,
+       progress = case when %(fresh)s then 0 else progress end,
+       updated_at = now()
+ where (%(status)s::text is null or status = %(status)s)
+   and (%(user_id)s::uuid is null or user_id = %(user_id)s)
+   and (%(chapter_id)s::uuid is null or chapter_id = %(chapter_id)s)
+   and (%(since)s::float8 is null
+        or coalesce(completed_at, created_at) >= now() - make_interval(secs => %(since)s))
+   and status in ('failed', 'cancelled')
+returning id;
+
+-- name: cancel_matching
+-- Bulk `jobs cancel --status S`: every pending or processing job the filter matches
+-- (as `list` does) cancelled, as `cancel` does one.
+update generation_jobs
+   set status = 'cancelled', current_step = 'cancelled', completed_at = now(),
+       heartbeat_at = null, updated_at = now()
+ where (%(status)s::text is null or status = %(status)s)
+   and (%(user_id)s::uuid is null or user_id = %(user_id)s)
+   and (%(chapter_id)s::uuid is null or chapter_id = %(chapter_id)s)
+   and (%(since)s::float8 is null
+        or coalesce(completed_at, created_at) >= now() - make_interval(secs => %(since)s))
+   and status in ('pending', 'processing')
+returning id;
+
+-- name: matching
+-- `--dry-run` of a bulk retry or cancel: the ids the filter matches (as `list` does).
+select id from generation_jobs
+ where (%(status)s::text is null or status = %(status)s)
+   and (%(user_id)s::uuid is null or user_id = %(user_id)s)
+   and (%(chapter_id)s::uuid is null or chapter_id = %(chapter_id)s)
+   and (%(since)s::float8 is null
+        or coalesce(completed_at, created_at) >= now() - make_interval(secs => %(since)s))
+ order by created_at, id;
+
+-- name: last_hour
+-- `storyworker status`: jobs completed and failed in the last hour.
+select count(*) filter (where status = 'completed') as completed,
+       count(*) filter (where status = 'failed') as failed
+  from generation_jobs
+ where status in ('completed', 'failed') and completed_at >= now() - interval '1 hour';
 
 -- name: queue_stats
 -- Jobs per status (every status, zeros included) and the age of the oldest runnable job.
@@ -283,6 +338,49 @@ returning 0 as wait;
 -- Seconds until the limiter allows the next call (no row: none, it is created again).
 select least(greatest(extract(epoch from tat - clock_timestamp()), 0), 60)::float8 as wait
   from storyworker.rate_limits where name = %(name)s and isfinite(tat);
+
+-- name: rate_limit_state
+-- `storyworker status`: each limiter and the seconds until it allows the next call.
+select name, greatest(extract(epoch from tat - clock_timestamp()), 0)::float8 as wait
+  from storyworker.rate_limits where isfinite(tat) order by name;
+
+-- name: registry_beat
+-- A supervisor's row in the process registry, inserted the first time (or again after
+-- it was pruned while the database was out of reach) and refreshed with its lease
+-- renewal: heartbeat, state, provider pause and its workers. The same statement
+-- prunes rows dead for ten of their leases (five minutes at least), and dead rows of
+-- this host and pid (the process that had this pid before, on a restarted container).
+with pruned as (
+    delete from storyworker.supervisors s
+     where s.id <> %(id)s
+       and (s.heartbeat_at < now() - make_interval(secs => greatest(s.lease_seconds * 10, 300))
+            or (s.host = %(host)s and s.pid = %(pid)s
+                and s.heartbeat_at < now() - make_interval(secs => s.lease_seconds)))
+)
+insert into storyworker.supervisors as s
+       (id, host, pid, version, started_at, heartbeat_at, lease_seconds, concurrency,
+        provider, state, paused, paused_reason, workers)
+values (%(id)s, %(host)s, %(pid)s, %(version)s, %(started_at)s, now(), %(lease)s,
+        %(concurrency)s, %(provider)s, %(state)s, %(paused)s, %(paused_reason)s, %(workers)s)
+on conflict (id) do update
+   set heartbeat_at = now(), lease_seconds = excluded.lease_seconds,
+       concurrency = excluded.concurrency, provider = excluded.provider,
+       state = excluded.state, paused = excluded.paused,
+       paused_reason = excluded.paused_reason, workers = excluded.workers;
+
+-- name: registry_leave
+-- A supervisor that exits cleanly takes its row out of the registry.
+delete from storyworker.supervisors where id = %(id)s;
+
+-- name: registry_list
+-- Every registered supervisor for `storyworker status`: its heartbeat's age by the
+-- database's clock, and `dead` for a state when that is older than its lease.
+select host, pid, version, started_at, concurrency, provider, paused, paused_reason,
+       workers, extract(epoch from now() - heartbeat_at)::float8 as heartbeat_age,
+       case when heartbeat_at < now() - make_interval(secs => lease_seconds) then 'dead'
+            else state end as state
+  from storyworker.supervisors
+ order by host, started_at, pid;
 
 -- name: release_owner
 -- The supervisor's backstop when it stopped a worker on purpose (shutdown, reload,

@@ -56,10 +56,48 @@ def get(conn: psycopg.Connection, job_id: UUID) -> Job:
     return Job.from_row(row)
 
 
-def list_jobs(conn: psycopg.Connection, status: Status | None = None, limit: int = 50) -> list[Job]:
-    """The newest jobs first, optionally only those in `status`."""
-    rows = _all(conn, "list", {"status": status and status.value, "limit": limit})
+def list_jobs(
+    conn: psycopg.Connection, status: Status | None = None, limit: int = 50, **match: Any
+) -> list[Job]:
+    """The newest jobs first, optionally only those in `status`; `match` narrows
+    further by `user_id`, `chapter_id` and `since` (see `matching`)."""
+    rows = _all(conn, "list", {**_filter(status, **match), "limit": limit})
     return [Job.from_row(row) for row in rows]
+
+
+def _filter(
+    status: Status | None,
+    *,
+    user_id: UUID | None = None,
+    chapter_id: UUID | None = None,
+    since: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "status": status and status.value,
+        "user_id": user_id,
+        "chapter_id": chapter_id,
+        "since": since,
+    }
+
+
+def matching(conn: psycopg.Connection, status: Status, **match: Any) -> list[UUID]:
+    """Ids of the jobs in `status` that `retry_matching` or `cancel_matching` would
+    change: `since` (seconds) keeps jobs that ended that recently, or that have not
+    ended and were created that recently."""
+    return [row["id"] for row in _all(conn, "matching", _filter(status, **match))]
+
+
+def retry_matching(
+    conn: psycopg.Connection, status: Status, *, fresh: bool = False, **match: Any
+) -> list[UUID]:
+    """`retry` every failed or cancelled job in `status` that `match` selects."""
+    rows = _all(conn, "retry_matching", {**_filter(status, **match), "fresh": fresh})
+    return [row["id"] for row in rows]
+
+
+def cancel_matching(conn: psycopg.Connection, status: Status, **match: Any) -> list[UUID]:
+    """`cancel` every pending or processing job in `status` that `match` selects."""
+    return [row["id"] for row in _all(conn, "cancel_matching", _filter(status, **match))]
 
 
 def cancel(conn: psycopg.Connection, job_id: UUID) -> Job:
@@ -94,6 +132,12 @@ def stats(conn: psycopg.Connection) -> QueueStats:
         depth_by_status={row["status"]: int(row["jobs"]) for row in rows},
         oldest_runnable_age_seconds=None if age is None else float(age),
     )
+
+
+def last_hour(conn: psycopg.Connection) -> dict[str, int]:
+    """Jobs completed and failed in the last hour."""
+    row = _one(conn, "last_hour") or {}
+    return {"completed": int(row.get("completed") or 0), "failed": int(row.get("failed") or 0)}
 
 
 # --- the worker's side ----------------------------------------------------------

@@ -1,0 +1,70 @@
+"""The process registry against a real PostgreSQL: a beat inserts and refreshes one
+row, a row is dead once its heartbeat is older than its lease, long-dead rows and
+dead rows of the same host and pid are pruned by the next beat, and leaving removes
+the row. Nothing in it is reachable by PUBLIC."""
+
+from __future__ import annotations
+
+import uuid
+
+from supervisor.db import registry
+
+REPORT = registry.Report(
+    state="running",
+    lease_seconds=5,
+    concurrency=2,
+    provider="offline",
+    workers=({"index": 0, "pid": 11, "state": "busy", "job_id": None, "progress": 30},),
+)
+
+
+def age(conn, who: registry.Identity, seconds: float) -> None:
+    conn.execute(
+        "update storyworker.supervisors set heartbeat_at = now() - make_interval(secs => %s)"
+        " where id = %s",
+        (seconds, who.id),
+    )
+
+
+def test_beat_refreshes_one_row_and_a_stale_one_is_dead(conn):
+    who = registry.Identity(host="host-a", pid=100)
+    registry.beat(conn, who, REPORT)
+    registry.beat(conn, who, REPORT)
+    (row,) = registry.supervisors(conn)
+    assert (row["host"], row["pid"], row["state"], row["concurrency"]) == (
+        "host-a",
+        100,
+        "running",
+        2,
+    )
+    assert row["workers"] == list(REPORT.workers) and row["heartbeat_age"] < 2
+    age(conn, who, 6)
+    assert registry.supervisors(conn)[0]["state"] == "dead"
+    registry.leave(conn, who)
+    assert registry.supervisors(conn) == []
+
+
+def test_a_beat_prunes_long_dead_rows_and_this_pids_dead_predecessor(conn):
+    gone = registry.Identity(host="host-b", pid=7)
+    predecessor = registry.Identity(host="host-a", pid=100)
+    recently_dead = registry.Identity(host="host-c", pid=9)
+    for who in (gone, predecessor, recently_dead):
+        registry.beat(conn, who, REPORT)
+    age(conn, gone, 301)
+    age(conn, predecessor, 6)
+    age(conn, recently_dead, 6)
+    registry.beat(conn, registry.Identity(host="host-a", pid=100), REPORT)
+    rows = registry.supervisors(conn)
+    assert sorted((r["host"], r["state"]) for r in rows) == [
+        ("host-a", "running"),
+        ("host-c", "dead"),
+    ]
+
+
+def test_nothing_of_it_for_public(conn):
+    granted = conn.execute(
+        "select has_table_privilege('public', 'storyworker.supervisors', 'select, insert,"
+        " update, delete') as p"
+    ).fetchone()["p"]
+    assert not granted
+    assert uuid.UUID(str(registry.Identity().id))
