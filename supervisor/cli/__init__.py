@@ -1,14 +1,15 @@
 """The `storyworker` command line: thin commands over the rest of the package.
 
-`service` holds the service's own commands (migrate, run, demo, watch), `admin` the
-operator's (enqueue, jobs, health); `common` what they share.
+`service` holds the service's own commands (migrate, run, demo, watch); the
+operator's are `admin` (enqueue, health), `jobs` and `status`; `common` and `term`
+are what they share.
 """
 
 from __future__ import annotations
 
 import click
 
-from supervisor.cli import admin, service
+from supervisor.cli import admin, jobs, service, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +24,8 @@ for command in (
     service.demo,
     service.watch,
     admin.enqueue,
-    admin.jobs,
+    jobs.jobs,
     admin.health,
+    status.status,
 ):
     main.add_command(command)

@@ -36,6 +36,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from supervisor import exitcodes
+from supervisor.cli.term import Term
 from supervisor.config import Settings
 from supervisor.db import progress, queue, sql
 from supervisor.db.connection import connect_for
@@ -173,7 +174,8 @@ def show_progress(
 ) -> dict[uuid.UUID, progress.JobProgress]:
     """Draw one live bar per job until every job is settled. Raises SupervisorExited
     as soon as the supervisor is gone with jobs unsettled."""
-    live = sys.stdout.isatty()
+    term = Term.detect()
+    live = term.live
     drawn = 0
     final: dict[uuid.UUID, progress.JobProgress] = {}
     alive = lambda: proc.poll() is None  # noqa: E731
@@ -181,13 +183,13 @@ def show_progress(
         for state in progress.follow(conn, jobs, alive=alive, poll_seconds=ALIVE_CHECK_SECONDS):
             final = state
             lines = [
-                f"chapter {i + 1}  {progress.describe(state[j])}"
+                term.show(f"chapter {i + 1}  {progress.describe(state[j], term.width - 11)}")
                 for i, j in enumerate(jobs)
                 if j in state
             ]
             if live and drawn:
                 click.echo(f"\x1b[{drawn}A", nl=False)
-            click.echo("\n".join(f"{line}\x1b[K" if live else line for line in lines))
+            click.echo("\n".join(f"\r{line}\x1b[K" if live else line for line in lines))
             drawn = len(lines)
     if not (final and all(p.done for p in final.values())):
         raise SupervisorExited(proc.wait(), exit_reason(log_path))

@@ -84,13 +84,15 @@ def watch(job_id: UUID) -> None:
 
 def _follow(conn: psycopg.Connection, job_id: UUID) -> None:
     """Draw the job's bar until it settles; exit with the code its end calls for."""
+    from supervisor.cli.term import Term
     from supervisor.db import progress
 
-    live = sys.stdout.isatty()
+    term = Term.detect()
+    live = term.live
     last = None
     for state in progress.follow(conn, [job_id]):
         last = state[job_id]
-        line = progress.describe(last)
+        line = term.show(progress.describe(last, term.width))
         click.echo(f"\r{line}\x1b[K" if live else line, nl=not live)
     if live:
         click.echo()

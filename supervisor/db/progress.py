@@ -38,10 +38,18 @@ def bar(progress: int, width: int = 30) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def describe(p: JobProgress, width: int = 30) -> str:
-    """One line for a job: bar, percentage, status and step (or the error)."""
+def describe(p: JobProgress, columns: int = 160) -> str:
+    """One line for a job, at most `columns - 1` characters (so it never wraps on a
+    terminal that wide): bar, percentage, status, and the step when it says more than
+    the status (or the error). The bar shrinks first, then the detail is cut."""
     detail = p.error if p.status is Status.FAILED and p.error else p.step
-    return f"{bar(p.progress, width)} {p.progress:3d}%  {p.status.value:<10} {detail}"[:160]
+    if detail == p.status.value:
+        detail = ""
+    detail = " ".join(detail.split())
+    tail = f" {p.progress:3d}%  {p.status.value:<10} {detail}".rstrip()
+    width = max(10, min(30, columns - 1 - len(tail) - 2))
+    line = f"{bar(p.progress, width)}{tail}"
+    return line if len(line) < columns else line[: max(columns - 2, 1)] + "…"
 
 
 def read(conn: psycopg.Connection, job_ids: Sequence[UUID]) -> dict[UUID, JobProgress]:
