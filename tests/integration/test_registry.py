@@ -5,6 +5,7 @@ the row. Nothing in it is reachable by PUBLIC."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from supervisor.db import registry
@@ -68,3 +69,61 @@ def test_nothing_of_it_for_public(conn):
     ).fetchone()["p"]
     assert not granted
     assert uuid.UUID(str(registry.Identity().id))
+
+
+def test_maintenance_beats_in_the_renewals_transaction_and_leaves_on_exit(
+    conn, job_factory, database_url, tmp_path, monkeypatch
+):
+    from health.breaker import Breaker
+    from health.heartbeat import HeartbeatTable, WorkerState
+    from supervisor.arbiter.leases import Maintenance
+    from supervisor.arbiter.registration import Registration
+    from supervisor.config import Settings
+
+    job = job_factory()
+    conn.execute(
+        "update generation_jobs set status = 'processing', locked_by = 'h/1', attempts = 1,"
+        " heartbeat_at = now() where id = %s",
+        (job["id"],),
+    )
+    table = HeartbeatTable.create(4, directory=str(tmp_path))
+    breaker = Breaker.create(str(tmp_path))
+    table.set_supervisor(expected_workers=1)
+    table.reset_slot(0, pid=1, state=WorkerState.STARTING, restarts=0)
+    table.update_slot(0, state=WorkerState.PAUSED, job_id=job["id"], progress=30)
+    breaker.trip("Gemini rejected the API key (HTTP 400)")
+    settings = Settings(database_url=database_url, lease_seconds=30, concurrency=1)
+    registration = Registration(table, breaker, lambda: settings)
+    maintenance = Maintenance(lambda: settings, registration)
+    beat, seen = registry.beat, []
+
+    def spy(c, *args):
+        # The top-level transaction the beat runs in (a savepoint of it).
+        seen.append(c.execute("select txid_current()::text as tx").fetchone()["tx"])
+        beat(c, *args)
+
+    monkeypatch.setattr(registry, "beat", spy)
+    try:
+        maintenance.tick(0.0, [("h/1", str(job["id"]))])
+        (row,) = conn.execute("select * from storyworker.supervisors")
+        renewed = conn.execute(
+            "select xmin::text as tx from generation_jobs where id = %s", (job["id"],)
+        ).fetchone()
+        assert seen == [renewed["tx"]]  # one transaction for the renewal and the beat
+        assert row["paused"] and "rejected the API key" in row["paused_reason"]
+        assert row["workers"] == [
+            {
+                "index": 0,
+                "pid": os.getpid(),
+                "state": "paused",
+                "job_id": str(job["id"]),
+                "progress": 30,
+            }
+        ]
+        maintenance.leave_registry()
+        assert registry.supervisors(conn) == []
+    finally:
+        maintenance.before_fork()
+        for shared in (table, breaker):
+            shared.close()
+            shared.unlink()
