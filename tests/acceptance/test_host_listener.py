@@ -188,3 +188,26 @@ def test_listen_off_means_no_listener_at_all(service, job_factory, conn):
     wait_for(lambda: completed(conn, [job["id"]]), 20, "the job, by polling")
     assert listener_pid(conn) is None and "host listener" not in svc.logs()
     assert svc.stop() == 0
+
+
+def test_no_transaction_stays_open_across_an_llm_call(service, job_factory, conn, pooled):
+    # Through a transaction pooler a worker must hold a server connection only while a
+    # statement runs: an open transaction would pin one for the length of the call.
+    svc = service(
+        DATABASE_URL=pooled,
+        DATABASE_PREPARED_STATEMENTS="false",
+        OFFLINE_LATENCY_MS="300",
+    ).start()
+    ids = [job_factory(user_preferences={**FAST_JOB, "bullet_count": 2})["id"] for _ in range(2)]
+    long_open = 0
+    deadline = time.monotonic() + 60
+    while not completed(conn, ids) and time.monotonic() < deadline:
+        long_open += conn.execute(
+            "select count(*) as n from pg_stat_activity where datname = current_database()"
+            " and state like 'idle in transaction%'"
+            " and now() - state_change > interval '150 milliseconds'"
+        ).fetchone()["n"]
+        time.sleep(0.02)
+    assert completed(conn, ids)
+    assert long_open == 0
+    assert svc.stop() == 0
