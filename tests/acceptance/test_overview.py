@@ -6,6 +6,7 @@ that fit a 50-column terminal (tmux)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -278,3 +279,15 @@ def test_status_watch_redraws_in_place_in_50_columns(service, jobs, database_url
     assert len([line for line in screen if line.startswith("queue ")]) == 1, screen
     assert all(len(line) < 50 for line in screen), screen
     assert code == 130
+
+
+@needs_tmux
+def test_demo_bars_do_not_pile_up_in_50_columns(database_url):
+    env = cli_env({"OFFLINE_LATENCY_MS": "40"})
+    command = [sys.executable, "-m", "supervisor", "demo", "--database-url", database_url]
+    with tmux(command, env, 50, 30) as pane:
+        wait_for(lambda: pane.exit_code() is not None, 120, "the demo to end", interval=0.5)
+        screen, code = pane.screen(), pane.exit_code()
+    bars = [line for line in screen if re.match(r"chapter \d  \[", line)]
+    assert code == 0, screen
+    assert len(bars) == 3 and all("100%" in bar and len(bar) < 50 for bar in bars), screen
