@@ -163,22 +163,29 @@ def _report(changed: list[UUID], verbs: tuple[str, str], dry_run: bool) -> None:
         click.echo(f"{verbs[1]} {len(changed)} {noun}")
 
 
-BULK = [
-    click.argument("job_id", type=click.UUID, required=False),
-    click.option("--status", type=click.Choice([s.value for s in Status]), help="Every job of it."),
-    click.option("--since", type=Duration(), help="With --status: " + SINCE_HELP),
-    click.option("--dry-run", is_flag=True, help="With --status: say which, change nothing."),
-]
+def bulk_options(allowed: str) -> Any:
+    """JOB_ID, or --status (one of `allowed`) with --since and --dry-run."""
+    options = [
+        click.argument("job_id", type=click.UUID, required=False),
+        click.option(
+            "--status",
+            type=click.Choice([s.value for s in Status]),
+            help=f"Every job in this status ({allowed}) instead of one JOB_ID.",
+        ),
+        click.option("--since", type=Duration(), help="With --status: o" + SINCE_HELP[1:]),
+        click.option("--dry-run", is_flag=True, help="With --status: say which, change nothing."),
+    ]
 
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
 
-def bulk_options(func: Any) -> Any:
-    for decorate in reversed(BULK):
-        func = decorate(func)
-    return func
+    return decorate
 
 
 @jobs.command("retry")
-@bulk_options
+@bulk_options("failed or cancelled")
 @click.option("--fresh", is_flag=True, help="Discard the checkpoint and start the chapter over.")
 @friendly_errors
 def retry(
@@ -199,7 +206,7 @@ def retry(
 
 
 @jobs.command("cancel")
-@bulk_options
+@bulk_options("pending or processing")
 @friendly_errors
 def cancel(job_id: UUID | None, status: str | None, since: float | None, dry_run: bool) -> None:
     """Cancel a pending or processing job (or every job of --status)."""
