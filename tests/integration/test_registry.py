@@ -127,3 +127,37 @@ def test_maintenance_beats_in_the_renewals_transaction_and_leaves_on_exit(
         for shared in (table, breaker):
             shared.close()
             shared.unlink()
+
+
+def test_a_refused_registry_write_never_stops_the_lease_renewal(
+    conn, job_factory, database_url, tmp_path, caplog
+):
+    from health.heartbeat import HeartbeatTable
+    from supervisor.arbiter.leases import Maintenance
+    from supervisor.arbiter.registration import Registration
+    from supervisor.config import Settings
+
+    job = job_factory()
+    conn.execute(
+        "update generation_jobs set status = 'processing', locked_by = 'h/1', attempts = 1,"
+        " heartbeat_at = now() - interval '20 seconds' where id = %s",
+        (job["id"],),
+    )
+    conn.execute("alter table storyworker.supervisors rename to supervisors_elsewhere")
+    table = HeartbeatTable.create(2, directory=str(tmp_path))
+    settings = Settings(database_url=database_url, lease_seconds=30)
+    maintenance = Maintenance(lambda: settings, Registration(table, None, lambda: settings))
+    try:
+        maintenance.tick(0.0, [("h/1", str(job["id"]))])
+        maintenance.tick(20.0, [("h/1", str(job["id"]))])
+    finally:
+        maintenance.before_fork()
+        table.close()
+        table.unlink()
+    age = conn.execute(
+        "select extract(epoch from now() - heartbeat_at) as s from generation_jobs where id = %s",
+        (job["id"],),
+    ).fetchone()["s"]
+    assert age < 5 and not maintenance.outage
+    refused = [r for r in caplog.records if "process registry write refused" in r.getMessage()]
+    assert len(refused) == 1  # said once
