@@ -168,9 +168,12 @@ class HostWakeup:
         poll_interval: float,
         on_mode: Callable[[Mode], None] = lambda mode: None,
         slice_seconds: float = 1.0,
+        announce: bool = True,
     ):
-        """`on_mode` hears the pick-up mode whenever the host listener goes up or down."""
+        """`on_mode` hears the pick-up mode whenever the host listener goes up or down;
+        `announce=False` (a reconnect) does not log that this worker polls."""
         self._channel = channel
+        self._announce = announce
         self._poll_interval = poll_interval
         self._on_mode = on_mode
         self._slice = slice_seconds
@@ -179,7 +182,7 @@ class HostWakeup:
 
     def start(self, listen: bool = True) -> Mode:
         self.mode = Mode.LISTEN if self._channel.listening else Mode.POLL
-        if self.mode is Mode.POLL:
+        if self.mode is Mode.POLL and self._announce:
             log.warning(
                 "the host listener is not up; polling instead",
                 extra=fields(poll_interval_ms=round(self._poll_interval * 1000)),
@@ -228,4 +231,11 @@ def wakeups_for(
     def on_mode(mode: Mode) -> None:
         table.update_slot(index, pickup=mode.value)
 
-    return lambda conn, poll_interval, send_probe: HostWakeup(channel, poll_interval, on_mode)
+    starts = 0
+
+    def make(conn: object, poll_interval: float, send_probe: object) -> HostWakeup:
+        nonlocal starts
+        starts += 1  # "polling instead" is said once per worker, not on each reconnect
+        return HostWakeup(channel, poll_interval, on_mode, announce=starts == 1)
+
+    return make

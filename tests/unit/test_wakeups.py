@@ -184,3 +184,19 @@ def test_connection_lost_errors_are_database_errors():
     from supervisor.errors import DatabaseError
 
     assert issubclass(ConnectionLostError, DatabaseError)
+
+
+def test_a_worker_says_it_polls_once_not_on_every_reconnect(channel, caplog):
+    from health.heartbeat import HeartbeatTable
+    from supervisor.worker.listener import wakeups_for
+
+    table = HeartbeatTable.create(2)
+    try:
+        make = wakeups_for(channel, table, 0)  # as in a worker: closes the write end
+        channel.write_fd = -1  # so that the fixture does not close that number again
+        for _ in range(3):  # the first connection, then two reconnects
+            assert make(None, 1.0, lambda c, p: None).start() is Mode.POLL
+    finally:
+        table.close()
+        table.unlink()
+    assert sum("polling instead" in r.getMessage() for r in caplog.records) == 1
