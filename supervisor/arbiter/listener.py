@@ -61,7 +61,8 @@ class HostListener:
         self._clock = clock
         self._conn: psycopg.Connection | None = None
         self.state = State.STARTING
-        self._proven = False
+        #: Where LISTEN was proven to be delivered (a HUP may point elsewhere).
+        self._proven: str | None = None
         self._announced = False
         self._retry_at = float("-inf")
         self._delay = RETRY_FIRST_SECONDS
@@ -130,17 +131,18 @@ class HostListener:
         return settings.database_listen_url or settings.require_database()
 
     def _open(self) -> None:
+        dsn = self._dsn()
         self._conn = connect(
-            self._dsn(),
+            dsn,
             application_name="storyworker listener",
             prepared_statements=False,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
         )
         sql.run(self._conn, "listen_jobs")
-        if not self._proven and not self._prove():
+        if self._proven != dsn and not self._prove():
             self._unavailable()
             return
-        self._proven = True
+        self._proven = dsn
         was, self.state = self.state, State.LISTENING
         self._delay = RETRY_FIRST_SECONDS
         self.channel.set_listening(True)
