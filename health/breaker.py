@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from health.lifecycle import process_alive
+
 MAGIC = b"SWBREAK1"
 VERSION = 1
 REASON_BYTES = 400
@@ -141,7 +143,7 @@ class Breaker:
             now = self._clock()
             if not state.open or now < state.next_probe:
                 return False
-            if state.prober and state.prober != pid and _alive(state.prober):
+            if state.prober and state.prober != pid and process_alive(state.prober):
                 return False
             self._store(dataclasses.replace(state, prober=pid))
             return True
@@ -164,13 +166,3 @@ class Breaker:
             state = self._load()
             self._store(BreakerState(False))
             return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

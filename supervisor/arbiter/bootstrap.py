@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from setproctitle import setproctitle
 
 from generation import providers
+from health.lifecycle import process_alive
 from supervisor import logs
 from supervisor.arbiter.procs import SignalQueue, unblock_signals
 from supervisor.config import MAX_CONCURRENCY, Settings, load_settings, require_api_key
@@ -80,21 +81,11 @@ def sweep_runtime_directories(base: Path) -> list[Path]:
     removed = []
     for path in base.glob(f"{RUNTIME_PREFIX}*-*"):
         pid = path.name.removeprefix(RUNTIME_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or path.stat().st_uid != os.geteuid() or _alive(int(pid)):
+        if not pid.isdigit() or path.stat().st_uid != os.geteuid() or process_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run(overrides: dict[str, Any]) -> int:
