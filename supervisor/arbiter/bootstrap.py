@@ -3,6 +3,7 @@ health server until told to stop."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
@@ -16,7 +17,6 @@ from typing import Any, NoReturn
 from setproctitle import setproctitle
 
 from generation import providers
-from health.lifecycle import process_alive
 from supervisor import logs
 from supervisor.arbiter.procs import SignalQueue, unblock_signals
 from supervisor.config import MAX_CONCURRENCY, Settings, load_settings, require_api_key
@@ -31,6 +31,9 @@ log = logging.getLogger("supervisor.arbiter.loop")
 
 #: Runtime directories are named PREFIX + the supervisor's pid + "-" + a random part.
 RUNTIME_PREFIX = "storyworker-"
+#: The file a live supervisor keeps locked in its runtime directory.
+RUNTIME_LOCK = ".lock"
+_held_locks: list[int] = []
 
 
 
@@ -65,24 +68,44 @@ def require_free_port(settings: Settings) -> None:
 
 
 def runtime_directory() -> Path:
-    """systemd's RuntimeDirectory when given, else a private temporary directory. Its
-    name carries this process's pid, so that the next supervisor removes what one
-    that was killed (kill -9, OOM) left behind."""
+    """systemd's RuntimeDirectory when given, else a private temporary directory.
+
+    This process holds an flock on the directory's lock file for as long as it lives,
+    so the next supervisor can tell (and remove) what one that was killed (kill -9,
+    OOM) left behind. A lock, not a pid: pids mean nothing across PID namespaces (a
+    container sharing /tmp) and get reused."""
     from health.heartbeat import systemd_runtime_directory
 
     base = Path(systemd_runtime_directory() or tempfile.gettempdir())
-    prefix = f"{RUNTIME_PREFIX}{os.getpid()}-"
     sweep_runtime_directories(base)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    # Made under a name no sweeper looks at, and renamed only once it is locked.
+    making = Path(tempfile.mkdtemp(prefix=".storyworker-new-", dir=base))
+    fd = os.open(making / RUNTIME_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _held_locks.append(fd)  # held until this process ends
+    path = base / f"{RUNTIME_PREFIX}{os.getpid()}-{making.name.rsplit('-', 1)[1]}"
+    making.rename(path)
+    return path
 
 
 def sweep_runtime_directories(base: Path) -> list[Path]:
-    """Remove the runtime directories under `base` of supervisors that are gone."""
+    """Remove the runtime directories under `base` whose supervisor is gone: their
+    lock file is no longer held by anyone."""
     removed = []
     for path in base.glob(f"{RUNTIME_PREFIX}*-*"):
-        pid = path.name.removeprefix(RUNTIME_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or path.stat().st_uid != os.geteuid() or process_alive(int(pid)):
-            continue
+        lock = path / RUNTIME_LOCK
+        try:
+            if path.stat().st_uid != os.geteuid():
+                continue
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # not one of ours, or it is being made right now
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its supervisor (or a child of it) is alive
+        finally:
+            os.close(fd)
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
