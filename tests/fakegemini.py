@@ -20,7 +20,6 @@ what it served each model (`served`). It needs only the standard library, no pyt
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -28,10 +27,12 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakeserver import ScriptedServer
 
 VALID_KEY = "test-key-valid"
 ENDPOINTS = (
@@ -252,13 +253,18 @@ def blocked_prompt(reason: str = "SAFETY") -> dict[str, Any]:
     return {"promptFeedback": {"blockReason": reason}, "usageMetadata": {"promptTokenCount": 5}}
 
 
-class FakeGemini:
+class FakeGemini(ScriptedServer):
     """`start()`, point the SDK at `base_url`, script with `queue()`, read `requests`.
 
     `outline` (a {"title", "bullets"} dict) and `prose` fix the default answers.
     """
 
+    endpoints = ENDPOINTS
+    path = ""
+    thread_name = "fake-gemini"
+
     def __init__(self, key: str = VALID_KEY) -> None:
+        super().__init__()
         self.key = key
         self.outline: dict[str, Any] | None = None
         self.prose = PROSE
@@ -268,52 +274,10 @@ class FakeGemini:
         #: Model name -> Model resource: what exists. Edit it, or `retire` a model.
         self.models: dict[str, dict[str, Any]] = {k: dict(v) for k, v in CATALOGUE.items()}
         self._served: dict[str, Served] = defaultdict(Served)
-        self._requests: list[Recorded] = []
-        self._script: dict[str, deque[Reply]] = defaultdict(deque)
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self, port: int = 0) -> FakeGemini:
-        """Listen on 127.0.0.1 (a free port unless given), serving from a daemon thread."""
-        handler = type("Handler", (_Handler,), {"owner": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, name="fake-gemini", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def queue(self, endpoint: str, *replies: Reply) -> None:
-        """Script the next replies of `endpoint` (one of ENDPOINTS), in order."""
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
-        with self._lock:
-            self._script[endpoint].extend(replies)
 
     def fail(self, endpoint: str, code: int, times: int = 1, **options: Any) -> None:
         """The next `times` requests to `endpoint` get HTTP `code` (see error_reply)."""
         self.queue(endpoint, *(error_reply(code, **options) for _ in range(times)))
-
-    @property
-    def requests(self) -> list[Recorded]:
-        with self._lock:
-            return list(self._requests)
 
     def calls(self, endpoint: str) -> list[Recorded]:
         return [r for r in self.requests if _endpoint(r.method, r.path) == endpoint]
@@ -343,15 +307,6 @@ class FakeGemini:
     def _model(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             return self.models.get(name)
-
-    def _record(self, request: Recorded) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def _next_reply(self, endpoint: str) -> Reply | None:
-        with self._lock:
-            script = self._script[endpoint]
-            return script.popleft() if script else None
 
 
 def _tokens(served: Served) -> tuple[int, int, int]:
@@ -509,6 +464,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.wfile.flush()
         self.connection.shutdown(socket.SHUT_RDWR)
+
+
+FakeGemini.handler = _Handler
 
 
 def _embedding(request: dict[str, Any]) -> dict[str, Any]:

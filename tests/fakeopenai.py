@@ -21,18 +21,18 @@ requests it received and what it served each model. Standard library only:
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import re
 import socket
 import struct
-import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakeserver import ScriptedServer
 
 VALID_KEY = "sk-test-openai-key-0123456789"
 MODEL = "gpt-test-1"
@@ -165,10 +165,15 @@ def content_filter_stream(texts: tuple[str, ...] = ()) -> Reply:
     return stream_reply(list(texts), finish="content_filter")
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedServer):
     """`start()`, point the SDK at `base_url`, script with `queue()`, read `requests`."""
 
+    endpoints = ENDPOINTS
+    path = "/v1"
+    thread_name = "fake-openai"
+
     def __init__(self, key: str = VALID_KEY) -> None:
+        super().__init__()
         self.key = key
         self.models: set[str] = {MODEL, EMBEDDING_MODEL}
         self.json_schema = True
@@ -177,47 +182,6 @@ class FakeOpenAI:
         self.prose = PROSE
         self.words_per_chunk = 4
         self._served: dict[str, Served] = defaultdict(Served)
-        self._requests: list[Recorded] = []
-        self._script: dict[str, deque[Reply]] = defaultdict(deque)
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self, port: int = 0) -> FakeOpenAI:
-        handler = type("Handler", (_Handler,), {"owner": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, name="fake-openai", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def queue(self, endpoint: str, *replies: Reply) -> None:
-        """Script the next replies of `endpoint` (one of ENDPOINTS), in order."""
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
-        with self._lock:
-            self._script[endpoint].extend(replies)
-
-    @property
-    def requests(self) -> list[Recorded]:
-        with self._lock:
-            return list(self._requests)
 
     def calls(self, endpoint: str) -> list[Recorded]:
         return [r for r in self.requests if _endpoint(r.method, r.path, r.body) == endpoint]
@@ -233,11 +197,6 @@ class FakeOpenAI:
             served.calls += 1
             served.prompt_tokens += (usage or {}).get("prompt_tokens", 0)
             served.completion_tokens += (usage or {}).get("completion_tokens", 0)
-
-    def _next_reply(self, endpoint: str) -> Reply | None:
-        with self._lock:
-            script = self._script[endpoint]
-            return script.popleft() if script else None
 
 
 def _endpoint(method: str, path: str, body: Any) -> str:
@@ -380,6 +339,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+FakeOpenAI.handler = _Handler
 
 
 def _model(name: str) -> dict[str, Any]:
