@@ -42,6 +42,8 @@ PROMPTS = "tests/unit/test_prompts.py"
 CONFIG = "tests/unit/test_config.py"
 CLI_ADMIN = "tests/acceptance/test_cli_admin.py"
 RUNNER = "tests/unit/test_runner.py"
+HOST_LISTENER_UNIT = "tests/unit/test_wakeups.py"
+HOST_LISTENER = "tests/acceptance/test_host_listener.py"
 SINK = "tests/unit/test_sink.py"
 
 FENCING = (QUEUE, INVARIANTS, ACCEPTANCE_INVARIANTS)
@@ -169,12 +171,14 @@ SURVIVORS = (
         SURVIVED,
     ),
     Mutation(
-        "busy-worker-keeps-listening",
-        "the worker never calls wakeup.busy(), so it stays LISTENing while busy",
-        "            self.wakeup.busy()\n",
-        "",
-        (LISTENER, INVARIANTS, ACCEPTANCE_INVARIANTS),
-        "process.py",
+        "every-idle-worker-woken",
+        "one new job wakes every idle worker (the thundering herd the host listener ends;"
+        " since issue 15 a busy worker holds no LISTEN at all, so the old mutation of"
+        " removing wakeup.busy() changes nothing)",
+        '            os.write(self.write_fd, b"\\x01")',
+        '            os.write(self.write_fd, b"\\x01" * most)',
+        (HOST_LISTENER_UNIT, HOST_LISTENER),
+        "wakeups.py",
         SURVIVED,
     ),
     Mutation(
