@@ -139,7 +139,9 @@ def test_a_supervisor_that_cannot_boot_ends_the_demo_at_once_with_its_reason(
     assert list(folder.iterdir()) == []
 
 
-def test_ctrl_c_during_the_demo_leaves_no_temporary_folder(tmp_path, own, tmpdir_env):
+def test_ctrl_c_during_the_demo_leaves_nothing_running_and_no_temporary_folder(
+    tmp_path, own, tmpdir_env
+):
     folder, tmp = tmpdir_env
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "demo"],
@@ -159,4 +161,6 @@ def test_ctrl_c_during_the_demo_leaves_no_temporary_folder(tmp_path, own, tmpdir
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     wait_for(lambda: own.storyworker_processes() == set(), 15, "every demo process to exit")
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, check=False)
+    assert leftover.stdout == b""
     assert list(folder.iterdir()) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -100,29 +99,6 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path, own):
     assert "Supervisor stopped (exit code 0)" in out
     time.sleep(0.5)
     assert own.storyworker_processes() == set()
-
-
-def test_ctrl_c_during_the_demo_leaves_nothing_running(tmp_path, own):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "demo"],
-        cwd=tmp_path,
-        env=own.env(OFFLINE_LATENCY_MS="200"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    seen = ""
-    while "processing" not in seen:
-        line = proc.stdout.readline()
-        assert line, seen
-        seen += line
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    wait_for(lambda: own.storyworker_processes() == set(), 15, "every demo process to exit")
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, check=False)
-    assert leftover.stdout == b""
 
 
 def test_watch_follows_a_job_to_its_end(service, job_factory, database_url):
