@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import backoff
 
-from generation.errors import GenerationError, RetryableError
+from generation.errors import GenerationError, MalformedOutputError, RetryableError
 from generation.types import CallRecord, ProviderHooks
 
 T = TypeVar("T")
@@ -230,3 +230,16 @@ def outcome(exc: BaseException | None) -> str:
         return "permanent_error"
     # Unknown exceptions count as retryable: the worker retries them too.
     return "retryable_error"
+
+
+def ask_twice(op: Operation, answer: Callable[[], T]) -> T:
+    """`answer()`, asked once more when its answer is malformed (one more request for
+    the same result, counted as a retry of `op`); then MalformedOutputError."""
+    try:
+        return answer()
+    except MalformedOutputError:
+        op.retries += 1
+    try:
+        return answer()
+    except MalformedOutputError as exc:
+        raise MalformedOutputError(f"{exc} (asked twice)") from None

@@ -27,7 +27,7 @@ from google import genai
 from google.genai import types
 
 from generation import prompts
-from generation.calls import Operation, RequestRunner
+from generation.calls import Operation, RequestRunner, ask_twice
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
 from generation.gemini_config import GeminiConfig
 from generation.gemini_wire import (
@@ -121,14 +121,9 @@ class GeminiProvider:
             prompt, response_mime_type="application/json", response_schema=outline_schema(count)
         )
         with self._runner.operation("outline", self._config.model) as op:
-            try:
-                return parse_outline(self._generate(op, prompt, config).text, count)
-            except MalformedOutputError:
-                op.retries += 1  # asking again is one more request for the same result
-            try:
-                return parse_outline(self._generate(op, prompt, config).text, count)
-            except MalformedOutputError as exc:
-                raise MalformedOutputError(f"{exc} (asked twice)") from None
+            return ask_twice(
+                op, lambda: parse_outline(self._generate(op, prompt, config).text, count)
+            )
 
     def stream_section(
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str

@@ -28,7 +28,7 @@ from typing import Any
 import openai
 
 from generation import prompts
-from generation.calls import Operation, RequestRunner, Usage
+from generation.calls import Operation, RequestRunner, Usage, ask_twice
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
 from generation.openai_config import OpenAIConfig
 from generation.openai_wire import (
@@ -107,14 +107,9 @@ class OpenAIProvider:
         prompt = prompts.outline_prompt(request)
         count = request.preferences.bullet_count
         with self._runner.operation("outline", self._config.model) as op:
-            try:
-                return parse_outline(self._outline_text(op, prompt, count), count, self._label)
-            except MalformedOutputError:
-                op.retries += 1  # asking again is one more request for the same result
-            try:
-                return parse_outline(self._outline_text(op, prompt, count), count, self._label)
-            except MalformedOutputError as exc:
-                raise MalformedOutputError(f"{exc} (asked twice)") from None
+            return ask_twice(
+                op, lambda: parse_outline(self._outline_text(op, prompt, count), count, self._label)
+            )
 
     def stream_section(
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
