@@ -66,7 +66,11 @@ def test_a_worker_whose_connection_broke_mid_job_says_idle_in_its_title(service,
     def title() -> str:
         return Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")[0].decode()
 
+    def status() -> str:
+        row = conn.execute("select status from generation_jobs where id = %s", (job["id"],))
+        return row.fetchone()["status"]
+
+    # Requeued (retry in a minute) once it has reconnected; idle meanwhile and after.
+    wait_for(lambda: status() == "pending", 15, "the job requeued")
     wait_for(lambda: title() == "storyworker: worker 0 idle", 15, "the idle title")
-    status = conn.execute("select status from generation_jobs where id = %s", (job["id"],))
-    assert status.fetchone()["status"] == "pending"  # requeued, retry in a minute
     assert svc.stop() == 0
