@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from generation.preferences import Preferences
+    from generation.story.preferences import Preferences
 
 
 # Gemini's defaults, one place for both GeminiConfig and the service's settings.
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 # was retired on 2026-10-16.
 GEMINI_MODEL = "gemini-3.5-flash"
 GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
-GEMINI_API_VERSION = "v1beta"  # the SDK defaults to v1; see generation/gemini.py
+GEMINI_API_VERSION = "v1beta"  # the SDK defaults to v1; see generation/providers/gemini.py
 GEMINI_TIMEOUT_SECONDS = 120.0
 GEMINI_EMBEDDING_DIMENSIONS = 768
 #: Gemini 3's thinking levels (thinking_config.thinking_level), in the lower case

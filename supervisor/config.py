@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from generation.openai_config import OPENAI_TIMEOUT_SECONDS
 from generation.providers import PROVIDER_NAMES
+from generation.providers.openai_config import OPENAI_TIMEOUT_SECONDS
 from generation.types import (
     GEMINI_API_VERSION,
     GEMINI_EMBEDDING_DIMENSIONS,

@@ -33,7 +33,7 @@ def read_preferences(value: str | None) -> Any:
         where = f"line {exc.lineno} column {exc.colno}"
         fail(f"--prefs is not valid JSON: {exc.msg} at {where}", exitcodes.USAGE)
     from generation.errors import InvalidPreferencesError
-    from generation.preferences import parse_preferences
+    from generation.story import parse_preferences
 
     try:
         parse_preferences(prefs)

@@ -3,7 +3,7 @@
 Providers are found by name in generation's registry; this module owns only how
 Settings become each provider's own config object, and, when GENERATION_FALLBACK names
 providers, the composite that asks them after GENERATION_PROVIDER
-(generation/fallback.py).
+(generation/providers/fallback.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from typing import Any
 import psycopg
 
 from generation import providers
-from generation.fallback import PROBE_MAX_SECONDS, FallbackProvider
-from generation.providers import GeminiConfig, OfflineConfig, OpenAIConfig
+from generation.providers import (
+    PROBE_MAX_SECONDS,
+    FallbackProvider,
+    GeminiConfig,
+    OfflineConfig,
+    OpenAIConfig,
+)
 from generation.types import Provider, ProviderHooks
 from supervisor.config import Settings, require_gemini_key, require_openai
 from supervisor.db.ratelimit import RateLimiter

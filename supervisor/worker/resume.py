@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from generation.preferences import Preferences
+from generation.story import Preferences
 from generation.types import Checkpoint, Outline
 from supervisor.db.jobs import Claim
 from supervisor.logs import fields

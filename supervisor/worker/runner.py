@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from generation.errors import GenerationError, ProviderUnavailableError
+from generation.story import SectionStats, write_chapter
 from generation.types import CallRecord, Provider
-from generation.writer import SectionStats, write_chapter
 from supervisor import metrics
 from supervisor.db.jobs import Claim, Outcome
 from supervisor.errors import DatabaseError, LeaseLostError, StatementError

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from generation.errors import PermanentError
-from generation.preferences import parse_preferences
+from generation.story import SectionStats, parse_preferences
 from generation.types import ChapterRequest, Checkpoint, Outline
-from generation.writer import SectionStats
 from supervisor.db.jobs import Claim
 from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
 

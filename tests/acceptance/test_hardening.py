@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from generation.writer import SECTION_SEPARATOR
+from generation.story.writer import SECTION_SEPARATOR
 from tests.acceptance.conftest import PREFS
 from tests.acceptance.test_deploy import clean_env
 from tests.acceptance.test_invariants import fault_free_sections, job_state

@@ -18,10 +18,10 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from generation.offline import OfflineProvider
-from generation.preferences import parse_preferences
+from generation.providers.offline import OfflineProvider
+from generation.story.preferences import parse_preferences
+from generation.story.writer import SECTION_SEPARATOR, SectionStats, write_chapter
 from generation.types import ChapterRequest, Checkpoint, Outline
-from generation.writer import SECTION_SEPARATOR, SectionStats, write_chapter
 from tests.acceptance.conftest import PREFS
 from tests.service import Service, wait_for
 

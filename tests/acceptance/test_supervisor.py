@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from generation.offline import OfflineProvider
-from generation.preferences import parse_preferences
+from generation.providers.offline import OfflineProvider
+from generation.story.preferences import parse_preferences
+from generation.story.writer import SectionStats, write_chapter
 from generation.types import ChapterRequest, Checkpoint, Outline
-from generation.writer import SectionStats, write_chapter
 from tests.acceptance.conftest import PREFS
 from tests.service import Service, children_of, wait_for
 

@@ -217,8 +217,8 @@ def run_ttft(bench: Bench, logs: Path, latency: int = 100) -> None:
 
 def ttft_floor(latency: int) -> float:
     """What the offline provider alone needs for the outline and the first chunk."""
-    from generation.offline import OfflineProvider
-    from generation.preferences import parse_preferences
+    from generation.providers.offline import OfflineProvider
+    from generation.story.preferences import parse_preferences
     from generation.types import ChapterRequest
 
     provider = OfflineProvider(latency_ms=latency)

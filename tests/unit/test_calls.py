@@ -1,4 +1,4 @@
-"""The shared call machinery (generation/calls.py), with no server and no SDK."""
+"""The shared call machinery (generation/providers/calls.py), with no server and no SDK."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from generation.calls import Operation, RequestRunner, RetryPolicy, Usage, outcome
 from generation.errors import (
     AuthenticationError,
     GenerationError,
@@ -16,6 +15,7 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
+from generation.providers.calls import Operation, RequestRunner, RetryPolicy, Usage, outcome
 from generation.types import CallRecord, ProviderHooks
 
 

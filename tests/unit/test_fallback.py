@@ -1,4 +1,4 @@
-"""The FallbackProvider's decisions (generation/fallback.py), with scripted members; and
+"""The FallbackProvider's decisions (generation/providers/fallback.py), with scripted members; and
 a whole job through it on the in-memory queue: who wrote each section, usage by
 provider."""
 
@@ -17,9 +17,9 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
-from generation.fallback import CONTINUATION_BREAK, FallbackProvider
-from generation.offline import OfflineProvider
-from generation.preferences import parse_preferences
+from generation.providers.fallback import CONTINUATION_BREAK, FallbackProvider
+from generation.providers.offline import OfflineProvider
+from generation.story.preferences import parse_preferences
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 from supervisor.worker.runner import JobRunner, Settled
 from supervisor.worker.usage import JobUsage

@@ -24,9 +24,9 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
-from generation.gemini import DEFAULT_BASE_URL, GeminiConfig, GeminiProvider
-from generation.preferences import parse_preferences
-from generation.prompts import SYSTEM_PROMPT
+from generation.providers.gemini import DEFAULT_BASE_URL, GeminiConfig, GeminiProvider
+from generation.story.preferences import parse_preferences
+from generation.story.prompts import SYSTEM_PROMPT
 from generation.types import CallRecord, ChapterRequest, Outline, ProviderHooks
 from tests.fakegemini import (
     VALID_KEY,

@@ -16,8 +16,9 @@ from generation.errors import (
     QuotaExhaustedError,
     RateLimitedError,
 )
-from generation.gemini import GeminiConfig, GeminiProvider
-from generation.gemini_wire import ADJUSTABLE_HARM_CATEGORIES
+from generation.providers.gemini import GeminiConfig, GeminiProvider
+from generation.providers.gemini_wire import ADJUSTABLE_HARM_CATEGORIES
+from generation.story.writer import SectionStats, write_chapter
 from generation.types import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
@@ -27,7 +28,6 @@ from generation.types import (
     Checkpoint,
     Outline,
 )
-from generation.writer import SectionStats, write_chapter
 from tests.fakegemini import (
     CATALOGUE,
     RETIRED_PREFIXES,

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from generation.offline import OFFLINE_TITLE_PREFIX, OfflineConfig, OfflineProvider
-from generation.preferences import parse_preferences
 from generation.providers import build_provider
+from generation.providers.offline import OFFLINE_TITLE_PREFIX, OfflineConfig, OfflineProvider
+from generation.story.preferences import parse_preferences
 from generation.types import CallRecord, ChapterRequest, Outline, Provider, ProviderHooks
 
 

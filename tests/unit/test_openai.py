@@ -18,10 +18,10 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
-from generation.openai_chat import OpenAIProvider
-from generation.openai_config import OpenAIConfig
-from generation.preferences import parse_preferences
-from generation.prompts import SYSTEM_PROMPT
+from generation.providers.openai_chat import OpenAIProvider
+from generation.providers.openai_config import OpenAIConfig
+from generation.story.preferences import parse_preferences
+from generation.story.prompts import SYSTEM_PROMPT
 from generation.types import CallRecord, ChapterRequest, Outline, ProviderHooks, Source
 from tests.fakeopenai import (
     EMBEDDING_MODEL,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generation.errors import InvalidPreferencesError
-from generation.preferences import (
+from generation.story.preferences import (
     SHORT_FIELD_DEFAULTS,
     Character,
     Preferences,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from generation import prompts
-from generation.preferences import parse_preferences
-from generation.prompts import DATA_CLOSE, DATA_OPEN, Prompt
+from generation.story import prompts
+from generation.story.preferences import parse_preferences
+from generation.story.prompts import DATA_CLOSE, DATA_OPEN, Prompt
 from generation.types import ChapterRequest, Outline
 
 HOSTILE = [

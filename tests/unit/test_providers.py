@@ -1,4 +1,4 @@
-"""The provider registry (generation/providers.py) and the Settings mapping onto it."""
+"""The provider registry (generation/providers/registry.py) and the Settings mapping onto it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from generation import providers
-from generation.offline import OfflineProvider
 from generation.providers import (
     PROVIDER_NAMES,
     REGISTRY,
@@ -19,6 +18,7 @@ from generation.providers import (
     build_provider,
     entry,
 )
+from generation.providers.offline import OfflineProvider
 from generation.types import ProviderHooks
 from supervisor.config import Settings
 from supervisor.errors import ConfigError
@@ -80,7 +80,7 @@ def test_offline_and_gemini_configs_need_no_sdk() -> None:
         "from generation.types import ProviderHooks\n"
         "GeminiConfig(api_key='k')\n"
         "build_provider('offline', OfflineConfig(), ProviderHooks()).outline\n"
-        "assert 'generation.gemini' not in sys.modules, 'gemini module imported'\n"
+        "assert 'generation.providers.gemini' not in sys.modules, 'gemini module imported'\n"
         "assert not any(m.startswith('google.genai') for m in sys.modules), 'SDK imported'\n"
         "build_provider('gemini', GeminiConfig(api_key='k'), ProviderHooks()).close()\n"
         "assert 'google.genai' in sys.modules\n"
@@ -184,7 +184,7 @@ def test_every_provider_in_use_is_checked_before_start_up() -> None:
 
 
 def test_a_fallback_builds_the_composite_with_hooks_per_provider() -> None:
-    from generation.fallback import FallbackProvider
+    from generation.providers.fallback import FallbackProvider
 
     settings = Settings(
         provider="offline",

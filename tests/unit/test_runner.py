@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from generation.errors import ProviderUnavailableError, RefusedError
-from generation.offline import OfflineProvider
+from generation.providers.offline import OfflineProvider
 from generation.types import ChapterRequest, Outline, ProviderHooks
 from supervisor.db.jobs import Status
 from supervisor.worker.runner import Abandon, JobRunner, Settled

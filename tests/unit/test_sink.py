@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from generation.story.writer import SectionStats
 from generation.types import Outline
-from generation.writer import SectionStats
 from supervisor.errors import LeaseLostError
 from supervisor.worker.resume import content_digest
 from supervisor.worker.sink import FLUSH_INTERVAL_SECONDS, ChapterSink, prepare

@@ -11,16 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from generation.errors import MalformedOutputError
-from generation.offline import OfflineProvider
-from generation.preferences import parse_preferences
-from generation.types import CallRecord, ChapterRequest, Checkpoint, Outline, ProviderHooks
-from generation.writer import (
+from generation.providers.offline import OfflineProvider
+from generation.story.preferences import parse_preferences
+from generation.story.writer import (
     SECTION_SEPARATOR,
     ChapterResult,
     SectionCleaner,
     SectionStats,
     write_chapter,
 )
+from generation.types import CallRecord, ChapterRequest, Checkpoint, Outline, ProviderHooks
 
 BULLETS = 5
 

@@ -1,7 +1,7 @@
 """The Gemini provider's configuration, importable without the google-genai SDK.
 
 The composition root builds (and so validates) a GeminiConfig from its settings before
-anything imports the SDK; generation/gemini.py is imported only when a GeminiProvider
+anything imports the SDK; generation/providers/gemini.py is imported only when a GeminiProvider
 is built.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from generation.calls import RetryPolicy
+from generation.providers.calls import RetryPolicy
 from generation.types import (
     GEMINI_API_VERSION,
     GEMINI_EMBEDDING_DIMENSIONS,

@@ -24,7 +24,6 @@ from typing import Any
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from generation.calls import Usage, parse_retry_after
 from generation.errors import (
     AuthenticationError,
     GenerationError,
@@ -36,6 +35,7 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
+from generation.providers.calls import Usage, parse_retry_after
 from generation.types import Outline
 
 #: Candidate finish reasons that mean the model would not write this content.

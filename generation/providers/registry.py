@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from generation.gemini_config import GeminiConfig
-from generation.offline import OfflineConfig, OfflineProvider
-from generation.openai_config import OpenAIConfig
+from generation.providers.gemini_config import GeminiConfig
+from generation.providers.offline import OfflineConfig, OfflineProvider
+from generation.providers.openai_config import OpenAIConfig
 from generation.types import Provider, ProviderHooks
 
 __all__ = [
@@ -49,8 +49,8 @@ def _build_offline(config: Any, hooks: ProviderHooks) -> Provider:
 def _build_gemini(config: Any, hooks: ProviderHooks) -> Provider:
     if not isinstance(config, GeminiConfig):
         raise _wrong_config("gemini", GeminiConfig, config)
-    # Only now: generation.gemini imports the google-genai SDK (GeminiConfig does not).
-    from generation.gemini import GeminiProvider
+    # Only now: generation.providers.gemini imports the google-genai SDK (GeminiConfig does not).
+    from generation.providers.gemini import GeminiProvider
 
     return GeminiProvider(config, hooks)
 
@@ -58,8 +58,8 @@ def _build_gemini(config: Any, hooks: ProviderHooks) -> Provider:
 def _build_openai(config: Any, hooks: ProviderHooks) -> Provider:
     if not isinstance(config, OpenAIConfig):
         raise _wrong_config("openai", OpenAIConfig, config)
-    # Only now: generation.openai_chat imports the openai SDK (OpenAIConfig does not).
-    from generation.openai_chat import OpenAIProvider
+    # Only now: generation.providers.openai_chat imports the openai SDK (OpenAIConfig does not).
+    from generation.providers.openai_chat import OpenAIProvider
 
     return OpenAIProvider(config, hooks)
 

@@ -38,7 +38,7 @@ from generation.types import ChapterRequest, Outline, Provider, Source, served_b
 
 T = TypeVar("T")
 
-log = logging.getLogger("generation.fallback")
+log = logging.getLogger("generation.providers.fallback")
 
 PROBE_BASE_SECONDS = 15.0
 PROBE_MAX_SECONDS = 300.0

@@ -5,7 +5,7 @@ What the SDK would do on its own is settled here on purpose:
 - the key and the base URL are always passed (the SDK's default endpoint when none is
   configured), so OPENAI_API_KEY / OPENAI_BASE_URL in the environment cannot swap them;
 - retries: the SDK's own are off (`max_retries=0`, its default is 2), so ours, under
-  the shared policy of generation/calls.py and honouring Retry-After, are the only
+  the shared policy of generation/providers/calls.py and honouring Retry-After, are the only
   ones, and `before_request` (the rate limit) sees every request;
 - one timeout for connect, write and each read (`timeout=` seconds; the SDK's default
   is 600 s), so a stream lives as long as chunks keep coming;
@@ -27,11 +27,10 @@ from typing import Any
 
 import openai
 
-from generation import prompts
-from generation.calls import Operation, RequestRunner, Usage, ask_twice
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
-from generation.openai_config import OpenAIConfig
-from generation.openai_wire import (
+from generation.providers.calls import Operation, RequestRunner, Usage, ask_twice
+from generation.providers.openai_config import OpenAIConfig
+from generation.providers.openai_wire import (
     JSON_MODE,
     ModelSlot,
     Wire,
@@ -43,6 +42,7 @@ from generation.openai_wire import (
     schema_rejected,
     usage_of,
 )
+from generation.story import prompts
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 __all__ = ["OpenAIConfig", "OpenAIProvider"]

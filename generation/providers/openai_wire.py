@@ -25,7 +25,6 @@ from typing import Any
 
 import openai
 
-from generation.calls import Usage, parse_retry_after
 from generation.errors import (
     AuthenticationError,
     GenerationError,
@@ -37,6 +36,7 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
+from generation.providers.calls import Usage, parse_retry_after
 from generation.types import Outline
 
 #: Longest piece of the server's error message quoted in ours.

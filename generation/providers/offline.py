@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Self
 
-from generation import prompts
-from generation.calls import Operation, RequestRunner, RetryPolicy, Usage
 from generation.errors import GenerationError
+from generation.providers.calls import Operation, RequestRunner, RetryPolicy, Usage
+from generation.story import prompts
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 OFFLINE_TITLE_PREFIX = "[Offline draft] "

@@ -2,7 +2,7 @@
 
 One config serves OpenAI itself and every server that speaks its chat-completions API
 (OpenRouter, Ollama, vLLM, llama.cpp server, LM Studio): only `base_url`, the key and
-the model names differ. generation/openai.py, which imports the SDK, is imported only
+the model names differ. generation/providers/openai_chat.py, which imports the SDK, is imported only
 when an OpenAIProvider is built.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from generation.calls import RetryPolicy
+from generation.providers.calls import RetryPolicy
 
 #: The SDK's own default endpoint, passed explicitly so OPENAI_BASE_URL in the
 #: environment can never redirect a provider configured without one.

@@ -10,7 +10,7 @@ What the SDK leaves open, or would do on its own, is settled here on purpose:
 - retries: the SDK's own are off (`HttpRetryOptions(attempts=1)`), and so are its
   automatic stream continuation and function calling, which would send requests past
   the `before_request` hook (the shared rate limit). We retry with the shared policy of
-  generation/calls.py, honouring Retry-After and RetryInfo (read in gemini_wire.py),
+  generation/providers/calls.py, honouring Retry-After and RetryInfo (read in gemini_wire.py),
   and follow continuation tokens ourselves;
 - one Client for the provider's lifetime: a temporary one closes its HTTP connection
   under you.
@@ -26,11 +26,10 @@ from typing import Any
 from google import genai
 from google.genai import types
 
-from generation import prompts
-from generation.calls import Operation, RequestRunner, ask_twice
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
-from generation.gemini_config import GeminiConfig
-from generation.gemini_wire import (
+from generation.providers.calls import Operation, RequestRunner, ask_twice
+from generation.providers.gemini_config import GeminiConfig
+from generation.providers.gemini_wire import (
     ModelSlot,
     StreamHop,
     broken_stream,
@@ -43,6 +42,7 @@ from generation.gemini_wire import (
     supports,
     usage_of,
 )
+from generation.story import prompts
 from generation.types import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
