@@ -10,27 +10,6 @@ if TYPE_CHECKING:
     from generation.story.preferences import Preferences
 
 
-# Gemini's defaults, one place for both GeminiConfig and the service's settings.
-# The current stable Flash model (2026-12); the whole 2.5 family answers 404 since it
-# was retired on 2026-10-16.
-GEMINI_MODEL = "gemini-3.5-flash"
-GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
-GEMINI_API_VERSION = "v1beta"  # the SDK defaults to v1; see generation/providers/gemini.py
-GEMINI_TIMEOUT_SECONDS = 120.0
-GEMINI_EMBEDDING_DIMENSIONS = 768
-#: Gemini 3's thinking levels (thinking_config.thinking_level), in the lower case
-#: GEMINI_THINKING_LEVEL is written in. Gemini 3.5 and later reject a thinking budget.
-THINKING_LEVELS = ("minimal", "low", "medium", "high")
-#: Block thresholds for GEMINI_SAFETY_THRESHOLD, as the API spells them, laxest first.
-SAFETY_THRESHOLDS = (
-    "OFF",
-    "BLOCK_NONE",
-    "BLOCK_ONLY_HIGH",
-    "BLOCK_MEDIUM_AND_ABOVE",
-    "BLOCK_LOW_AND_ABOVE",
-)
-
-
 @dataclass(frozen=True)
 class Outline:
     """A chapter plan: a title and one bullet per section, in order."""

@@ -8,15 +8,17 @@ when the registry builds it.
 from __future__ import annotations
 
 from generation.providers.fallback import PROBE_MAX_SECONDS, FallbackProvider
+from generation.providers.gemini_config import GeminiConfig
+from generation.providers.offline import OfflineConfig, OfflineProvider
+from generation.providers.openai_config import OpenAIConfig
 from generation.providers.registry import (
     PROVIDER_NAMES,
     REGISTRY,
-    GeminiConfig,
-    OfflineConfig,
-    OpenAIConfig,
     ProviderEntry,
     build_provider,
+    build_providers,
     entry,
+    register,
 )
 
 __all__ = [
@@ -26,8 +28,11 @@ __all__ = [
     "FallbackProvider",
     "GeminiConfig",
     "OfflineConfig",
+    "OfflineProvider",
     "OpenAIConfig",
     "ProviderEntry",
     "build_provider",
+    "build_providers",
     "entry",
+    "register",
 ]

@@ -56,6 +56,26 @@ class RetryPolicy:
             raise ValueError("RetryPolicy seconds must be >= 0")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Retrying:
+    """The retry knobs of a network provider's config (each config inherits them)."""
+
+    #: HTTP attempts per request, the first included.
+    max_attempts: int = 5
+    backoff_base_seconds: float = 1.0
+    #: Longest wait between attempts; a server asking for longer ends the call at once.
+    max_backoff_seconds: float = 60.0
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The shared retry policy these settings describe."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base_seconds=self.backoff_base_seconds,
+            cap_seconds=self.max_backoff_seconds,
+        )
+
+
 @dataclass(frozen=True)
 class Usage:
     """Tokens one response (or several, summed) was billed for."""

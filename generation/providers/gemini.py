@@ -28,7 +28,11 @@ from google.genai import types
 
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
 from generation.providers.calls import Operation, RequestRunner, ask_twice
-from generation.providers.gemini_config import GeminiConfig
+from generation.providers.gemini_config import (
+    GEMINI_EMBEDDING_MODEL,
+    GEMINI_MODEL,
+    GeminiConfig,
+)
 from generation.providers.gemini_wire import (
     ModelSlot,
     StreamHop,
@@ -43,14 +47,7 @@ from generation.providers.gemini_wire import (
     usage_of,
 )
 from generation.story import prompts
-from generation.types import (
-    GEMINI_EMBEDDING_MODEL,
-    GEMINI_MODEL,
-    ChapterRequest,
-    Outline,
-    ProviderHooks,
-    Source,
-)
+from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiConfig", "GeminiProvider"]
 

@@ -20,6 +20,7 @@ from typing import Self
 
 from generation.errors import GenerationError
 from generation.providers.calls import Operation, RequestRunner, RetryPolicy, Usage
+from generation.settings import integer, setting
 from generation.story import prompts
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
@@ -66,7 +67,12 @@ class OfflineConfig:
     """The offline provider's settings."""
 
     #: Simulated latency per call and per streamed chunk.
-    latency_ms: int = 0
+    latency_ms: int = setting(
+        "OFFLINE_LATENCY_MS",
+        integer(minimum=0),
+        doc="simulated latency per call and per streamed chunk",
+        default=0,
+    )
     dimensions: int = DEFAULT_DIMENSIONS
 
     def __post_init__(self) -> None:

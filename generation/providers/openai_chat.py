@@ -51,7 +51,7 @@ __all__ = ["OpenAIConfig", "OpenAIProvider"]
 CHECK_TIMEOUT_SECONDS = 10.0
 
 _DEFAULT_HOOKS = ProviderHooks()
-log = logging.getLogger("generation.openai")
+log = logging.getLogger(__name__)
 #: Holds True once this process has said that summaries are stored without an embedding
 #: (every chapter would say the same).
 _SAID_NO_EMBEDDING: set[bool] = set()

@@ -2,16 +2,17 @@
 
 One config serves OpenAI itself and every server that speaks its chat-completions API
 (OpenRouter, Ollama, vLLM, llama.cpp server, LM Studio): only `base_url`, the key and
-the model names differ. generation/providers/openai_chat.py, which imports the SDK, is imported only
-when an OpenAIProvider is built.
+the model names differ. generation/providers/openai_chat.py, which imports the SDK, is
+imported only when an OpenAIProvider is built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from generation.providers.calls import RetryPolicy
+from generation.providers.calls import Retrying
+from generation.settings import integer, number, setting, url
 
 #: The SDK's own default endpoint, passed explicitly so OPENAI_BASE_URL in the
 #: environment can never redirect a provider configured without one.
@@ -20,23 +21,42 @@ OPENAI_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
-class OpenAIConfig:
+class OpenAIConfig(Retrying):
     """How to reach an OpenAI-compatible server and how hard to try.
 
     `api_key` never appears in a repr. `embedding_model` None means the chapter summary
     is stored without an embedding (many local servers serve no embedding model).
     """
 
-    api_key: str = field(repr=False)
-    model: str
-    embedding_model: str | None = None
-    base_url: str | None = None
-    timeout_seconds: float = OPENAI_TIMEOUT_SECONDS
-    #: HTTP attempts per request, the first included.
-    max_attempts: int = 5
-    backoff_base_seconds: float = 1.0
-    #: Longest wait between attempts; a server asking for longer ends the call at once.
-    max_backoff_seconds: float = 60.0
+    api_key: str = setting(
+        "OPENAI_API_KEY",
+        doc="key of the `openai` provider (any non-empty string for a local server)",
+        secret=True,
+        missing="{names} is not set (any non-empty key will do for a local server)",
+    )
+    model: str = setting(
+        "OPENAI_MODEL", doc="chat model, checked at boot", missing="{names} is not set"
+    )
+    embedding_model: str | None = setting(
+        "OPENAI_EMBEDDING_MODEL", doc="embedding model (unset: none stored)", default=None
+    )
+    base_url: str | None = setting(
+        "OPENAI_BASE_URL", url, doc="the server (SDK default: OpenAI)", default=None
+    )
+    timeout_seconds: float = setting(
+        "OPENAI_TIMEOUT_SECONDS",
+        number(minimum=0, exclusive=True),
+        doc="per-request timeout",
+        default=OPENAI_TIMEOUT_SECONDS,
+    )
+    #: The provider's own rate limit across every worker on every host (None: the
+    #: service's AI_REQUESTS_PER_MINUTE; 0: none). The service enforces it.
+    requests_per_minute: int | None = setting(
+        "OPENAI_REQUESTS_PER_MINUTE",
+        integer(minimum=0),
+        doc="the openai provider's own rate limit",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         # An empty key would make the SDK fall back to OPENAI_API_KEY from the environment.
@@ -61,12 +81,3 @@ class OpenAIConfig:
         if self.endpoint == OPENAI_DEFAULT_BASE_URL:
             return "OpenAI"
         return f"the OpenAI-compatible server at {urlsplit(self.endpoint).netloc}"
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The shared retry policy these settings describe."""
-        return RetryPolicy(
-            max_attempts=self.max_attempts,
-            base_seconds=self.backoff_base_seconds,
-            cap_seconds=self.max_backoff_seconds,
-        )

@@ -68,14 +68,15 @@ def api_key_check(settings: Settings) -> Callable[[], CheckResult]:
 
 def describe_models(settings: Settings) -> str:
     """The models of every provider in use, for /ready ("gemini: a, b; openai: c")."""
-    models = {
-        "gemini": (settings.gemini_model, settings.gemini_embedding_model),
-        "openai": (settings.openai_model, settings.openai_embedding_model),
-    }
     return "; ".join(
-        f"{name}: {', '.join(m for m in models.get(name, ()) if m) or 'no model to check'}"
+        f"{name}: {', '.join(models(settings, name)) or 'no model to check'}"
         for name in settings.providers_in_use
     )
+
+
+def models(settings: Settings, provider: str) -> tuple[str, ...]:
+    """The models `provider` is configured with, as its registry entry names them."""
+    return providers.entry(provider).models(settings.options(provider))
 
 
 def listener_check(table: HeartbeatTable) -> Callable[[], CheckResult]:

@@ -241,8 +241,9 @@ def excerpt(dsn: str, job_id: uuid.UUID, lines: int = 6) -> str:
 
 
 def choose_provider(settings: Settings) -> Settings:
-    if settings.provider == "gemini" and settings.api_key:
-        click.echo(f"A Gemini key is set: the demo will write with {settings.gemini_model}.")
+    gemini = settings.options("gemini")
+    if settings.provider == "gemini" and gemini.api_key:
+        click.echo(f"A Gemini key is set: the demo will write with {gemini.model}.")
         return settings
     click.echo("No Gemini key set: the demo writes with the offline provider (placeholder prose).")
     return settings.with_overrides(provider="offline")

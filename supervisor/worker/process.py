@@ -25,6 +25,7 @@ from typing import NoReturn, Protocol
 import psycopg
 from setproctitle import setproctitle
 
+from generation import providers
 from generation.errors import GenerationError
 from generation.types import CallRecord, ProviderHooks
 from health.breaker import Breaker
@@ -47,8 +48,6 @@ from supervisor.worker.watch import CallWatch
 log = logging.getLogger("supervisor.worker")
 
 RECONNECT_MAX_SECONDS = 30.0
-#: A provider's per-request timeout when this module does not know it.
-DEFAULT_CALL_TIMEOUT_SECONDS = 120.0
 #: How often a paused worker looks at the breaker again.
 PAUSE_SLICE_SECONDS = 1.0
 
@@ -368,15 +367,11 @@ class Worker:
 
 
 def call_timeout_seconds(settings: Settings) -> float:
-    """How long one provider request may block: its per-request timeout."""
-    timeouts = {
-        "gemini": settings.gemini_timeout_seconds,
-        "openai": settings.openai_timeout_seconds,
-        "offline": settings.offline_latency_ms / 1000,
-    }
-    # With a fallback, one call may go to any of them: the longest bounds it.
+    """How long one provider request may block: its per-request timeout; with a
+    fallback, one call may go to any of them, so the longest bounds it."""
     return max(
-        timeouts.get(name, DEFAULT_CALL_TIMEOUT_SECONDS) for name in settings.providers_in_use
+        providers.entry(name).call_timeout(settings.options(name))
+        for name in settings.providers_in_use
     )
 
 

@@ -1,28 +1,18 @@
-"""Builds the generation provider from Settings (the one place that maps them).
-
-Providers are found by name in generation's registry; this module owns only how
-Settings become each provider's own config object, and, when GENERATION_FALLBACK names
+"""Builds the generation provider from Settings: the providers in use, each from its
+own config object (Settings.provider_config), and, when GENERATION_FALLBACK names
 providers, the composite that asks them after GENERATION_PROVIDER
-(generation/providers/fallback.py).
+(generation/providers/registry.py builds both); and each provider's rate limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
-from generation import providers
-from generation.providers import (
-    PROBE_MAX_SECONDS,
-    FallbackProvider,
-    GeminiConfig,
-    OfflineConfig,
-    OpenAIConfig,
-)
+from generation.providers import build_providers
 from generation.types import Provider, ProviderHooks
-from supervisor.config import Settings, require_gemini_key, require_openai
+from supervisor.config import Settings
 from supervisor.db.ratelimit import RateLimiter
 
 #: Hooks for one provider, by its name: each provider's requests can then be counted
@@ -30,73 +20,19 @@ from supervisor.db.ratelimit import RateLimiter
 HooksFor = Callable[[str], ProviderHooks]
 
 
-def _offline_config(settings: Settings) -> OfflineConfig:
-    return OfflineConfig(latency_ms=settings.offline_latency_ms)
-
-
-def _gemini_config(settings: Settings) -> GeminiConfig:
-    return GeminiConfig(
-        api_key=require_gemini_key(settings),
-        model=settings.gemini_model,
-        embedding_model=settings.gemini_embedding_model,
-        base_url=settings.gemini_base_url,
-        api_version=settings.gemini_api_version,
-        timeout_seconds=settings.gemini_timeout_seconds,
-        embedding_dimensions=settings.embedding_dimensions,
-        thinking_level=settings.gemini_thinking_level,
-        safety_threshold=settings.gemini_safety_threshold,
-    )
-
-
-def _openai_config(settings: Settings) -> OpenAIConfig:
-    api_key = require_openai(settings)
-    assert settings.openai_model is not None  # require_openai says so
-    return OpenAIConfig(
-        api_key=api_key,
-        model=settings.openai_model,
-        embedding_model=settings.openai_embedding_model,
-        base_url=settings.openai_base_url,
-        timeout_seconds=settings.openai_timeout_seconds,
-    )
-
-
-#: Provider name -> its config, from Settings. A ConfigError when a setting it needs is
-#: missing (an API key, OPENAI_MODEL).
-PROVIDER_CONFIGS: dict[str, Callable[[Settings], Any]] = {
-    "offline": _offline_config,
-    "gemini": _gemini_config,
-    "openai": _openai_config,
-}
-
-
-def build_one(settings: Settings, name: str, hooks: ProviderHooks) -> Provider:
-    """Provider `name` configured from `settings`, wired to `hooks`."""
-    entry = providers.entry(name)
-    try:
-        config_for = PROVIDER_CONFIGS[entry.name]
-    except KeyError:
-        raise ValueError(f"no settings are mapped to the {entry.name} provider") from None
-    return entry.build(config_for(settings), hooks)
-
-
 def build_provider(
     settings: Settings, hooks: ProviderHooks | None = None, *, hooks_for: HooksFor | None = None
 ) -> Provider:
     """The configured provider wired to `hooks` (rate limit, metrics), or to
     `hooks_for(name)` for each provider when given: GENERATION_PROVIDER alone, or a
-    FallbackProvider over it and GENERATION_FALLBACK, whose members stay "tripped" for
-    PROVIDER_PROBE_SECONDS (doubling to five minutes) after a provider-wide fault."""
+    FallbackProvider over it and GENERATION_FALLBACK. A ConfigError when a setting a
+    provider in use needs is missing (an API key, OPENAI_MODEL)."""
     shared = hooks or ProviderHooks()
-    members = [
-        build_one(settings, name, hooks_for(name) if hooks_for else shared)
-        for name in settings.providers_in_use
-    ]
-    if len(members) == 1:
-        return members[0]
-    return FallbackProvider(
-        members,
-        probe_base_seconds=settings.provider_probe_seconds,
-        probe_max_seconds=max(PROBE_MAX_SECONDS, settings.provider_probe_seconds),
+    configs = [(name, settings.provider_config(name)) for name in settings.providers_in_use]
+    return build_providers(
+        configs,
+        hooks_for or (lambda _name: shared),
+        probe_seconds=settings.provider_probe_seconds,
     )
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from supervisor.config import Settings
+from supervisor.config import load_settings
 from supervisor.db.connection import connect
 from supervisor.db.ratelimit import RateLimiter
 from supervisor.worker.providers import rate_limits
@@ -23,7 +23,9 @@ def refuse_to_sleep(seconds: float) -> None:
 
 def test_each_provider_has_its_own_budget_in_a_row_named_after_it(database_url):
     # One request a minute each: a limiter shared by both would make the second wait ~60 s.
-    settings = Settings(ai_requests_per_minute=1, openai_requests_per_minute=1)
+    settings = load_settings(
+        {"AI_REQUESTS_PER_MINUTE": "1", "OPENAI_REQUESTS_PER_MINUTE": "1"}, dotenv_path=None
+    )
     with connect(database_url) as conn, connect(database_url) as other:
         before = rate_limits(conn, settings)
         started = time.monotonic()
@@ -38,7 +40,9 @@ def test_each_provider_has_its_own_budget_in_a_row_named_after_it(database_url):
 
 
 def test_a_provider_whose_limit_is_off_never_waits(database_url):
-    settings = Settings(ai_requests_per_minute=1, openai_requests_per_minute=0)
+    settings = load_settings(
+        {"AI_REQUESTS_PER_MINUTE": "1", "OPENAI_REQUESTS_PER_MINUTE": "0"}, dotenv_path=None
+    )
     with connect(database_url) as conn:
         before = rate_limits(conn, settings)
         started = time.monotonic()

@@ -21,8 +21,8 @@ def test_defaults_match_the_contract():
     assert (s.retry_backoff_seconds, s.lease_seconds, s.worker_timeout_seconds) == (10, 60, 300)
     assert (s.shutdown_grace_seconds, s.ai_requests_per_minute, s.port) == (30, 60, 3951)
     assert (s.health_host, s.log_level, s.log_format) == ("0.0.0.0", "INFO", "text")
-    assert s.gemini_api_version == "v1beta" and s.offline_latency_ms == 0
-    assert s.database_url is None and s.api_key is None
+    assert s.options("gemini").api_version == "v1beta" and s.options("offline").latency_ms == 0
+    assert s.database_url is None and s.options("gemini").api_key is None
 
 
 def test_every_variable_is_read():
@@ -50,9 +50,10 @@ def test_every_variable_is_read():
         DATABASE_PREPARED_STATEMENTS="off",
         DATABASE_LISTEN="no",
     )
-    assert s.database_url == SECRET_DSN and s.api_key == "k1" and s.provider == "offline"
-    assert (s.gemini_model, s.gemini_embedding_model, s.gemini_api_version) == ("m", "e", "v1")
-    assert s.gemini_base_url == "http://127.0.0.1:9" and s.offline_latency_ms == 5
+    gemini = s.options("gemini")
+    assert s.database_url == SECRET_DSN and gemini.api_key == "k1" and s.provider == "offline"
+    assert (gemini.model, gemini.embedding_model, gemini.api_version) == ("m", "e", "v1")
+    assert gemini.base_url == "http://127.0.0.1:9" and s.options("offline").latency_ms == 5
     assert (s.concurrency, s.poll_interval_ms, s.max_retries) == (4, 250, 0)
     assert (s.retry_backoff_seconds, s.lease_seconds, s.worker_timeout_seconds) == (0.5, 20, 40)
     assert (s.shutdown_grace_seconds, s.ai_requests_per_minute, s.port) == (3, 0, 8080)
@@ -62,7 +63,7 @@ def test_every_variable_is_read():
 
 @pytest.mark.parametrize("variable", ["GEMINI_API_KEY", "GOOGLE_API_KEY"])
 def test_alternative_api_key_names(variable):
-    assert load(**{variable: "abc"}).api_key == "abc"
+    assert load(**{variable: "abc"}).options("gemini").api_key == "abc"
 
 
 @pytest.mark.parametrize(
@@ -142,4 +143,4 @@ def test_the_worker_timeout_is_independent_of_the_providers_timeout():
     # A worker inside a bounded request keeps beating (supervisor/worker/watch.py), so a
     # short WORKER_TIMEOUT_SECONDS no longer has to exceed GEMINI_TIMEOUT_SECONDS.
     s = load(WORKER_TIMEOUT_SECONDS="5", GENERATION_PROVIDER="gemini")
-    assert s.worker_timeout_seconds == 5 and s.gemini_timeout_seconds == 120
+    assert s.worker_timeout_seconds == 5 and s.options("gemini").timeout_seconds == 120

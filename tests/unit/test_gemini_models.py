@@ -17,17 +17,15 @@ from generation.errors import (
     RateLimitedError,
 )
 from generation.providers.gemini import GeminiConfig, GeminiProvider
-from generation.providers.gemini_wire import ADJUSTABLE_HARM_CATEGORIES
-from generation.story.writer import SectionStats, write_chapter
-from generation.types import (
+from generation.providers.gemini_config import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
     SAFETY_THRESHOLDS,
     THINKING_LEVELS,
-    CallRecord,
-    Checkpoint,
-    Outline,
 )
+from generation.providers.gemini_wire import ADJUSTABLE_HARM_CATEGORIES
+from generation.story.writer import SectionStats, write_chapter
+from generation.types import CallRecord, Checkpoint, Outline
 from tests.fakegemini import (
     CATALOGUE,
     RETIRED_PREFIXES,

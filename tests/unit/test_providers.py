@@ -20,10 +20,15 @@ from generation.providers import (
 )
 from generation.providers.offline import OfflineProvider
 from generation.types import ProviderHooks
-from supervisor.config import Settings
+from supervisor.config import Settings, load_settings
 from supervisor.errors import ConfigError
 from supervisor.worker import providers as wiring
 from tests.fakegemini import VALID_KEY
+
+
+def env(**variables: str) -> Settings:
+    """Settings read from `variables` alone, as the service reads its environment."""
+    return load_settings(variables, dotenv_path=None)
 
 
 def test_the_registry_holds_every_provider_by_name() -> None:
@@ -95,22 +100,22 @@ def test_offline_and_gemini_configs_need_no_sdk() -> None:
 
 
 def test_settings_build_the_offline_provider() -> None:
-    provider = wiring.build_provider(Settings(provider="offline", offline_latency_ms=3))
+    provider = wiring.build_provider(env(GENERATION_PROVIDER="offline", OFFLINE_LATENCY_MS="3"))
     assert isinstance(provider, OfflineProvider) and provider._latency == 0.003
 
 
 def test_settings_build_the_gemini_provider_with_every_setting() -> None:
-    settings = Settings(
-        provider="gemini",
-        api_key=VALID_KEY,
-        gemini_model="gemini-3.7-flash",
-        gemini_embedding_model="emb",
-        gemini_base_url="http://127.0.0.1:9",
-        gemini_api_version="v1",
-        gemini_timeout_seconds=7.0,
-        embedding_dimensions=256,
+    settings = env(
+        GENERATION_PROVIDER="gemini",
+        GEMINI_API_KEY=VALID_KEY,
+        GEMINI_MODEL="gemini-3.7-flash",
+        GEMINI_EMBEDDING_MODEL="emb",
+        GEMINI_BASE_URL="http://127.0.0.1:9",
+        GEMINI_API_VERSION="v1",
+        GEMINI_TIMEOUT_SECONDS="7.0",
+        GEMINI_EMBEDDING_DIMENSIONS="256",
     )
-    assert wiring.PROVIDER_CONFIGS["gemini"](settings) == GeminiConfig(
+    assert settings.provider_config("gemini") == GeminiConfig(
         api_key=VALID_KEY,
         model="gemini-3.7-flash",
         embedding_model="emb",
@@ -128,23 +133,26 @@ def test_settings_build_the_gemini_provider_with_every_setting() -> None:
 
 def test_gemini_without_a_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no API key is set"):
-        wiring.build_provider(Settings(provider="gemini", api_key=None))
+        wiring.build_provider(env(GENERATION_PROVIDER="gemini"))
 
 
-def test_every_registered_provider_has_a_settings_mapping() -> None:
-    assert set(wiring.PROVIDER_CONFIGS) == set(providers.PROVIDER_NAMES)
+def test_every_registered_provider_reads_its_settings_from_its_config_class() -> None:
+    settings = env(GEMINI_MODEL="g", OPENAI_MODEL="o", OFFLINE_LATENCY_MS="4")
+    assert set(settings.provider_options) == set(providers.PROVIDER_NAMES)
+    assert settings.options("gemini").model == "g" and settings.options("openai").model == "o"
+    assert settings.options("offline").latency_ms == 4
 
 
 def test_settings_build_the_openai_provider_with_every_setting() -> None:
-    settings = Settings(
-        provider="openai",
-        openai_api_key="sk-local",
-        openai_model="llama3.2",
-        openai_embedding_model="nomic-embed-text",
-        openai_base_url="http://127.0.0.1:11434/v1",
-        openai_timeout_seconds=9.0,
+    settings = env(
+        GENERATION_PROVIDER="openai",
+        OPENAI_API_KEY="sk-local",
+        OPENAI_MODEL="llama3.2",
+        OPENAI_EMBEDDING_MODEL="nomic-embed-text",
+        OPENAI_BASE_URL="http://127.0.0.1:11434/v1",
+        OPENAI_TIMEOUT_SECONDS="9.0",
     )
-    assert wiring.PROVIDER_CONFIGS["openai"](settings) == OpenAIConfig(
+    assert settings.provider_config("openai") == OpenAIConfig(
         api_key="sk-local",
         model="llama3.2",
         embedding_model="nomic-embed-text",
@@ -161,9 +169,12 @@ def test_settings_build_the_openai_provider_with_every_setting() -> None:
 @pytest.mark.parametrize(
     "settings, missing",
     [
-        (Settings(provider="openai", openai_model="m"), "OPENAI_API_KEY"),
-        (Settings(provider="openai", openai_api_key="k"), "OPENAI_MODEL"),
-        (Settings(provider="offline", fallback=("openai",), openai_api_key="k"), "OPENAI_MODEL"),
+        (env(GENERATION_PROVIDER="openai", OPENAI_MODEL="m"), "OPENAI_API_KEY"),
+        (env(GENERATION_PROVIDER="openai", OPENAI_API_KEY="k"), "OPENAI_MODEL"),
+        (
+            env(GENERATION_PROVIDER="offline", GENERATION_FALLBACK="openai", OPENAI_API_KEY="k"),
+            "OPENAI_MODEL",
+        ),
     ],
 )
 def test_openai_without_its_key_or_model_is_a_config_error(settings, missing) -> None:
@@ -174,10 +185,15 @@ def test_openai_without_its_key_or_model_is_a_config_error(settings, missing) ->
 def test_every_provider_in_use_is_checked_before_start_up() -> None:
     from supervisor.config import require_api_key
 
-    both = Settings(provider="gemini", api_key=VALID_KEY, fallback=("openai",))
+    both = env(GENERATION_PROVIDER="gemini", GEMINI_API_KEY=VALID_KEY, GENERATION_FALLBACK="openai")
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
         require_api_key(both)
-    ready = Settings(provider="openai", openai_api_key="k", openai_model="m", fallback=("gemini",))
+    ready = env(
+        GENERATION_PROVIDER="openai",
+        OPENAI_API_KEY="k",
+        OPENAI_MODEL="m",
+        GENERATION_FALLBACK="gemini",
+    )
     with pytest.raises(ConfigError, match="no API key is set"):
         require_api_key(ready)
     assert require_api_key(Settings(provider="offline")) == ""
@@ -186,12 +202,12 @@ def test_every_provider_in_use_is_checked_before_start_up() -> None:
 def test_a_fallback_builds_the_composite_with_hooks_per_provider() -> None:
     from generation.providers.fallback import FallbackProvider
 
-    settings = Settings(
-        provider="offline",
-        fallback=("openai", "offline"),  # the primary named again is ignored
-        openai_api_key="k",
-        openai_model="m",
-        provider_probe_seconds=2.0,
+    settings = env(
+        GENERATION_PROVIDER="offline",
+        GENERATION_FALLBACK="openai,offline",  # the primary named again is ignored
+        OPENAI_API_KEY="k",
+        OPENAI_MODEL="m",
+        PROVIDER_PROBE_SECONDS="2.0",
     )
     asked: list[str] = []
 
@@ -206,7 +222,7 @@ def test_a_fallback_builds_the_composite_with_hooks_per_provider() -> None:
 
 
 def test_each_provider_has_its_own_rate_limit() -> None:
-    settings = Settings(ai_requests_per_minute=60, openai_requests_per_minute=0)
+    settings = env(AI_REQUESTS_PER_MINUTE="60", OPENAI_REQUESTS_PER_MINUTE="0")
     assert settings.requests_per_minute("gemini") == 60
     assert settings.requests_per_minute("openai") == 0
     assert Settings(ai_requests_per_minute=30).requests_per_minute("openai") == 30
