@@ -33,6 +33,70 @@ class Checkpoint:
     sections_done: int = 0
 
 
+#: CONTEXT_BUDGET_TOKENS' default: the story-so-far parts of one prompt, at most.
+DEFAULT_BUDGET_TOKENS = 6000
+
+
+@dataclass(frozen=True)
+class ChapterSummary:
+    """An earlier chapter's summary, by its chapter number."""
+
+    chapter: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A paragraph-sized piece of an earlier chapter, where it stands in that chapter."""
+
+    chapter: int
+    offset: int
+    text: str
+
+
+@dataclass(frozen=True)
+class BibleEntry:
+    """A character of the story: who they are and how the story last left them."""
+
+    name: str
+    about: str = ""
+    state: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        entry = {"name": self.name, "about": self.about}
+        if self.state:
+            entry["last_known_state"] = self.state
+        return entry
+
+
+@dataclass(frozen=True)
+class StoryContext:
+    """What the worker read of the story for one chapter (empty for a first chapter)."""
+
+    #: The app's own title for this chapter, which the outline must keep.
+    chapter_title: str | None = None
+    #: Chapters the story has, this one included.
+    chapter_count: int = 0
+    #: The rolling arc: a short gist of each earlier chapter, oldest first (those whose
+    #: summaries are shown are left out of the prompt).
+    arc: tuple[ChapterSummary, ...] = ()
+    #: The latest earlier chapters' summaries, oldest first.
+    summaries: tuple[ChapterSummary, ...] = ()
+    #: Every earlier chapter that has a summary, by number (more than `summaries`).
+    written: tuple[int, ...] = ()
+    #: Earlier chapters that have no summary (never written, failed or cancelled).
+    missing: tuple[int, ...] = ()
+    #: The closing text of chapter N-1, when it has any.
+    previous_ending: str = ""
+    #: Passages retrieved for the step at hand (set by the writer per step).
+    passages: tuple[Passage, ...] = ()
+    characters: tuple[BibleEntry, ...] = ()
+    facts: tuple[str, ...] = ()
+    #: Set when an earlier chapter was rewritten after this story's memory was made.
+    stale_after: int | None = None
+    budget_tokens: int = DEFAULT_BUDGET_TOKENS
+
+
 @dataclass(frozen=True)
 class ChapterRequest:
     """Everything the writer needs to know about the chapter to write."""
@@ -41,8 +105,8 @@ class ChapterRequest:
     preferences: Preferences
     sequence_title: str = ""
     premise: str | None = None
-    #: Summaries of earlier chapters of the same sequence, oldest first.
-    previous_summaries: tuple[str, ...] = ()
+    #: What is known of the story so far (generation/story/context.py assembles it).
+    story: StoryContext = StoryContext()
 
 
 @dataclass(frozen=True)

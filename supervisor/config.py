@@ -29,6 +29,7 @@ from generation.settings import (
     setting,
     text,
 )
+from generation.types import DEFAULT_BUDGET_TOKENS
 from supervisor.errors import ConfigError
 from supervisor.redact import redact, redact_dsn
 
@@ -138,6 +139,12 @@ class Settings:
         "DATABASE_PREPARED_STATEMENTS", boolean, doc="prepared statements", default=True
     )
     listen: bool = setting("DATABASE_LISTEN", boolean, doc="LISTEN/NOTIFY", default=True)
+    context_budget_tokens: int = setting(
+        "CONTEXT_BUDGET_TOKENS",
+        integer(minimum=500, maximum=1_000_000),
+        doc="what a prompt may hold of the story so far, in (estimated) tokens",
+        default=DEFAULT_BUDGET_TOKENS,
+    )
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from generation.types import Passage
 from supervisor.arbiter.procs import Exit
 from supervisor.db.jobs import ChapterContext, Claim, Outcome, Status
+from supervisor.db.memory import StoryMemory
 from supervisor.errors import LeaseLostError
 
 
@@ -65,6 +67,8 @@ class MemoryJob:
     summary: str | None = None
     embedding: list[float] | None = None
     usage: Any = None
+    context: Mapping[str, Any] | None = None
+    memory: Any = None
     #: The writes that changed something, in order: (statement, detail).
     writes: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -77,6 +81,8 @@ class MemoryQueue:
     def __init__(self) -> None:
         self.jobs: dict[uuid.UUID, MemoryJob] = {}
         self.sequence_id, self.user_id = uuid.uuid4(), uuid.uuid4()
+        #: Earlier chapters' passages a test plants for `recall`.
+        self.passages: list[Passage] = []
 
     def add(self, preferences: Any = None, **state: Any) -> MemoryJob:
         job = MemoryJob(preferences if preferences is not None else {}, **state)
@@ -159,11 +165,14 @@ class MemoryQueue:
         checkpoint: Mapping[str, Any],
         next_owner: str | None = None,
         usage: Any = None,
+        context: Mapping[str, Any] | None = None,
+        memory: StoryMemory | None = None,
     ) -> Claim | None:
         job = self._held(claim)
         job.usage = usage if usage is not None else job.usage
         job.status, job.progress, job.step = Status.COMPLETED, 100, "completed"
         job.summary, job.embedding, job.checkpoint = summary, list(embedding), checkpoint
+        job.context, job.memory = context, memory
         job.writes.append(("finish", word_count))
         return None if next_owner is None else self.claim(next_owner)
 
@@ -196,3 +205,11 @@ class MemoryQueue:
         job.status, job.owner, job.attempts = Status.PENDING, None, job.attempts - 1
         job.writes.append(("release", None))
         return True
+
+    def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]:
+        """What `passages` (a test's) hold for the query: every passage sharing a word
+        with it, in the order given."""
+        self._held(claim)
+        words = set(query.lower().split())
+        found = [p for p in self.passages if words & set(p.text.lower().split())]
+        return found[:limit]

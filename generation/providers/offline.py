@@ -206,7 +206,7 @@ def _seed(request: ChapterRequest, purpose: str) -> int:
             request.chapter_number,
             request.sequence_title,
             request.premise,
-            list(request.previous_summaries),
+            [(s.chapter, s.text) for s in request.story.summaries],
             request.preferences.to_json(),
         ],
         sort_keys=True,
@@ -215,18 +215,24 @@ def _seed(request: ChapterRequest, purpose: str) -> int:
 
 
 def _cast(request: ChapterRequest) -> dict[str, str]:
-    """The chapter's two leads and its colour, the same in every section."""
+    """The chapter's two leads and its colour, the same in every section; the leads
+    are the story's (its preferences' characters, else its bible's, else two stand-ins
+    chosen by the story alone), so they stay the same from chapter to chapter."""
     prefs = request.preferences
-    rng = random.Random(_seed(request, "cast"))
-    names = [c.name for c in prefs.characters] or list(_STAND_IN_NAMES)
-    first = rng.choice(names)
+    names = [c.name for c in prefs.characters] or [c.name for c in request.story.characters]
+    story = json.dumps([request.sequence_title, request.premise])
+    rng = random.Random(hashlib.sha256(story.encode("utf-8", "replace")).digest())
+    names = names or list(_STAND_IN_NAMES)
+    first = names[0] if len(names) <= 2 else rng.choice(names)
     others = [n for n in names if n != first] or [n for n in _STAND_IN_NAMES if n != first]
     return {
         "a": first,
         "b": rng.choice(others),
         "setting": prefs.setting or "the town",
         "tone": prefs.tone,
-        "theme": rng.choice(prefs.themes) if prefs.themes else "what had been lost",
+        "theme": random.Random(_seed(request, "theme")).choice(prefs.themes)
+        if prefs.themes
+        else "what had been lost",
     }
 
 
@@ -247,12 +253,15 @@ def _section_text(request: ChapterRequest, outline: Outline, index: int) -> str:
         sentence = _fill(next(templates), cast, rng)
         sentences.append(sentence)
         words += len(sentence.split())
-    paragraphs: list[str] = []
+    paragraphs: list[list[str]] = []
     while sentences:
         size = rng.randint(4, 6)
-        paragraphs.append(" ".join(sentences[:size]))
+        # A tail of one or two sentences stays with the paragraph before it.
+        if len(sentences) - size < 3:
+            size = len(sentences)
+        paragraphs.append(sentences[:size])
         sentences = sentences[size:]
-    return "\n\n".join(paragraphs)
+    return "\n\n".join(" ".join(p) for p in paragraphs)
 
 
 def _shuffled_cycle(items: tuple[str, ...], rng: random.Random) -> Iterator[str]:

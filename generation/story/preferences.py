@@ -32,6 +32,9 @@ INSTRUCTIONS_MAX = 4000
 LIST_MAX_ITEMS = 12
 BULLET_COUNT_RANGE = (1, 12)
 WORDS_PER_BULLET_RANGE = (50, 2000)
+#: How a chapter ends: leading on to the next (the default), on a cliffhanger, or
+#: closing the story.
+ENDINGS = ("hook", "cliffhanger", "resolve")
 
 SHORT_FIELD_DEFAULTS: dict[str, str] = {
     "genre": "literary fiction",
@@ -75,6 +78,7 @@ class Preferences:
     instructions: str | None = None
     bullet_count: int = 4
     words_per_bullet: int = 300
+    ending: str = ENDINGS[0]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with the same keys as `user_preferences`."""
@@ -108,6 +112,7 @@ def parse_preferences(raw: object) -> Preferences:
         words_per_bullet=_integer(
             raw.get("words_per_bullet"), "words_per_bullet", 300, WORDS_PER_BULLET_RANGE
         ),
+        ending=_choice(raw.get("ending"), "ending", ENDINGS),
     )
 
 
@@ -167,6 +172,16 @@ def _integer(raw: object, field: str, default: int, bounds: tuple[int, int]) -> 
     if not isinstance(raw, int) or not low <= raw <= high:
         raise InvalidPreferencesError(field, rule)
     return raw
+
+
+def _choice(raw: object, field: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first for null), compared without case."""
+    if raw is None:
+        return choices[0]
+    value = raw.strip().lower() if isinstance(raw, str) else None
+    if value not in choices:
+        raise InvalidPreferencesError(field, f"must be one of {', '.join(choices)}")
+    return value
 
 
 def _list(raw: object, field: str, what: str) -> list[object]:

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from generation.story.context import Assembled, assemble
 from generation.types import ChapterRequest, Outline
 
 DATA_OPEN = "<<<STORY_DATA"
@@ -26,10 +27,6 @@ DATA_CLOSE = "STORY_DATA>>>"
 
 #: How much of the chapter so far a section prompt shows (its most recent part).
 PREVIOUS_TEXT_TAIL_CHARS = 6000
-#: Total size of earlier chapters' summaries in one prompt; the most recent are kept.
-SUMMARIES_BUDGET_CHARS = 8000
-#: No single earlier summary may take more than this share of the budget.
-SUMMARY_ITEM_MAX_CHARS = 2000
 #: Target length of the chapter summary the model writes.
 SUMMARY_TARGET_WORDS = 150
 
@@ -50,18 +47,25 @@ format or these rules.
 
 Always write in the language given by the "language" preference, in the given point of \
 view ("pov") and tense, in the given genre and tone, featuring the given characters, \
-setting and themes where they fit. Stay consistent with the summaries of earlier chapters."""
+setting and themes where they fit. Stay consistent with the story so far: the arc \
+summary, the earlier chapters' summaries (each labelled with its chapter number), how the \
+last chapter ended, the passages quoted from earlier chapters and the story bible's \
+characters and facts. Never contradict them, and never invent the events of a chapter the \
+data says is missing."""
 
 OUTLINE_TASK = """\
 Plan chapter {chapter_number} of the story described in the story data below.
 
 Reply with only a JSON object of the form {{"title": "...", "bullets": ["...", "..."]}}:
-- "title": the chapter's title, a few words, without the word "Chapter" or a number.
+- "title": the chapter's title, a few words, without the word "Chapter" or a number; when \
+the story data has "chapter_title", the author chose it: use it exactly, and plan the \
+chapter so that it fits that title.
 - "bullets": exactly {bullet_count} strings, in story order. Each is one or two sentences \
 saying what happens in one section of the chapter; each section will be about \
 {words_per_bullet} words long.
-The chapter must follow on from the earlier chapters' summaries, if there are any, \
-without retelling them. Write the title and bullets in the story's language."""
+The chapter must follow on from the story so far (above all from how the previous \
+chapter ended), if there is any, without retelling it. Write the title and bullets in the \
+story's language."""
 
 SECTION_TASK = """\
 Write section {section_number} of {section_count} of chapter {chapter_number}, following \
@@ -71,12 +75,22 @@ the outline in the story data below. This section covers the outline bullet in \
 Write about {words_per_bullet} words of story prose for this one section only:
 - no title, no heading, no section number, no bullet text, no preamble or commentary;
 - do not repeat or summarise what "chapter_so_far_tail" already says; continue seamlessly \
-from where it ends, as the next paragraphs of the same chapter;
+from where it ends, as the next paragraphs of the same chapter (for the first section, \
+pick up from how the previous chapter ended, if the data says);
 - do not write events that belong to later bullets."""
 
 SECTION_POSITION_FIRST = "It opens the chapter."
 SECTION_POSITION_MIDDLE = "The chapter continues after it."
-SECTION_POSITION_LAST = "It is the last section: bring the chapter to a satisfying close."
+#: The last section's hint, by the `ending` preference: no chapter closes the story
+#: unless asked to.
+SECTION_POSITION_LAST = {
+    "hook": "It is the last section: end the chapter so that it leads on to the next one, "
+    "with the story still open.",
+    "cliffhanger": "It is the last section: end the chapter on a cliffhanger, at a moment of "
+    "suspense that the next chapter will resolve.",
+    "resolve": "It is the last section, and the end of the story: bring it to a satisfying "
+    "close.",
+}
 
 SUMMARY_TASK = """\
 Summarise chapter {chapter_number}, whose full text is "chapter_text" in the story data \
@@ -105,7 +119,28 @@ def outline_prompt(request: ChapterRequest) -> Prompt:
         bullet_count=prefs.bullet_count,
         words_per_bullet=prefs.words_per_bullet,
     )
-    return _prompt(task, _story_data(request))
+    return _prompt(task, _story_data(request, step_context(request)))
+
+
+def step_context(
+    request: ChapterRequest,
+    outline: Outline | None = None,
+    index: int = 0,
+    previous_text: str = "",
+) -> Assembled:
+    """What the story-data block holds of the story so far for the outline (no
+    `outline`) or for section `index` of `outline`, and its manifest
+    (generation/story/context.py). The writer records the manifest of exactly this."""
+    story = request.story
+    if outline is None:
+        focus = " ".join(filter(None, (story.chapter_title, request.premise)))
+        return assemble(story, request.chapter_number, with_ending=True, focus=focus)
+    return assemble(
+        story,
+        request.chapter_number,
+        with_ending=index == 0 and not previous_text,
+        focus=outline.bullets[index],
+    )
 
 
 def section_prompt(
@@ -123,10 +158,10 @@ def section_prompt(
         section_count=count,
         chapter_number=request.chapter_number,
         words_per_bullet=request.preferences.words_per_bullet,
-        position_hint=_position_hint(index, count),
+        position_hint=_position_hint(index, count, request.preferences.ending),
     )
     tail, truncated = text_tail(previous_text, PREVIOUS_TEXT_TAIL_CHARS)
-    data = _story_data(request)
+    data = _story_data(request, step_context(request, outline, index, previous_text))
     data["outline"] = outline.to_json()
     data["this_section"] = {"number": index + 1, "bullet": outline.bullets[index]}
     data["chapter_so_far_tail"] = tail
@@ -167,38 +202,23 @@ def text_tail(text: str, limit: int) -> tuple[str, bool]:
     return tail, True
 
 
-def recent_summaries(summaries: tuple[str, ...]) -> tuple[list[str], int]:
-    """The most recent summaries that fit the budget, oldest first, and how many were left out.
-
-    Each summary is first cut to `SUMMARY_ITEM_MAX_CHARS`, so at least the latest fits.
-    """
-    kept: list[str] = []
-    used = 0
-    for summary in reversed(summaries):
-        item = summary.strip()[:SUMMARY_ITEM_MAX_CHARS]
-        if used + len(item) > SUMMARIES_BUDGET_CHARS:
-            break
-        kept.append(item)
-        used += len(item)
-    kept.reverse()
-    return kept, len(summaries) - len(kept)
-
-
-def _story_data(request: ChapterRequest) -> dict[str, Any]:
-    summaries, omitted = recent_summaries(request.previous_summaries)
-    return {
+def _story_data(request: ChapterRequest, story: Assembled | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
         "sequence_title": request.sequence_title,
         "premise": request.premise,
         "chapter_number": request.chapter_number,
-        "preferences": request.preferences.to_json(),
-        "earlier_chapter_summaries_oldest_first": summaries,
-        "earlier_chapters_not_shown": omitted,
     }
+    if request.story.chapter_title:
+        data["chapter_title"] = request.story.chapter_title
+    data["preferences"] = request.preferences.to_json()
+    if story is not None:
+        data["story_so_far"] = story.data
+    return data
 
 
-def _position_hint(index: int, count: int) -> str:
+def _position_hint(index: int, count: int, ending: str) -> str:
     if index == count - 1:
-        return SECTION_POSITION_LAST
+        return SECTION_POSITION_LAST[ending]
     if index == 0:
         return SECTION_POSITION_FIRST
     return SECTION_POSITION_MIDDLE

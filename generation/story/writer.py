@@ -9,14 +9,24 @@ resumed run, given that text, carries on as if never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from generation.errors import MalformedOutputError
-from generation.types import ChapterRequest, Checkpoint, Outline, Provider, Source, served_by
+from generation.story.prompts import step_context
+from generation.types import (
+    ChapterRequest,
+    Checkpoint,
+    Outline,
+    Passage,
+    Provider,
+    Source,
+    served_by,
+)
 
 SECTION_SEPARATOR = "\n\n"
 # A model's heading is a short line; longer first lines are prose, whatever they start with.
@@ -48,8 +58,20 @@ class ChapterResult:
     word_count: int
 
 
+#: Passages of earlier chapters relevant to a query (a bullet), best first.
+Recall = Callable[[str], Sequence[Passage]]
+
+
+def _no_recall(_query: str) -> Sequence[Passage]:
+    return ()
+
+
 class ChapterCallbacks(Protocol):
     """What the writer tells its caller as it goes. Exceptions raised here propagate."""
+
+    def on_context(self, step: str, manifest: Mapping[str, Any]) -> None:
+        """What the model is about to be sent of the story so far for `step`
+        ("outline", "section 2"): the manifest of the prompt's context."""
 
     def on_outline(self, outline: Outline) -> None:
         """A new outline was written (not called when the checkpoint had one)."""
@@ -68,6 +90,7 @@ def write_chapter(
     callbacks: ChapterCallbacks,
     *,
     written_text: str = "",
+    recall: Recall = _no_recall,
 ) -> ChapterResult:
     """Write the rest of a chapter from `checkpoint` and return the finished chapter.
 
@@ -91,8 +114,25 @@ def write_chapter(
         )
     text = written_text
     for index in range(checkpoint.sections_done, len(outline.bullets)):
-        text = _write_section(request, provider, outline, index, text, callbacks=callbacks)
+        step = _recalled(request, recall, outline.bullets[index])
+        manifest = step_context(step, outline, index, text).manifest
+        callbacks.on_context(f"section {index + 1}", manifest)
+        text = _write_section(step, provider, outline, index, text, callbacks=callbacks)
     return _finish(request, provider, outline, text)
+
+
+def _outline_query(request: ChapterRequest) -> str:
+    story = request.story
+    latest = story.summaries[-1].text if story.summaries else ""
+    return " ".join(filter(None, (story.chapter_title, latest)))
+
+
+def _recalled(request: ChapterRequest, recall: Recall, query: str) -> ChapterRequest:
+    """`request` with the passages `recall` finds for `query` (none for no query)."""
+    found = tuple(recall(query)) if query.strip() else ()
+    if not found and not request.story.passages:
+        return request
+    return dataclasses.replace(request, story=dataclasses.replace(request.story, passages=found))
 
 
 def _finish(
@@ -115,6 +155,8 @@ def _finish(
 
 
 def _new_outline(request: ChapterRequest, provider: Provider) -> Outline:
+    """The provider's outline; the app's own chapter title, when it has one, wins over
+    the model's (which was asked to fit it)."""
     outline = provider.outline(request)
     expected = request.preferences.bullet_count
     # Providers promise this; a wrong count would silently change the chapter's shape.
@@ -122,6 +164,8 @@ def _new_outline(request: ChapterRequest, provider: Provider) -> Outline:
         raise MalformedOutputError(
             f"the outline has {len(outline.bullets)} bullets instead of {expected}"
         )
+    if request.story.chapter_title:
+        return Outline(title=request.story.chapter_title, bullets=outline.bullets)
     return outline
 
 

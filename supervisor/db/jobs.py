@@ -58,7 +58,7 @@ class Job:
 
 @dataclass(frozen=True)
 class ChapterContext:
-    """The chapter a claimed job writes, with what its prompts need."""
+    """The chapter a claimed job writes, with what its prompts need of the story."""
 
     sequence_id: UUID
     user_id: UUID
@@ -66,10 +66,27 @@ class ChapterContext:
     content: str
     sequence_title: str
     premise: str | None
-    previous_summaries: tuple[str, ...]  # oldest first
+    #: The latest earlier chapters' summaries as (chapter number, summary), oldest first.
+    recent_summaries: tuple[tuple[int, str], ...] = ()
+    #: Every earlier chapter with a summary, by number.
+    written: tuple[int, ...] = ()
+    #: The app's own title for the chapter (None: the model titles it).
+    chapter_title: str | None = None
+    chapter_count: int = 0
+    #: The story's lowest chapter number (chapters before it are not counted missing).
+    first_chapter: int = 1
+    #: A later chapter of the story is already written (this one is a rewrite).
+    later_written: bool = False
+    previous_ending: str = ""
+    #: The story's memory as stored (storyworker.story_memory), raw.
+    arc: Any = None
+    characters: Any = None
+    facts: Any = None
+    stale_after: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ChapterContext:
+        recent = data.get("recent_summaries") or []
         return cls(
             sequence_id=UUID(data["sequence_id"]),
             user_id=UUID(data["user_id"]),
@@ -77,7 +94,26 @@ class ChapterContext:
             content=data["content"],
             sequence_title=data["sequence_title"] or "",
             premise=data["premise"],
-            previous_summaries=tuple(reversed(data["previous_summaries"] or [])),
+            recent_summaries=tuple((r["chapter"], r["summary"]) for r in reversed(recent)),
+            written=tuple(data.get("written") or ()),
+            chapter_title=data.get("chapter_title"),
+            chapter_count=data.get("chapter_count") or 0,
+            first_chapter=data.get("first_chapter") or data["chapter_number"],
+            later_written=bool(data.get("later_written")),
+            previous_ending=data.get("previous_ending") or "",
+            arc=data.get("arc"),
+            characters=data.get("characters"),
+            facts=data.get("facts"),
+            stale_after=data.get("stale_after"),
+        )
+
+    @property
+    def missing(self) -> tuple[int, ...]:
+        """Earlier chapters (from the story's first) with no summary: never written,
+        failed or cancelled."""
+        written = set(self.written)
+        return tuple(
+            n for n in range(self.first_chapter, self.chapter_number) if n not in written
         )
 
 

@@ -15,8 +15,10 @@ returning id;
 -- name: claim
 -- The oldest runnable job whose chapter nobody is writing. SKIP LOCKED lets any
 -- number of workers on any number of hosts claim side by side without waiting.
--- It also returns what the job needs to start (its chapter, the sequence's owner and
--- the summaries of earlier chapters, newest first), saving a round trip per job.
+-- It also returns what the job needs to start (its chapter, the sequence's owner, and
+-- the story so far: the latest earlier summaries (newest first) and which earlier
+-- chapters are written, how chapter N-1 ended, the story's memory), saving a round
+-- trip per job. Missing chapters are those below this one not in `written`.
 -- A session with `storyworker.claim_sequence` set (the demo on a database it was
 -- given) claims only that sequence's jobs.
 with next as (
@@ -46,14 +48,42 @@ returning j.id, j.locked_by, j.attempts, j.chapter_id, j.sequence_id, j.user_id,
     select row_to_json(ctx) from (
         select c.sequence_id, c.chapter_number, coalesce(c.content, '') as content, s.user_id,
                s.title as sequence_title, s.premise,
-               array(select p.summary
+               -- The app's own title: not one the worker wrote from a model's outline.
+               case when c.outline is null or c.outline ->> 'title_source' = 'app'
+                         or c.title is distinct from c.outline ->> 'title'
+                    then nullif(btrim(c.title), '') end as chapter_title,
+               (select count(*) from chapters a where a.sequence_id = c.sequence_id)
+                   as chapter_count,
+               (select min(a.chapter_number) from chapters a
+                 where a.sequence_id = c.sequence_id) as first_chapter,
+               array(select json_build_object('chapter', p.chapter_number,
+                                              'summary', p.summary)
                        from chapters p
                       where p.sequence_id = c.sequence_id
                         and p.chapter_number < c.chapter_number
                         and p.summary is not null and p.summary <> ''
                       order by p.chapter_number desc
-                      limit %(summaries)s) as previous_summaries
+                      limit %(summaries)s) as recent_summaries,
+               array(select p.chapter_number
+                       from chapters p
+                      where p.sequence_id = c.sequence_id
+                        and p.chapter_number < c.chapter_number
+                        and p.summary is not null and p.summary <> ''
+                      order by p.chapter_number) as written,
+               exists(select 1 from chapters p
+                       where p.sequence_id = c.sequence_id
+                         and p.chapter_number > c.chapter_number
+                         and p.summary is not null and p.summary <> '') as later_written,
+               (select right(coalesce(p.content, ''), %(ending_chars)s)
+                  from chapters p
+                 where p.sequence_id = c.sequence_id
+                   and p.chapter_number = c.chapter_number - 1
+                   and p.summary is not null and p.summary <> ''
+                 order by p.updated_at desc
+                 limit 1) as previous_ending,
+               m.arc, m.characters, m.facts, m.stale_after
           from chapters c join sequences s on s.id = c.sequence_id
+          left join storyworker.story_memory m on m.sequence_id = c.sequence_id
          where c.id = j.chapter_id
     ) ctx
 ) as chapter_context;
@@ -146,7 +176,8 @@ with job as (
        set status = 'completed', progress = 100, current_step = 'completed',
            completed_at = now(), heartbeat_at = now(), updated_at = now(),
            error_message = null, checkpoint = %(checkpoint)s,
-           usage = coalesce(%(usage)s::jsonb, usage)
+           usage = coalesce(%(usage)s::jsonb, usage),
+           context = coalesce(%(context)s::jsonb, context)
      where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
        and status = 'processing'
     returning chapter_id
@@ -159,6 +190,57 @@ with job as (
     returning c.id
 )
 select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
+
+-- name: recall_passages
+-- The passages of a story's earlier chapters most relevant to a query (a section's
+-- bullet): full-text search, each query word weighted by how rare it is in the story
+-- (inverse document frequency, so a scar outweighs a name on every page), newest
+-- chapter first on a tie. One story's passages are a few thousand rows at most.
+with story as (
+    select p.chapter_number, p.char_offset, p.body, p.search
+      from storyworker.passages p
+     where p.sequence_id = %(sequence_id)s and p.chapter_number < %(before)s
+), terms as (
+    select distinct t.lexeme
+      from unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) as t(lexeme)
+), weights as (
+    select terms.lexeme,
+           ln((select count(*) from story) + 1.0) - ln(count(*) + 0.5) as idf
+      from terms join story
+        on story.search @@ to_tsquery('simple', quote_literal(terms.lexeme))
+     group by terms.lexeme
+)
+select s.chapter_number, s.char_offset, s.body, sum(w.idf) as score
+  from story s join weights w on s.search @@ to_tsquery('simple', quote_literal(w.lexeme))
+ group by s.chapter_number, s.char_offset, s.body
+ order by score desc, s.chapter_number desc, s.char_offset
+ limit %(limit)s;
+
+-- name: store_passages
+-- A finished chapter's passages (run in its `finish` transaction), replacing those an
+-- earlier version of the chapter left.
+with gone as (
+    delete from storyworker.passages
+     where chapter_id = %(chapter_id)s and ordinal >= cardinality(%(offsets)s::int[])
+)
+insert into storyworker.passages
+       (chapter_id, ordinal, sequence_id, chapter_number, char_offset, body, config)
+select %(chapter_id)s, t.ordinal - 1, %(sequence_id)s, %(chapter_number)s, t.char_offset,
+       t.body, %(config)s::regconfig
+  from unnest(%(offsets)s::int[], %(bodies)s::text[]) with ordinality
+       as t(char_offset, body, ordinal)
+on conflict (chapter_id, ordinal) do update
+   set sequence_id = excluded.sequence_id, chapter_number = excluded.chapter_number,
+       char_offset = excluded.char_offset, body = excluded.body, config = excluded.config;
+
+-- name: store_memory
+-- The story's memory after a chapter (run in its `finish` transaction): the arc, the
+-- story bible, and the first chapter after which the memory is stale.
+insert into storyworker.story_memory (sequence_id, arc, characters, facts, stale_after)
+values (%(sequence_id)s, %(arc)s, %(characters)s, %(facts)s, %(stale_after)s)
+on conflict (sequence_id) do update
+   set arc = excluded.arc, characters = excluded.characters, facts = excluded.facts,
+       stale_after = excluded.stale_after, updated_at = now();
 
 -- name: fail
 -- Retryable failures go back to pending after a delay until the retries are spent;

@@ -16,10 +16,12 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
+from generation.types import Passage
 from health.stats import QueueStats
 from supervisor.db import sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Claim, Job, Outcome, Status
+from supervisor.db.memory import StoryMemory, recall, remember
 from supervisor.errors import (
     ChapterNotFoundError,
     ConstraintViolation,
@@ -30,8 +32,11 @@ from supervisor.errors import (
 
 #: Longest delay between two attempts, however many retries are configured.
 MAX_RETRY_DELAY_SECONDS = 3600.0
-#: How many earlier chapters' summaries a prompt may draw on.
-CONTINUITY_SUMMARIES = 20
+#: The latest earlier chapters' summaries a claim returns (the context builder shows
+#: what of them fits its budget; the arc summary covers the rest).
+CONTINUITY_SUMMARIES = 8
+#: How much of chapter N-1's end a claim returns.
+ENDING_CHARS = 2400
 
 
 _one = sql.one
@@ -147,10 +152,14 @@ def last_hour(conn: psycopg.Connection) -> dict[str, int]:
 ONE_WRITER_PER_CHAPTER = "generation_jobs_one_writer_per_chapter_idx"
 
 
+def _claim_params(owner: str) -> dict[str, Any]:
+    return {"owner": owner, "summaries": CONTINUITY_SUMMARIES, "ending_chars": ENDING_CHARS}
+
+
 def claim(conn: psycopg.Connection, owner: str) -> Claim | None:
     """Claim the oldest runnable pending job for `owner`, or None when there is none."""
     try:
-        row = _one(conn, "claim", {"owner": owner, "summaries": CONTINUITY_SUMMARIES})
+        row = _one(conn, "claim", _claim_params(owner))
     except ConstraintViolation as exc:
         if exc.constraint != ONE_WRITER_PER_CHAPTER:
             raise
@@ -258,8 +267,12 @@ def finish(
     checkpoint: Mapping[str, Any],
     next_owner: str | None = None,
     usage: Any = None,
+    context: Mapping[str, Any] | None = None,
+    memory: StoryMemory | None = None,
 ) -> Claim | None:
-    """Mark the job completed and store the chapter's summary and embedding.
+    """Mark the job completed and store the chapter's summary and embedding, what its
+    prompts held of the story (`context`), and the story's memory after it (`memory`),
+    all in one transaction: a finish that lost its claim stores nothing.
 
     With `next_owner`, the next job is claimed for it in the same transaction (one
     commit for both, which is what a busy queue spends its time on) and returned.
@@ -273,20 +286,21 @@ def finish(
         "word_count": word_count,
         "checkpoint": Jsonb(checkpoint),
         "usage": _jsonb(usage),
+        "context": _jsonb(context),
     }
-    if next_owner is None:
-        _fenced(conn, "finish", claim, **params)
-        return None
     try:
-        with translated("finish and claim", conn), conn.transaction():
+        with translated("finish", conn), conn.transaction():
             _fenced(conn, "finish", claim, **params)
-            row = _one(conn, "claim", {"owner": next_owner, "summaries": CONTINUITY_SUMMARIES})
+            if memory is not None:
+                remember(conn, claim, memory)
+            if next_owner is None:
+                return None
+            row = _one(conn, "claim", _claim_params(next_owner))
     except ConstraintViolation as exc:
         if exc.constraint != ONE_WRITER_PER_CHAPTER:
             raise
         # A claim race on one chapter (see `claim`) undid the whole transaction.
-        _fenced(conn, "finish", claim, **params)
-        return None
+        return finish(conn, claim, **{**params, "memory": memory, "next_owner": None})
     return None if row is None else Claim.from_row(row)
 
 
@@ -390,3 +404,6 @@ class WorkerQueue:
 
     def release(self, claim: Claim, usage: Any = None) -> bool:
         return release(self.conn, claim, usage)
+
+    def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]:
+        return recall(self.conn, claim, query, config=config, limit=limit)

@@ -120,6 +120,7 @@ class Worker:
             should_stop=lambda: self.stopping,
             on_provider_fault=self._provider_fault,
             tally=self.tally,
+            budget_tokens=self.settings.context_budget_tokens,
         )
 
     def _install_signals(self) -> None:

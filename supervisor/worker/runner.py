@@ -18,13 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from generation.errors import GenerationError, ProviderUnavailableError
-from generation.story import SectionStats, write_chapter
-from generation.types import CallRecord, Provider
+from generation.story import Preferences, SectionStats, write_chapter
+from generation.story.context import PASSAGES_PER_STEP
+from generation.story.memory import search_config
+from generation.story.writer import Recall
+from generation.types import DEFAULT_BUDGET_TOKENS, CallRecord, Passage, Provider
 from supervisor import metrics
 from supervisor.db.jobs import Claim, Outcome
+from supervisor.db.memory import StoryMemory
 from supervisor.errors import DatabaseError, LeaseLostError, StatementError
 from supervisor.logs import fields
 from supervisor.worker.sink import ChapterSink, prepare
+from supervisor.worker.story import memory_after
 from supervisor.worker.usage import JobUsage
 
 log = logging.getLogger("supervisor.worker")
@@ -89,6 +94,8 @@ class JobQueue(Protocol):
         checkpoint: Mapping[str, Any],
         next_owner: str | None = None,
         usage: Any = None,
+        context: Mapping[str, Any] | None = None,
+        memory: StoryMemory | None = None,
     ) -> Claim | None: ...
     def fail(
         self,
@@ -102,6 +109,7 @@ class JobQueue(Protocol):
         usage: Any = None,
     ) -> Outcome: ...
     def release(self, claim: Claim, usage: Any = None) -> bool: ...
+    def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]: ...
 
 
 def verdict(exc: Exception) -> tuple[str, bool]:
@@ -159,6 +167,8 @@ class JobRunner:
     tally: Tally = field(default_factory=Tally)
     #: The next job, claimed in the same transaction as the last one's finish.
     next_claim: Claim | None = None
+    #: CONTEXT_BUDGET_TOKENS: what a prompt may hold of the story so far.
+    budget_tokens: int = DEFAULT_BUDGET_TOKENS
 
     def run(self, claim: Claim) -> Settled:
         """Run `claim` to its end and record how it ended on the job. Raises only
@@ -193,7 +203,7 @@ class JobRunner:
         return settled
 
     def _write(self, claim: Claim) -> Settled:
-        prepared = prepare(self.queue, claim)
+        prepared = prepare(self.queue, claim, self.budget_tokens)
         sink = ChapterSink(
             queue=self.queue,
             claim=claim,
@@ -205,6 +215,7 @@ class JobRunner:
             on_section=lambda index, stats: self._section_written(claim, index, stats),
             usage=self.tally.usage,
             written_text=prepared.written_text,
+            app_title=prepared.request.story.chapter_title is not None,
         )
         if prepared.restart:  # the chapter does not match its checkpoint
             sink.on_outline(prepared.checkpoint.outline)
@@ -214,7 +225,9 @@ class JobRunner:
             prepared.checkpoint,
             sink,
             written_text=prepared.written_text,
+            recall=self._recall(claim, prepared.request.preferences),
         )
+        assert claim.context is not None  # prepare() rejects a claim without its chapter
         self.next_claim = self.queue.finish(
             claim,
             summary=result.summary,
@@ -224,6 +237,10 @@ class JobRunner:
             checkpoint=sink.checkpoint_json(),
             next_owner=None if self.should_stop() else self.owner,
             usage=self.tally.usage(),
+            context=sink.context,
+            memory=memory_after(
+                claim.context, prepared.request.preferences, result.text, result.summary
+            ),
         )
         log.info(
             "job completed",
@@ -235,6 +252,16 @@ class JobRunner:
             ),
         )
         return Settled.COMPLETED
+
+    def _recall(self, claim: Claim, preferences: Preferences) -> Recall:
+        """Passages of the story's earlier chapters, by full-text search in the story's
+        language."""
+        config = search_config(preferences.language)
+
+        def recall(query: str) -> list[Passage]:
+            return self.queue.recall(claim, query, config=config, limit=PASSAGES_PER_STEP)
+
+        return recall
 
     def _section_written(self, claim: Claim, index: int, stats: SectionStats) -> None:
         metrics.SECTION_SECONDS.observe(stats.elapsed_seconds)

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import PermanentError
 from generation.story import SectionStats, parse_preferences
-from generation.types import ChapterRequest, Checkpoint, Outline
+from generation.types import DEFAULT_BUDGET_TOKENS, ChapterRequest, Checkpoint, Outline
 from supervisor.db.jobs import Claim
 from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
+from supervisor.worker.story import story_context
 
 if TYPE_CHECKING:
     from supervisor.worker.runner import JobQueue
@@ -54,7 +55,9 @@ class PreparedJob:
     restart: bool = False
 
 
-def prepare(queue: JobQueue, claim: Claim) -> PreparedJob:
+def prepare(
+    queue: JobQueue, claim: Claim, budget_tokens: int = DEFAULT_BUDGET_TOKENS
+) -> PreparedJob:
     """Check ownership and preferences, find where to resume (a checkpoint the chapter
     does not match, or a malformed one, is not trusted), and cut back a half-written
     section.
@@ -83,7 +86,7 @@ def prepare(queue: JobQueue, claim: Claim) -> PreparedJob:
         preferences=preferences,
         sequence_title=context.sequence_title,
         premise=context.premise,
-        previous_summaries=context.previous_summaries,
+        story=story_context(context, preferences, budget_tokens),
     )
     written = context.content[:length] if checkpoint.outline is not None else ""
     return PreparedJob(request, checkpoint, written, len(written), point.restart)
@@ -116,19 +119,33 @@ class ChapterSink:
     digest: Any = field(init=False, repr=False)
     #: Who wrote each finished section ({"provider", "model"}), kept in the checkpoint.
     sources: list[dict[str, str]] = field(init=False, repr=False)
+    #: The outline's title is the app's own (kept over the model's on a rewrite).
+    app_title: bool = False
+    #: What each step's prompt held of the story so far, by step; kept in the
+    #: checkpoint (a resumed job keeps its earlier steps') and stored on the job.
+    context: dict[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.digest = new_digest(self.written_text)
         self.sources = _saved_sources(self.claim) if self.outline is not None else []
+        checkpoint = self.claim.checkpoint
+        saved = checkpoint.get("context") if isinstance(checkpoint, Mapping) else None
+        self.context = dict(saved) if isinstance(saved, Mapping) else {}
+
+    def on_context(self, step: str, manifest: Mapping[str, Any]) -> None:
+        self.context[step] = dict(manifest)
 
     def on_outline(self, outline: Outline) -> None:
         self.outline = outline
         self.content_length = 0
         self.digest = new_digest()
         self.sources = []
+        stored = outline.to_json()
+        if self.app_title:
+            stored["title_source"] = "app"
         self.queue.start_chapter(
             self.claim,
-            outline=outline.to_json(),
+            outline=stored,
             title=outline.title or None,
             checkpoint=self._checkpoint(0),
             progress=OUTLINE_PROGRESS,
@@ -184,6 +201,8 @@ class ChapterSink:
         sources = self.sources[:sections_done]
         if any(sources):  # providers that do not say who served them record nothing
             checkpoint["sections"] = sources
+        if self.context:
+            checkpoint["context"] = self.context
         return checkpoint
 
 

@@ -35,6 +35,8 @@ class SectionCollector:
         self.sections: list[str] = []
         self._current: list[str] = []
 
+    def on_context(self, step: str, manifest: object) -> None: ...
+
     def on_outline(self, outline: Outline) -> None: ...
 
     def on_chunk(self, text: str) -> None:

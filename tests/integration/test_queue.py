@@ -390,7 +390,8 @@ def test_claim_brings_the_chapter_and_earlier_summaries(
     ctx = claim.context
     assert (ctx.sequence_id, ctx.user_id, ctx.chapter_number) == (seq["id"], seq["user_id"], 3)
     assert (ctx.sequence_title, ctx.premise, ctx.content) == ("Saga", "Ships", "so far")
-    assert ctx.previous_summaries == ("one", "two")  # oldest first
+    assert ctx.recent_summaries == ((1, "one"), (2, "two"))  # oldest first, by number
+    assert ctx.written == (1, 2) and ctx.missing == () and ctx.later_written
 
 
 def test_claim_of_a_job_whose_chapter_is_gone_has_no_context(conn, chapter_factory, job_factory):

@@ -71,6 +71,9 @@ def make_provider(fake_gemini: FakeGemini, recorder: Recorder) -> Iterator[MakeP
 class Chapter:
     """ChapterCallbacks that keep nothing: the tests look at the wire and the records."""
 
+    def on_context(self, step: str, manifest: object) -> None:
+        pass
+
     def on_outline(self, outline: Outline) -> None:
         pass
 

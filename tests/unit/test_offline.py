@@ -10,7 +10,15 @@ import pytest
 from generation.providers import build_provider
 from generation.providers.offline import OFFLINE_TITLE_PREFIX, OfflineConfig, OfflineProvider
 from generation.story.preferences import parse_preferences
-from generation.types import CallRecord, ChapterRequest, Outline, Provider, ProviderHooks
+from generation.types import (
+    CallRecord,
+    ChapterRequest,
+    ChapterSummary,
+    Outline,
+    Provider,
+    ProviderHooks,
+    StoryContext,
+)
 
 
 def make_request(**prefs: object) -> ChapterRequest:
@@ -19,7 +27,7 @@ def make_request(**prefs: object) -> ChapterRequest:
         preferences=parse_preferences(prefs),
         sequence_title="The Lighthouse Years",
         premise="A keeper's daughter inherits a lighthouse.",
-        previous_summaries=("Mara arrived at the lighthouse.",),
+        story=StoryContext(summaries=(ChapterSummary(2, "Mara arrived at the lighthouse."),)),
     )
 
 

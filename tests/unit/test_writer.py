@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -38,8 +39,12 @@ class Recorder:
     outlines: list[Outline] = field(default_factory=list)
     chunks: list[str] = field(default_factory=list)
     done: list[tuple[int, SectionStats]] = field(default_factory=list)
+    manifests: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The text a caller would have committed: everything up to the last finished section.
     committed: str = ""
+
+    def on_context(self, step: str, manifest: Mapping[str, Any]) -> None:
+        self.manifests[step] = manifest
 
     def on_outline(self, outline: Outline) -> None:
         self.outlines.append(outline)
