@@ -110,6 +110,8 @@ def assemble(story: StoryContext, chapter: int, *, with_ending: bool, focus: str
     left -= _passages(out, story, left)
     out.manifest["budget_tokens"] = story.budget_tokens
     out.manifest["used_tokens"] = story.budget_tokens - left
+    if story.stale_after is not None and story.stale_after < chapter - 1:
+        out.manifest["stale_after"] = story.stale_after
     return out
 
 

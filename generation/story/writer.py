@@ -101,11 +101,15 @@ def write_chapter(
     text would be cut to its opening pages; a provider without an embedding model gives
     an empty embedding and embedding model. Exceptions from the provider and from the
     callbacks propagate unchanged; an empty section or summary raises
-    `MalformedOutputError`.
+    `MalformedOutputError`. Before each step, `recall` is asked for the earlier passages
+    relevant to it (the chapter's title and the last summary; the section's bullet),
+    and `callbacks.on_context` is told what the step's prompt holds of the story so far.
     """
     outline = checkpoint.outline
     if outline is None:
-        outline = _new_outline(request, provider)
+        step = _recalled(request, recall, _outline_query(request))
+        callbacks.on_context("outline", step_context(step).manifest)
+        outline = _new_outline(step, provider)
         callbacks.on_outline(outline)
     if not 0 <= checkpoint.sections_done <= len(outline.bullets):
         raise ValueError(

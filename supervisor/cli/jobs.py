@@ -12,13 +12,15 @@ import click
 
 from supervisor import exitcodes
 from supervisor.cli.common import connect, fail, friendly_errors
+from supervisor.cli.manifest import describe
 from supervisor.cli.term import Duration, Term
 from supervisor.db import queue, timestamps
 from supervisor.db.jobs import Job, Status
 
 #: Columns of `jobs list --json`: every column of generation_jobs but the checkpoint
-#: (the worker's resume record, shown as `sections_done` by `jobs show`).
-LISTED = tuple(name for name in Job.__dataclass_fields__ if name != "checkpoint")
+#: (the worker's resume record, shown as `sections_done` by `jobs show`) and the
+#: context manifest (shown by `jobs show`).
+LISTED = tuple(name for name in Job.__dataclass_fields__ if name not in ("checkpoint", "context"))
 SINCE_HELP = (
     "Only jobs that ended within DURATION (90s, 15m, 2h, 3d), or that have not ended "
     "and were created within it."
@@ -123,6 +125,10 @@ def _job_fields(job: Job) -> dict[str, Any]:
     }
 
 
+def _json_fields(job: Job) -> dict[str, Any]:
+    return {**_job_fields(job), "context": job.context}
+
+
 @jobs.command("show")
 @click.argument("job_id", type=click.UUID)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
@@ -131,13 +137,18 @@ def show(job_id: UUID, as_json: bool) -> None:
     """Everything about one job."""
     with connect("jobs show") as conn:
         job = queue.get(conn, job_id)
-    data = {k: _when(v) for k, v in _job_fields(job).items()}
     if as_json:
+        data = {k: _when(v) for k, v in _json_fields(job).items()}
         click.echo(json.dumps(data, default=str, indent=2))
         return
+    data = {k: _when(v) for k, v in _job_fields(job).items()}
     for key, value in data.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         click.echo(f"{key + ':':16} {'' if shown is None else shown}")
+    steps = describe(job.context)
+    click.echo(f"{'context:':16} {'' if steps else '(none recorded)'}")
+    for line in steps:
+        click.echo(f"  {line}")
 
 
 def _bulk_target(

@@ -47,6 +47,8 @@ class Job:
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime | None
+    #: What each step's prompt held of the story so far (the context manifest).
+    context: Any = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:

@@ -124,6 +124,7 @@ ATTACKS = [
     "update generation_jobs set locked_by = 'me', checkpoint = '{}' where id = %s",
     "update generation_jobs set progress = 100, error_message = 'x' where id = %s",
     "update generation_jobs set usage = '{}' where id = %s",
+    "update generation_jobs set context = '{}' where id = %s",
     "update generation_jobs set status = 'completed' where id = %s",
 ]
 

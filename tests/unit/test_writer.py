@@ -21,7 +21,16 @@ from generation.story.writer import (
     SectionStats,
     write_chapter,
 )
-from generation.types import CallRecord, ChapterRequest, Checkpoint, Outline, ProviderHooks
+from generation.types import (
+    CallRecord,
+    ChapterRequest,
+    ChapterSummary,
+    Checkpoint,
+    Outline,
+    Passage,
+    ProviderHooks,
+    StoryContext,
+)
 
 BULLETS = 5
 
@@ -339,3 +348,44 @@ def test_cleaning_does_not_depend_on_chunk_boundaries(parts: list[str], cuts: li
     else:
         assert at_once == ""
     assert all(not piece[-1:].isspace() for piece in emitted)
+
+
+class PassageSpy(CountingProvider):
+    """Records the passages each section's request carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passages: list[tuple[Passage, ...]] = []
+
+    def stream_section(
+        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
+    ) -> Iterator[str]:
+        self.passages.append(request.story.passages)
+        return super().stream_section(request, outline, index, previous_text)
+
+
+def test_each_step_gets_the_passages_recalled_for_it_and_reports_its_manifest() -> None:
+    key = Passage(1, 40, "Mara hid the brass key under the third stair.")
+    asked: list[str] = []
+
+    def recall(query: str) -> list[Passage]:
+        asked.append(query)
+        return [] if query.startswith("The Key") else [key]  # for sections only
+
+    story = StoryContext(chapter_title="The Key", summaries=(ChapterSummary(1, "Mara hid it."),))
+    request = ChapterRequest(
+        chapter_number=2,
+        preferences=parse_preferences({"bullet_count": 2, "words_per_bullet": 60}),
+        story=story,
+    )
+    recorder, provider = Recorder(), PassageSpy()
+    result = write_chapter(request, provider, Checkpoint(), recorder, recall=recall)
+    assert result.outline.title == "The Key"  # the app's title, not the model's
+    bullets = result.outline.bullets
+    assert asked == ["The Key Mara hid it.", *bullets]
+    assert list(recorder.manifests) == ["outline", "section 1", "section 2"]
+    assert provider.passages == [(key,), (key,)]
+    assert "passages" not in recorder.manifests["outline"]
+    for step in ("section 1", "section 2"):
+        assert recorder.manifests[step]["passages"]["shown"] == [{"chapter": 1, "offset": 40}]
+    assert recorder.manifests["section 1"]["summaries"]["chapters"] == [1]

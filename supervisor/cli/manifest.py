@@ -1,0 +1,63 @@
+"""What `jobs show` says of a job's `context`: per step, what its prompt held of the
+story so far, so a team can answer "why did chapter 9 forget the sword?"."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def describe(context: Any) -> list[str]:
+    """One line per step ("outline", "section 1", ...), in the order they ran."""
+    if not isinstance(context, Mapping) or not context:
+        return []
+    return [f"{step}: {_step(manifest)}" for step, manifest in sorted(context.items(), key=_order)]
+
+
+def _order(item: tuple[str, Any]) -> tuple[int, int]:
+    step = item[0]
+    if step == "outline":
+        return (0, 0)
+    number = step.rpartition(" ")[2]
+    return (1, int(number)) if number.isdigit() else (2, 0)
+
+
+def _step(manifest: Any) -> str:
+    if not isinstance(manifest, Mapping):
+        return "?"
+    parts = [f"{manifest.get('used_tokens', '?')} of {manifest.get('budget_tokens', '?')} tokens"]
+    parts += [text for text in map(lambda part: _part(part, manifest), _PARTS) if text]
+    if manifest.get("stale_after") is not None:
+        parts.append(f"memory stale after chapter {manifest['stale_after']}")
+    return "; ".join(parts)
+
+
+_PARTS = ("previous_ending", "summaries", "arc", "missing", "bible", "passages", "not_shown")
+
+
+def _part(part: str, manifest: Mapping[str, Any]) -> str:
+    record = manifest.get(part)
+    if part == "not_shown":
+        return f"not shown: chapters {_numbers(record)}" if record else ""
+    if not isinstance(record, Mapping):
+        return ""
+    if part == "previous_ending":
+        cut = ", cut" if record.get("cut") else ""
+        return f"end of chapter {record.get('chapter')} ({record.get('characters')} chars{cut})"
+    if part == "summaries" and record.get("chapters"):
+        return f"summaries of chapters {_numbers(record['chapters'])}"
+    if part == "arc" and record.get("chapters"):
+        return f"arc of chapters {_numbers(record['chapters'])}"
+    if part == "missing":
+        return f"missing chapters {_numbers(record.get('chapters'))}"
+    if part == "bible":
+        names = ", ".join(record.get("characters") or []) or "none"
+        return f"characters {names}, {record.get('facts', 0)} facts"
+    if part == "passages":
+        shown = record.get("shown") or []
+        return "passages " + ", ".join(f"ch{p['chapter']}@{p['offset']}" for p in shown)
+    return ""
+
+
+def _numbers(numbers: Any) -> str:
+    return ",".join(str(n) for n in numbers) if isinstance(numbers, list) else "?"
