@@ -1,0 +1,155 @@
+"""What chapter 3 of a story is told, through a real `storyworker run` and the real
+SDKs against the fake Gemini and OpenAI servers: how chapter 2 ended, both earlier
+summaries by number, the passage of chapter 1 that planted a fact its bullet names,
+and the story bible's characters; `jobs show` prints the manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from generation.story.prompts import DATA_CLOSE, DATA_OPEN
+from tests.acceptance.test_gemini_service import gemini_env
+from tests.acceptance.test_openai_service import openai_env
+from tests.fakegemini import FakeGemini, text_response
+from tests.fakegemini import Reply as GeminiReply
+from tests.fakeopenai import FakeOpenAI, completion
+from tests.fakeopenai import Reply as OpenAIReply
+from tests.service import wait_for
+
+pytestmark = pytest.mark.slow
+
+PLANTED = (
+    "Ilya opened his hand and showed Mara the crescent scar across his palm, "
+    "white against the brown skin, a gift from the night the ferry went down."
+)
+OTHER = "Mara rowed across the bay alone, counting the buoys, and thought of nothing."
+BULLETS = ["Mara asks Ilya where the crescent scar on his palm came from", "They part at dawn"]
+PREFS = {
+    "bullet_count": 2,
+    "words_per_bullet": 50,
+    "characters": [{"name": "Mara", "description": "the ferryman's daughter"}],
+}
+
+
+def data_of(user_text: str) -> dict[str, Any]:
+    start = user_text.index(DATA_OPEN) + len(DATA_OPEN)
+    return json.loads(user_text[start : user_text.index(DATA_CLOSE)])
+
+
+class Gemini:
+    env = staticmethod(gemini_env)
+
+    def __init__(self) -> None:
+        self.server = FakeGemini().start()
+
+    def prose(self, text: str) -> None:
+        self.server.prose = text
+
+    def outline_next(self, title: str, bullets: list[str]) -> None:
+        body = text_response(json.dumps({"title": title, "bullets": bullets}))
+        self.server.queue("generateContent", GeminiReply(body=body))
+
+    def users(self, endpoint: str) -> list[str]:
+        name = {"outline": "generateContent", "section": "streamGenerateContent"}[endpoint]
+        return [r.body["contents"][-1]["parts"][0]["text"] for r in self.server.calls(name)]
+
+
+class OpenAI:
+    env = staticmethod(openai_env)
+
+    def __init__(self) -> None:
+        self.server = FakeOpenAI().start()
+
+    def prose(self, text: str) -> None:
+        self.server.prose = text
+
+    def outline_next(self, title: str, bullets: list[str]) -> None:
+        body = completion(json.dumps({"title": title, "bullets": bullets}))
+        self.server.queue("chat", OpenAIReply(body=body))
+
+    def users(self, endpoint: str) -> list[str]:
+        def wanted(body: dict[str, Any]) -> bool:
+            if endpoint == "section":
+                return bool(body.get("stream"))
+            return "response_format" in body
+
+        chats = self.server.calls("chat") + self.server.calls("stream")
+        return [r.body["messages"][-1]["content"] for r in chats if wanted(r.body)]
+
+
+@pytest.fixture(params=[Gemini, OpenAI], ids=["gemini", "openai"])
+def fake(request):
+    made = request.param()
+    yield made
+    made.server.stop()
+
+
+def test_chapter_three_is_told_the_story_so_far(service, conn, chapter_factory, job_factory, fake):
+    chapters = [chapter_factory(chapter_number=1)]
+    seq = {"id": chapters[0]["sequence_id"]}
+    chapters += [chapter_factory(sequence_id=seq["id"], chapter_number=n) for n in (2, 3)]
+    svc = service(WORKER_CONCURRENCY="1", **fake.env(fake.server)).start()
+
+    def write(chapter: dict[str, Any], prose: str) -> dict[str, Any]:
+        fake.prose(prose)
+        job = job_factory(chapter=chapter, user_preferences=PREFS)
+        wait_for(lambda: status(conn, job) == "completed", 60, f"chapter {chapter['id']}")
+        return job
+
+    write(chapters[0], PLANTED)
+    write(chapters[1], OTHER)
+    fake.outline_next("The Scar", BULLETS)
+    third = write(chapters[2], OTHER)
+    assert svc.stop() == 0
+
+    rows = {
+        r["chapter_number"]: r
+        for r in conn.execute(
+            "select chapter_number, content, summary from chapters where sequence_id = %s",
+            (seq["id"],),
+        )
+    }
+    outline = third_chapters(fake.users("outline"))[0]["story_so_far"]
+    assert rows[2]["content"].endswith(outline["how_chapter_2_ended"])
+    assert outline["recent_chapter_summaries"] == [
+        {"chapter": 1, "summary": rows[1]["summary"]},
+        {"chapter": 2, "summary": rows[2]["summary"]},
+    ]
+    first = third_chapters(fake.users("section"))[0]
+    so_far = first["story_so_far"]
+    assert first["this_section"]["bullet"] == BULLETS[0]
+    assert "how_chapter_2_ended" in so_far
+    passages = so_far["relevant_passages_from_earlier_chapters"]
+    assert passages[0]["chapter"] == 1 and "crescent scar" in passages[0]["text"]
+    characters = so_far["story_bible"]["characters"]
+    assert characters[0]["name"] == "Mara" and characters[0]["about"] == "the ferryman's daughter"
+
+    shown = show(svc, third)
+    assert "summaries of chapters 1,2" in shown and "end of chapter 2" in shown
+    assert "passages ch1@" in shown and "characters Mara" in shown
+
+
+def third_chapters(users: list[str]) -> list[dict[str, Any]]:
+    return [data for data in map(data_of, users) if data["chapter_number"] == 3]
+
+
+def status(conn, job: dict[str, Any]) -> str:
+    row = conn.execute("select status from generation_jobs where id = %s", (job["id"],))
+    return row.fetchone()["status"]
+
+
+def show(svc, job: dict[str, Any]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "jobs", "show", str(job["id"])],
+        env=svc.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
