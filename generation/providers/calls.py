@@ -338,6 +338,19 @@ def _cut_nothing() -> None:
     return None
 
 
+def until_text(chunks: Iterator[T], has_text: Callable[[T], bool]) -> list[T]:
+    """The chunks of a stream up to and including its first with text (all of them when
+    none has any; [] for a stream with no chunk at all). A stream opener reads these
+    before it hands the stream on, so a stream cut before any text (at its deadline, or
+    by a broken connection) is retried inside the call: nothing was yielded yet."""
+    head: list[T] = []
+    for chunk in chunks:
+        head.append(chunk)
+        if has_text(chunk):
+            break
+    return head
+
+
 def text_deadline(
     chunks: Iterator[T],
     seconds: float,

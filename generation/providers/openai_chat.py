@@ -47,6 +47,7 @@ from generation.providers.calls import (
     ask_twice,
     max_output_tokens,
     text_deadline,
+    until_text,
 )
 from generation.providers.openai_config import OpenAIConfig
 from generation.providers.openai_wire import (
@@ -273,8 +274,8 @@ class OpenAIProvider:
 
     def _stream(self, prompt: prompts.Prompt, limit: int) -> Iterator[str]:
         with self._runner.operation("prose", self._config.model) as op:
-            chunks, first = self._open_stream(op, prompt, limit)
-            if first is None:  # nothing at all: ask without streaming, to answer or say why
+            chunks, head = self._open_stream(op, prompt, limit)
+            if not head:  # nothing at all: ask without streaming, to answer or say why
                 chunks.close()
                 op.retries += 1
                 yield self._complete(op, prompt, limit)
@@ -283,7 +284,7 @@ class OpenAIProvider:
             usage: Usage | None = None
             pieces: list[str] = []
             try:
-                for chunk in rest_of_stream(chunks, first, self._wire):
+                for chunk in rest_of_stream(chunks, head, self._wire):
                     if chunk.usage is not None:
                         usage = usage_of(chunk.usage)
                     for choice in chunk.choices or []:
@@ -304,12 +305,12 @@ class OpenAIProvider:
 
     def _open_stream(
         self, op: Operation, prompt: prompts.Prompt, limit: int
-    ) -> tuple[Generator[Any, None, None], Any]:
-        """Start one streamed completion and read its first chunk, retrying failures up
-        to there (nothing has been yielded yet); the chunks come within the text
-        deadline (OPENAI_TIMEOUT_SECONDS without text cuts the stream)."""
+    ) -> tuple[Generator[Any, None, None], list[Any]]:
+        """Start one streamed completion and read it up to its first text, retrying
+        failures up to there (nothing has been yielded yet); the chunks come within the
+        text deadline (OPENAI_TIMEOUT_SECONDS without text cuts the stream)."""
 
-        def request() -> tuple[Generator[Any, None, None], Any]:
+        def request() -> tuple[Generator[Any, None, None], list[Any]]:
             stream = self._client.chat.completions.create(
                 model=self._config.model,
                 messages=self._messages(prompt),
@@ -325,7 +326,7 @@ class OpenAIProvider:
                 cut=connection_cutter(stream),
             )
             try:
-                return chunks, next(chunks, None)
+                return chunks, until_text(chunks, has_text)
             except BaseException:
                 chunks.close()
                 raise

@@ -374,12 +374,13 @@ def embedding_shape_error(raw: Any, slot: ModelSlot, label: str, size: int | Non
     return None
 
 
-def rest_of_stream(chunks: Any, first: Any, wire: Wire) -> Generator[Any, None, None]:
-    """`first`, then the rest of `chunks`; a failure mid-way becomes a GenerationError
-    (a transport failure there means the stream was cut: retryable)."""
-    if first is None:
+def rest_of_stream(chunks: Any, head: list[Any], wire: Wire) -> Generator[Any, None, None]:
+    """`head` (the chunks already read), then the rest of `chunks`; a failure mid-way
+    becomes a GenerationError (a transport failure there means the stream was cut:
+    retryable)."""
+    if not head:
         return
-    yield first
+    yield from head
     while True:
         try:
             chunk = next(chunks)
