@@ -130,6 +130,8 @@ class CallRecord:
     thinking_tokens: int = 0
     provider: str = ""
     model: str = ""
+    #: The token counts are (partly) our estimate: the server reported none.
+    estimated: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,22 @@ trips it open: from then on no worker of this supervisor claims anything. One wo
 at a time probes the provider when the backoff says so (15 s, doubling to 5 minutes by
 default); the first probe that passes closes it and the pool resumes by itself.
 
+A fault that comes back right after a probe passed is not an outage: the provider
+answers its probe, and something about the jobs (a request this server refuses, a
+model that lists but will not write) fails them. The breaker keeps the reason a
+passing probe cleared; `repeats(reason)` says when the same fault (digits aside) is
+seen again within `repeat_window_seconds` of that probe or of its last repeat, and the
+worker then lets the job take the fault instead of pausing the pool again, so a pool
+cannot cycle between paused and resumed for ever.
+
 Every access holds an exclusive flock on the file: accesses are rare (one per claim,
 one per probe, one per health request) and the record is tiny, so a lock is simpler
 and safer than a seqlock here.
 
 Layout (little-endian): magic "SWBREAK1", version u32, open u32, opened_at f64 (wall),
-next_probe f64 (monotonic), probes u32, prober pid i32, reason length u32, reason
-bytes (UTF-8, at most REASON_BYTES).
+next_probe f64 (monotonic), probes u32, prober pid i32, cleared_at f64 (monotonic, 0
+until a probe passes), reason length u32, reason bytes (UTF-8, at most REASON_BYTES;
+while closed, the reason the last passing probe cleared).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import dataclasses
 import fcntl
 import mmap
 import os
+import re
 import struct
 import tempfile
 import time
@@ -33,11 +43,16 @@ from dataclasses import dataclass
 from health.lifecycle import process_alive
 
 MAGIC = b"SWBREAK1"
-VERSION = 1
+VERSION = 2
 REASON_BYTES = 400
-_RECORD = struct.Struct(f"<8sIIddIiI{REASON_BYTES}s")
+_RECORD = struct.Struct(f"<8sIIddIidI{REASON_BYTES}s")
 PROBE_BASE_SECONDS = 15.0
 PROBE_MAX_SECONDS = 300.0
+#: How long after a passing probe (or the last repeat) the same fault is the jobs'.
+REPEAT_WINDOW_SECONDS = 600.0
+#: How much of two reasons is compared, digits aside.
+_COMPARED_CHARS = 300
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,8 @@ class BreakerState:
     #: Probes that failed since it opened.
     probes: int = 0
     prober: int = 0
+    #: Monotonic time the last probe passed (or its fault last repeated); 0: never.
+    cleared_at: float = 0.0
 
 
 class Breaker:
@@ -64,11 +81,13 @@ class Breaker:
         *,
         probe_base_seconds: float = PROBE_BASE_SECONDS,
         probe_max_seconds: float = PROBE_MAX_SECONDS,
+        repeat_window_seconds: float = REPEAT_WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.probe_base_seconds = probe_base_seconds
         self.probe_max_seconds = probe_max_seconds
+        self.repeat_window_seconds = repeat_window_seconds
         self._clock = clock
         self._fd = os.open(path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, _RECORD.size)
@@ -78,7 +97,7 @@ class Breaker:
         """A new, closed breaker in a fresh file under `directory`."""
         fd, path = tempfile.mkstemp(prefix="storyworker-breaker-", dir=directory)
         try:
-            os.write(fd, _RECORD.pack(MAGIC, VERSION, 0, 0.0, 0.0, 0, 0, 0, b""))
+            os.write(fd, _RECORD.pack(MAGIC, VERSION, 0, 0.0, 0.0, 0, 0, 0.0, 0, b""))
         finally:
             os.close(fd)
         return cls(path, **options)
@@ -102,19 +121,19 @@ class Breaker:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _load(self) -> BreakerState:
-        magic, version, is_open, opened, probe_at, probes, prober, size, raw = _RECORD.unpack(
-            self._map[: _RECORD.size]
+        magic, version, is_open, opened, probe_at, probes, prober, cleared, size, raw = (
+            _RECORD.unpack(self._map[: _RECORD.size])
         )
         if magic != MAGIC or version != VERSION:
             raise ValueError(f"{self.path} is not a storyworker breaker (version {VERSION})")
         reason = raw[:size].decode("utf-8", errors="replace")
-        return BreakerState(bool(is_open), reason, opened, probe_at, probes, prober)
+        return BreakerState(bool(is_open), reason, opened, probe_at, probes, prober, cleared)
 
     def _store(self, state: BreakerState) -> None:
         raw = state.reason.encode("utf-8")[:REASON_BYTES]
         self._map[: _RECORD.size] = _RECORD.pack(
             MAGIC, VERSION, int(state.open), state.opened_at, state.next_probe,
-            state.probes, state.prober, len(raw), raw,
+            state.probes, state.prober, state.cleared_at, len(raw), raw,
         )  # fmt: skip
 
     def state(self) -> BreakerState:
@@ -161,8 +180,34 @@ class Breaker:
             return wait
 
     def probe_passed(self) -> BreakerState:
-        """Close the breaker; returns how it was while open (for the log)."""
+        """Close the breaker; returns how it was while open (for the log). Its reason is
+        kept, as the fault this probe cleared (see `repeats`)."""
         with self._locked():
             state = self._load()
-            self._store(BreakerState(False))
+            self._store(BreakerState(False, state.reason, cleared_at=self._clock()))
             return state
+
+    def repeats(self, reason: str) -> bool:
+        """True when the breaker is closed and `reason` is the fault its last passing
+        probe cleared (digits aside), within `repeat_window_seconds` of that probe or
+        of the fault's last repeat (which renews the window): the provider passes its
+        probe, so this fault is the jobs', not an outage, and the pool should not pause
+        for it again."""
+        with self._locked():
+            state = self._load()
+            now = self._clock()
+            if state.open or not state.cleared_at:
+                return False
+            if now - state.cleared_at > self.repeat_window_seconds:
+                return False
+            if _gist(state.reason) != _gist(reason):
+                return False
+            self._store(dataclasses.replace(state, cleared_at=now))
+            return True
+
+
+def _gist(reason: str) -> str:
+    """What two reasons must share to be the same fault: the text, digits aside (counts
+    of attempts, ports, ids), as far as the breaker keeps it."""
+    kept = reason.encode("utf-8")[:REASON_BYTES].decode("utf-8", errors="replace")
+    return _DIGITS.sub("#", kept)[:_COMPARED_CHARS]

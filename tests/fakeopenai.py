@@ -7,10 +7,14 @@ JSON mode, prose streamed as server-sent events with a final usage chunk when
 `stream_options.include_usage` asks for it, embeddings as floats or base64 as asked,
 and GET /models and /models/{id}. A wrong key gets OpenAI's 401 body; a model it does
 not serve, OpenAI's 404 `model_not_found`. Switches make it behave like older or
-smaller servers (`json_schema=False`: a 400 for json_schema; `floats_only`: embeddings
-always as JSON floats; `retrieve=False`: no GET /models/{id}). Tests script what an
-endpoint does next (errors with Retry-After, refusals, cut streams) and read back the
-requests it received and what it served each model. Standard library only:
+smaller servers (`json_schema=False`: an error for json_schema, `format_status` 400,
+or 500 in llama-cpp-python's words; `json_object_schema=False`: an error for JSON mode
+with a schema too; `floats_only`: embeddings always as JSON floats; `per_token`: one
+embedding per token, as a model without pooling answers; `retrieve=False`: no GET
+/models/{id}). Tests script what an endpoint does next (errors with Retry-After,
+refusals, cut streams, streams of keep-alives) and read back the requests it received
+(with when), what it served each model, and when a client hung up on a stream of
+keep-alives. Standard library only:
 
     with FakeOpenAI() as fake:
         fake.queue("stream", error_reply(429, retry_after=1))
@@ -44,6 +48,14 @@ PROSE = "The lamp swung in the wind, and the ferryman counted the lights on the 
 OUTLINE_TITLE = "The Ferry at Night"
 SUMMARY = "A ferryman crosses at night and finds the far shore changed."
 USAGE = {"prompt_tokens": 13, "completion_tokens": 9, "total_tokens": 22}
+KEEPALIVE_SECONDS = 0.2
+#: llama-cpp-python 0.3's answer to a json_schema response format: its request
+#: validation error as an HTTP 500.
+LLAMA_CPP_FORMAT_ERROR = (
+    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}]"
+)
 _BULLETS = re.compile(r"exactly (\d+) strings")
 _PATHS = {
     ("POST", "/v1/chat/completions"): "chat",
@@ -62,6 +74,10 @@ class Reply:
     cut_after: int | None = None  # close the connection after this many chunks
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Seconds of SSE keep-alive comments (every KEEPALIVE_SECONDS) sent after
+    #: `stall_after` chunks (before the first, by default).
+    stall: float = 0.0
+    stall_after: int = 0
 
 
 @dataclass
@@ -81,6 +97,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    #: When it arrived (time.monotonic()).
+    at: float = 0.0
 
 
 def error_body(code: int, message: str, kind: str, error_code: str | None) -> dict[str, Any]:
@@ -177,8 +195,14 @@ class FakeOpenAI(ScriptedServer):
         self.key = key
         self.models: set[str] = {MODEL, EMBEDDING_MODEL}
         self.json_schema = True
+        self.format_status = 400
+        self.json_object_schema = True
         self.floats_only = False
+        self.per_token = False
+        self.embedding_size = EMBEDDING_SIZE
         self.retrieve = True
+        #: When (time.monotonic()) a client hung up on a stream of keep-alives.
+        self.hangups: list[float] = []
         self.prose = PROSE
         self.words_per_chunk = 4
         self._served: dict[str, Served] = defaultdict(Served)
@@ -231,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
         with self.owner._lock:
-            self.owner._requests.append(Recorded(method, path, headers, body))
+            self.owner._requests.append(Recorded(method, path, headers, body, time.monotonic()))
         endpoint = _endpoint(method, path, body)
         given = (self.headers.get("authorization") or "").removeprefix("Bearer ")
         if given != self.owner.key:
@@ -251,9 +275,17 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint != "models" and model not in self.owner.models:
             return not_found(str(model))
         fmt = (body or {}).get("response_format") or {}
-        schema = fmt.get("type") == "json_schema"
-        if endpoint == "chat" and schema and not self.owner.json_schema:
+        if endpoint == "chat" and fmt.get("type") == "json_schema" and not self.owner.json_schema:
+            if self.owner.format_status >= 500:
+                status = self.owner.format_status
+                return Reply(
+                    status,
+                    error_body(status, LLAMA_CPP_FORMAT_ERROR, "internal_server_error", None),
+                )
             message = "response_format type 'json_schema' is not supported by this server"
+            return Reply(400, error_body(400, message, "invalid_request_error", None))
+        if endpoint == "chat" and "schema" in fmt and not self.owner.json_object_schema:
+            message = "response_format: unknown field 'schema'"
             return Reply(400, error_body(400, message, "invalid_request_error", None))
         return None
 
@@ -281,9 +313,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         seed = hashlib.sha256(json.dumps(body["input"]).encode()).digest()
-        values = [(seed[i] + 1) / 257.0 for i in range(EMBEDDING_SIZE)]
+        values = [(seed[i % len(seed)] + 1) / 257.0 for i in range(self.owner.embedding_size)]
         encoded: Any = values
-        if body.get("encoding_format") == "base64" and not self.owner.floats_only:
+        if self.owner.per_token:  # one vector per token, as floats whatever was asked
+            encoded = [values, list(reversed(values)), values]
+        elif body.get("encoding_format") == "base64" and not self.owner.floats_only:
             encoded = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
         return {
             "object": "list",
@@ -325,6 +359,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         sent: list[Any] = []
         for event in reply.chunks or []:
+            if len(sent) == reply.stall_after:
+                self._keep_alive(reply.stall)
             if reply.cut_after is not None and len(sent) >= reply.cut_after:
                 self.close_connection = True
                 self.wfile.flush()
@@ -335,6 +371,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_chunk(b"data: [DONE]\n\n")
         self._send_chunk(b"")
         return sent
+
+    def _keep_alive(self, seconds: float) -> None:
+        """SSE comments only, as a busy server sends while it has nothing to say."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            try:
+                self._send_chunk(b": keep-alive\n\n")
+            except ConnectionError:
+                with self.owner._lock:
+                    self.owner.hangups.append(time.monotonic())
+                raise
+            time.sleep(KEEPALIVE_SECONDS)
 
     def _send_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

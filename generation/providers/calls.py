@@ -9,28 +9,49 @@ exceptions is the provider's own:
   the failure is provider-wide (a daily quota will not come back within seconds);
 - an `Operation` is one provider operation (an outline, a section, …) however many
   requests it takes: it sums their usage and retries and reports one `CallRecord`.
+Two rules every provider applies alike live here too: the output limit a request
+carries (`max_output_tokens`) and the deadline a stream must keep by sending text
+(`text_deadline`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import itertools
+import math
+import queue
 import random
+import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
 import backoff
 
-from generation.errors import GenerationError, MalformedOutputError, RetryableError
+from generation.errors import (
+    GenerationError,
+    MalformedOutputError,
+    ProviderUnavailableError,
+    RetryableError,
+)
 from generation.types import CallRecord, ProviderHooks
 
 T = TypeVar("T")
 
 #: Extra wait on top of a server-given delay, so workers told the same delay spread out.
 SERVER_DELAY_JITTER = 0.1
+#: Output tokens allowed per word wanted: English runs about 1.3 tokens a word, other
+#: scripts up to about 2 (and a thinking model spends some before it writes).
+TOKENS_PER_WORD = 2.0
+#: Room on top of the words wanted: models overshoot a word target.
+OUTPUT_HEADROOM = 1.5
+#: No answer is limited to less than this (short targets, JSON punctuation).
+MIN_OUTPUT_TOKENS = 256
+#: Characters per token when a server reports no usage and we estimate it.
+CHARS_PER_TOKEN = 4
 
 #: A provider's reading of an exception raised by its SDK: (exception, attempts made so
 #: far, model the request was for) -> the GenerationError it means, or None when it is
@@ -85,13 +106,29 @@ class Usage:
     output_tokens: int = 0
     #: The part of `output_tokens` the model spent thinking.
     thinking_tokens: int = 0
+    #: Some of these counts are our estimate: the server reported none.
+    estimated: bool = False
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.thinking_tokens + other.thinking_tokens,
+            self.estimated or other.estimated,
         )
+
+
+def estimate_tokens(text: str) -> int:
+    """About how many tokens `text` is, for a server that reports no usage: one per
+    CHARS_PER_TOKEN characters (no tokenizer of the model is at hand)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def max_output_tokens(words: int) -> int:
+    """The output limit of a request for an answer of about `words` words: enough for
+    that many words in any language with headroom, never below MIN_OUTPUT_TOKENS. One
+    rule for every provider, so a cut-off answer means the same everywhere."""
+    return max(MIN_OUTPUT_TOKENS, math.ceil(words * TOKENS_PER_WORD * OUTPUT_HEADROOM))
 
 
 class Operation:
@@ -138,6 +175,7 @@ class Operation:
                 thinking_tokens=self.usage.thinking_tokens,
                 provider=self.provider,
                 model=self.model,
+                estimated=self.usage.estimated,
             )
         )
 
@@ -194,7 +232,8 @@ class RequestRunner:
             self._hooks.before_request()
             try:
                 return request()
-            except GenerationError:
+            except GenerationError as exc:
+                exc.attempts = attempts
                 raise
             except Exception as exc:
                 error = self._classify(exc, attempts, model)
@@ -263,3 +302,90 @@ def ask_twice(op: Operation, answer: Callable[[], T]) -> T:
         return answer()
     except MalformedOutputError as exc:
         raise MalformedOutputError(f"{exc} (asked twice)") from None
+
+
+_END = object()
+
+
+class _Reader(threading.Thread):
+    """Reads a stream on a thread of its own into `inbox`: (chunk, None) per chunk, then
+    (_END, the exception that ended it or None). Closes the stream when done."""
+
+    def __init__(self, chunks: Iterator[object]) -> None:
+        super().__init__(name="stream-reader", daemon=True)
+        self.chunks = chunks
+        self.inbox: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
+        self.abandoned = threading.Event()
+
+    def run(self) -> None:
+        error: BaseException | None = None
+        try:
+            for chunk in self.chunks:
+                if self.abandoned.is_set():
+                    break
+                self.inbox.put((chunk, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            error = exc
+        finally:
+            close = getattr(self.chunks, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+        self.inbox.put((_END, error))
+
+
+def _cut_nothing() -> None:
+    return None
+
+
+def until_text(chunks: Iterator[T], has_text: Callable[[T], bool]) -> list[T]:
+    """The chunks of a stream up to and including its first with text (all of them when
+    none has any; [] for a stream with no chunk at all). A stream opener reads these
+    before it hands the stream on, so a stream cut before any text (at its deadline, or
+    by a broken connection) is retried inside the call: nothing was yielded yet."""
+    head: list[T] = []
+    for chunk in chunks:
+        head.append(chunk)
+        if has_text(chunk):
+            break
+    return head
+
+
+def text_deadline(
+    chunks: Iterator[T],
+    seconds: float,
+    has_text: Callable[[T], bool],
+    *,
+    label: str,
+    cut: Callable[[], None] = _cut_nothing,
+) -> Generator[T, None, None]:
+    """`chunks` as they come, as long as text keeps coming: when `seconds` pass without
+    a chunk that `has_text` (from the start, then from the last such chunk), the stream
+    is given up: `cut()` (which should break its connection) and ProviderUnavailableError.
+    Keep-alives and empty chunks renew a socket's read timeout but not this deadline.
+
+    The stream is read on a thread of its own, so a read blocked on a connection that
+    only sends keep-alives cannot hold the caller past the deadline. Exceptions the
+    stream raises are raised here, in the caller's thread."""
+    reader = _Reader(chunks)  # type: ignore[arg-type]
+    reader.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                chunk, error = reader.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise ProviderUnavailableError(
+                    f"{label} sent no text for {seconds:g} s; the stream was cut"
+                ) from None
+            if chunk is _END:
+                if error is not None:
+                    raise error
+                return
+            if has_text(chunk):  # type: ignore[arg-type]
+                deadline = time.monotonic() + seconds
+            yield chunk  # type: ignore[misc]
+    finally:
+        if reader.is_alive():
+            reader.abandoned.set()
+            cut()

@@ -6,7 +6,8 @@ What the SDK leaves open, or would do on its own, is settled here on purpose:
   GOOGLE_API_KEY, GEMINI_API_KEY, GOOGLE_GENAI_API_VERSION, GOOGLE_GENAI_USE_VERTEXAI)
   can neither redirect us nor swap the key;
 - a per-request timeout (the SDK sets none; httpx2 applies it to connect and to each
-  read, so a long stream lives as long as chunks keep coming);
+  read), and the same time as a deadline for text: a stream that sends no text for that
+  long is given up (calls.text_deadline), however many empty chunks it sends;
 - retries: the SDK's own are off (`HttpRetryOptions(attempts=1)`), and so are its
   automatic stream continuation and function calling, which would send requests past
   the `before_request` hook (the shared rate limit). We retry with the shared policy of
@@ -27,7 +28,13 @@ from google import genai
 from google.genai import types
 
 from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
-from generation.providers.calls import Operation, RequestRunner, ask_twice
+from generation.providers.calls import (
+    Operation,
+    RequestRunner,
+    ask_twice,
+    text_deadline,
+    until_text,
+)
 from generation.providers.gemini_config import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
@@ -240,22 +247,26 @@ class GeminiProvider:
     def _open_stream(
         self, op: Operation, prompt: prompts.Prompt, token: bytes | None, *, retry: bool
     ) -> Generator[types.GenerateContentResponse, None, None]:
-        """Start one streamed response (continuing from `token` when given) and read its
-        first chunk, retrying failures up to there when `retry` (nothing yielded yet)."""
+        """Start one streamed response (continuing from `token` when given) and read it up
+        to its first text, retrying failures up to there when `retry` (nothing yielded
+        yet)."""
         config = self._content_config(prompt, continuation_token=token)
 
-        def request() -> tuple[Iterator[types.GenerateContentResponse], Any]:
+        def request() -> tuple[Iterator[types.GenerateContentResponse], list[Any]]:
             stream = self._client.models.generate_content_stream(
                 model=self._config.model, contents=prompt.user, config=config
             )
+            # Read on a thread of its own, so no text for GEMINI_TIMEOUT_SECONDS ends it
+            # here even while the connection stays alive (the thread ends with its read).
+            chunks = text_deadline(stream, self._config.timeout_seconds, _has_text, label="Gemini")
             try:
-                return stream, next(stream, None)
+                return chunks, until_text(chunks, _has_text)
             except BaseException:
-                _close(stream)
+                _close(chunks)
                 raise
 
-        stream, first = self._runner.send(op, request, tries=None if retry else 1)
-        return _rest_of_stream(stream, first, self._text)
+        chunks, head = self._runner.send(op, request, tries=None if retry else 1)
+        return _rest_of_stream(chunks, head, self._text)
 
     def _classify(self, exc: Exception, attempts: int, model: str) -> GenerationError | None:
         slot = self._text if model == self._text.name else self._embedding
@@ -263,13 +274,14 @@ class GeminiProvider:
 
 
 def _rest_of_stream(
-    stream: Iterator[types.GenerateContentResponse], first: Any, model: ModelSlot
+    stream: Iterator[types.GenerateContentResponse], head: list[Any], model: ModelSlot
 ) -> Generator[types.GenerateContentResponse, None, None]:
-    """`first`, then the rest of `stream`; a failure mid-way becomes a GenerationError."""
+    """`head` (the chunks already read), then the rest of `stream`; a failure mid-way
+    becomes a GenerationError."""
     try:
-        if first is None:
+        if not head:
             return
-        yield first
+        yield from head
         while True:
             try:
                 chunk = next(stream)
@@ -280,6 +292,15 @@ def _rest_of_stream(
             yield chunk
     finally:
         _close(stream)
+
+
+def _has_text(chunk: types.GenerateContentResponse) -> bool:
+    """Whether a chunk carries text (an empty or usage-only chunk does not)."""
+    for candidate in chunk.candidates or []:
+        for part in getattr(candidate.content, "parts", None) or []:
+            if part.text:
+                return True
+    return False
 
 
 def _close(stream: Any) -> None:

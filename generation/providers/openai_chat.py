@@ -8,14 +8,21 @@ What the SDK would do on its own is settled here on purpose:
   the shared policy of generation/providers/calls.py and honouring Retry-After, are the only
   ones, and `before_request` (the rate limit) sees every request;
 - one timeout for connect, write and each read (`timeout=` seconds; the SDK's default
-  is 600 s), so a stream lives as long as chunks keep coming;
+  is 600 s); a stream must also send text within that time (keep-alives renew the
+  socket's timeout but not this deadline, calls.text_deadline), or it is cut;
+- an output limit on every request (calls.max_output_tokens of the words wanted);
 - the outline as structured output (`response_format` json_schema). A server that
-  turns json_schema down is asked once in JSON mode (`json_object`) and the answer
-  parsed; once JSON mode has worked, this provider (one server, one model) keeps to it;
+  refuses that form (a 4xx, or a 5xx naming response_format) is asked with the next
+  of openai_wire.OUTLINE_FORMS (JSON mode with the schema, which llama.cpp enforces;
+  then plain JSON mode with the schema in the prompt), the answer parsed and checked;
+  the form that worked is kept for this provider (one server, one model);
 - sections streamed (`stream=True`, `stream_options={"include_usage": True}`: the last
-  chunk carries the usage, with no choices);
+  chunk carries the usage, with no choices). A server that reports no usage gets it
+  estimated, marked so; an empty stream is asked once without streaming, which either
+  answers or says why;
 - embeddings asked for as base64 (a quarter of the bytes of JSON floats) and decoded
-  here; a server that answers floats anyway is read as well.
+  here; a server that answers floats anyway is read as well. check() asks for one and
+  insists on one flat vector of the configured size.
 One client lives as long as the provider.
 """
 
@@ -27,18 +34,38 @@ from typing import Any
 
 import openai
 
-from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
-from generation.providers.calls import Operation, RequestRunner, Usage, ask_twice
+from generation.errors import (
+    GenerationError,
+    MalformedOutputError,
+    ModelUnavailableError,
+    ProviderUnavailableError,
+)
+from generation.providers.calls import (
+    Operation,
+    RequestRunner,
+    Usage,
+    ask_twice,
+    max_output_tokens,
+    text_deadline,
+    until_text,
+)
 from generation.providers.openai_config import OpenAIConfig
 from generation.providers.openai_wire import (
-    JSON_MODE,
+    OUTLINE_FORMS,
     ModelSlot,
     Wire,
     classify,
+    connection_cutter,
+    embedding_shape_error,
     embedding_values,
+    estimated_usage,
+    has_text,
     outline_format,
+    outline_prompt,
+    output_limit,
     parse_outline,
     refusal,
+    rest_of_stream,
     schema_rejected,
     usage_of,
 )
@@ -49,6 +76,11 @@ __all__ = ["OpenAIConfig", "OpenAIProvider"]
 
 #: check() is a probe (start-up, /ready): one attempt, answered quickly or not at all.
 CHECK_TIMEOUT_SECONDS = 10.0
+#: Words an outline is asked for: a few for the title, one or two sentences a bullet.
+OUTLINE_TITLE_WORDS = 20
+OUTLINE_WORDS_PER_BULLET = 40
+#: What check() embeds to see the embedding model's answer.
+CHECK_EMBEDDING_TEXT = "storyworker checks its embedding model"
 
 _DEFAULT_HOOKS = ProviderHooks()
 log = logging.getLogger(__name__)
@@ -75,9 +107,11 @@ class OpenAIProvider:
             if config.embedding_model
             else None
         )
-        #: Whether to ask for the outline with a json_schema response format; False once
-        #: this server turned it down and JSON mode worked instead.
-        self.json_schema = True
+        #: How the outline is asked for (one of OUTLINE_FORMS): the first this server
+        #: took; it moves on only when the server refuses the form.
+        self.outline_form = OUTLINE_FORMS[0]
+        #: The size every embedding must have: configured, else the one seen at boot.
+        self.embedding_size = config.embedding_dimensions
         #: Who served the last outline, section or summary (always this provider's model).
         self.served_by = Source(self.name, config.model)
         self._client = openai.OpenAI(
@@ -89,6 +123,11 @@ class OpenAIProvider:
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self._config!r})"
+
+    @property
+    def json_schema(self) -> bool:
+        """Whether the outline is still asked for as json_schema structured output."""
+        return self.outline_form == OUTLINE_FORMS[0]
 
     @property
     def embedding_model(self) -> str:
@@ -118,13 +157,14 @@ class OpenAIProvider:
         retried; a stream cut after text was yielded raises a retryable error (the job
         resumes from its checkpoint); a refusal, even in a later chunk, RefusedError."""
         prompt = prompts.section_prompt(request, outline, index, previous_text)
-        return self._stream(prompt)
+        return self._stream(prompt, max_output_tokens(request.preferences.words_per_bullet))
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short plain-text summary of the finished chapter; never empty."""
         prompt = prompts.summary_prompt(request, outline, text)
+        limit = max_output_tokens(prompts.SUMMARY_TARGET_WORDS)
         with self._runner.operation("summary", self._config.model) as op:
-            summary = self._complete(op, prompt).strip()
+            summary = self._complete(op, prompt, limit).strip()
             if not summary:
                 raise MalformedOutputError(f"{self._label} returned an empty summary")
             return summary
@@ -148,7 +188,13 @@ class OpenAIProvider:
             data = response.data or []
             if not data:
                 raise MalformedOutputError(f"{self._label} returned no embedding")
-            return embedding_values(data[0].embedding, self._label)
+            values = embedding_values(data[0].embedding, self._label)
+            if self.embedding_size is not None and len(values) != self.embedding_size:
+                raise MalformedOutputError(
+                    f"{self._label} returned an embedding of {len(values)} values, "
+                    f"expected {self.embedding_size}"
+                )
+            return values
 
     def check(self) -> None:
         """Prove the key and the models work: GET /models/{model} for each, or the model
@@ -160,6 +206,8 @@ class OpenAIProvider:
             for slot in (self._text, self._embedding):
                 if slot is not None:
                     self._check_model(op, slot)
+            if self._embedding is not None:
+                self._check_embedding(op, self._embedding)
 
     # --- requests -----------------------------------------------------------------
 
@@ -174,24 +222,34 @@ class OpenAIProvider:
         ]
 
     def _outline_text(self, op: Operation, prompt: prompts.Prompt, count: int) -> str:
-        """The outline's raw answer: structured output while this server takes it, else
-        (or once it turns json_schema down) JSON mode."""
-        if self.json_schema:
+        """The outline's raw answer, in the form this server takes: from the one that
+        worked last, on to the next whenever the server refuses the form itself."""
+        limit = max_output_tokens(OUTLINE_TITLE_WORDS + OUTLINE_WORDS_PER_BULLET * count)
+        forms = OUTLINE_FORMS[OUTLINE_FORMS.index(self.outline_form) :]
+        for form in forms:
+            asked = outline_prompt(prompt, count, form)
             try:
-                return self._complete(op, prompt, outline_format(count))
+                text = self._complete(op, asked, limit, outline_format(count, form))
             except GenerationError as exc:
-                if not schema_rejected(exc):
+                if not schema_rejected(exc) or form == forms[-1]:
                     raise
                 op.retries += 1  # one more request for the same outline
-            text = self._complete(op, prompt, JSON_MODE)
-            self.json_schema = False  # JSON mode worked: remember it for this server
+                log.info("outline form refused; trying the next", extra={"form": form})
+                continue
+            if form != self.outline_form:
+                log.warning(
+                    "the server takes the outline as %s from now on", form, extra={"form": form}
+                )
+                self.outline_form = form
             return text
-        return self._complete(op, prompt, JSON_MODE)
+        raise AssertionError("unreachable: the last form raises")
 
-    def _complete(self, op: Operation, prompt: prompts.Prompt, response_format: Any = None) -> str:
-        """One non-streamed completion under the retry policy: its text. A refusal is
-        RefusedError; no choice at all, MalformedOutputError."""
-        options: dict[str, Any] = {}
+    def _complete(
+        self, op: Operation, prompt: prompts.Prompt, limit: int, response_format: Any = None
+    ) -> str:
+        """One non-streamed completion of at most `limit` tokens under the retry policy:
+        its text. A refusal is RefusedError; no choice at all, MalformedOutputError."""
+        options: dict[str, Any] = output_limit(limit, self._config.is_openai)
         if response_format is not None:
             options["response_format"] = response_format
 
@@ -199,8 +257,12 @@ class OpenAIProvider:
             completion = self._client.chat.completions.create(
                 model=self._config.model, messages=self._messages(prompt), **options
             )
-            op.add_usage(usage_of(completion.usage))  # a refused answer is billed too
             choice = (completion.choices or [None])[0]
+            text = (getattr(choice, "message", None) and choice.message.content) or ""
+            # A refused answer is billed too; a server that says nothing gets an estimate.
+            op.add_usage(
+                usage_of(completion.usage) if completion.usage else estimated_usage(prompt, text)
+            )
             if choice is not None and (refused := refusal(choice, self._label)) is not None:
                 raise refused
             return choice
@@ -210,13 +272,19 @@ class OpenAIProvider:
             raise MalformedOutputError(f"{self._label} returned no choices")
         return choice.message.content or ""
 
-    def _stream(self, prompt: prompts.Prompt) -> Iterator[str]:
+    def _stream(self, prompt: prompts.Prompt, limit: int) -> Iterator[str]:
         with self._runner.operation("prose", self._config.model) as op:
-            stream, first = self._open_stream(op, prompt)
+            chunks, head = self._open_stream(op, prompt, limit)
+            if not head:  # nothing at all: ask without streaming, to answer or say why
+                chunks.close()
+                op.retries += 1
+                yield self._complete(op, prompt, limit)
+                return
             finish: str | None = None
-            usage = Usage()
+            usage: Usage | None = None
+            pieces: list[str] = []
             try:
-                for chunk in _rest_of_stream(stream, first, self._wire):
+                for chunk in rest_of_stream(chunks, head, self._wire):
                     if chunk.usage is not None:
                         usage = usage_of(chunk.usage)
                     for choice in chunk.choices or []:
@@ -224,33 +292,67 @@ class OpenAIProvider:
                             raise refused
                         finish = choice.finish_reason or finish
                         if text := getattr(choice.delta, "content", None):
+                            pieces.append(text)
                             yield text
             finally:
-                stream.close()
-                op.add_usage(usage)
+                chunks.close()
+                op.add_usage(usage or estimated_usage(prompt, "".join(pieces), len(pieces)))
             if finish is None:
                 raise ProviderUnavailableError(
-                    f"{self._label}: the stream ended before the model finished"
+                    f"{self._label}: the stream ended before the model finished "
+                    f"(no finish_reason after {len(pieces)} pieces of text, and no error)"
                 )
 
-    def _open_stream(self, op: Operation, prompt: prompts.Prompt) -> tuple[Any, Any]:
-        """Start one streamed completion and read its first chunk, retrying failures up
-        to there (nothing has been yielded yet)."""
+    def _open_stream(
+        self, op: Operation, prompt: prompts.Prompt, limit: int
+    ) -> tuple[Generator[Any, None, None], list[Any]]:
+        """Start one streamed completion and read it up to its first text, retrying
+        failures up to there (nothing has been yielded yet); the chunks come within the
+        text deadline (OPENAI_TIMEOUT_SECONDS without text cuts the stream)."""
 
-        def request() -> tuple[Any, Any]:
+        def request() -> tuple[Generator[Any, None, None], list[Any]]:
             stream = self._client.chat.completions.create(
                 model=self._config.model,
                 messages=self._messages(prompt),
                 stream=True,
                 stream_options={"include_usage": True},
+                **output_limit(limit, self._config.is_openai),
+            )
+            chunks = text_deadline(
+                stream,
+                self._config.timeout_seconds,
+                has_text,
+                label=self._label,
+                cut=connection_cutter(stream),
             )
             try:
-                return stream, next(stream, None)
+                return chunks, until_text(chunks, has_text)
             except BaseException:
-                stream.close()
+                chunks.close()
                 raise
 
         return self._runner.send(op, request)
+
+    def _check_embedding(self, op: Operation, slot: ModelSlot) -> None:
+        """One embedding, which must be one flat vector of the configured size (or of
+        any size, then remembered): else ModelUnavailableError naming the variable."""
+        timeout = min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS)
+        response = self._runner.send(
+            op,
+            lambda: self._client.embeddings.create(
+                model=slot.name,
+                input=CHECK_EMBEDDING_TEXT,
+                encoding_format="base64",
+                timeout=timeout,
+            ),
+            tries=1,
+            model=slot.name,
+        )
+        raw = response.data[0].embedding if response.data else None
+        why = embedding_shape_error(raw, slot, self._label, self.embedding_size)
+        if why is not None:
+            raise ModelUnavailableError(why)
+        self.embedding_size = len(embedding_values(raw, self._label))
 
     def _check_model(self, op: Operation, slot: ModelSlot) -> None:
         timeout = min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS)
@@ -286,24 +388,3 @@ def _say_no_embedding() -> None:
         log.warning(
             "chapter summaries are stored without an embedding: OPENAI_EMBEDDING_MODEL is not set"
         )
-
-
-def _rest_of_stream(stream: Any, first: Any, wire: Wire) -> Generator[Any, None, None]:
-    """`first`, then the rest of `stream`; a failure mid-way becomes a GenerationError
-    (a transport failure there means the stream was cut: retryable)."""
-    if first is None:
-        return
-    yield first
-    while True:
-        try:
-            chunk = next(stream)
-        except StopIteration:
-            return
-        except Exception as exc:
-            error = classify(exc, wire)
-            if error is None:
-                raise
-            if isinstance(exc, openai.APIConnectionError):
-                error = ProviderUnavailableError(f"{wire.label}: the stream broke off mid-way")
-            raise error from exc
-        yield chunk

@@ -26,6 +26,9 @@ class OpenAIConfig(Retrying):
 
     `api_key` never appears in a repr. `embedding_model` None means the chapter summary
     is stored without an embedding (many local servers serve no embedding model).
+    `embedding_dimensions` is the size its vectors must have (checked at boot, never
+    sent: few servers take OpenAI's `dimensions`); None takes the size the model
+    answers at boot.
     """
 
     api_key: str = setting(
@@ -39,6 +42,12 @@ class OpenAIConfig(Retrying):
     )
     embedding_model: str | None = setting(
         "OPENAI_EMBEDDING_MODEL", doc="embedding model (unset: none stored)", default=None
+    )
+    embedding_dimensions: int | None = setting(
+        "OPENAI_EMBEDDING_DIMENSIONS",
+        integer(minimum=1, maximum=16384),
+        doc="size of the embedding model's vectors, checked at boot (unset: its own)",
+        default=None,
     )
     base_url: str | None = setting(
         "OPENAI_BASE_URL", url, doc="the server (SDK default: OpenAI)", default=None
@@ -68,6 +77,8 @@ class OpenAIConfig(Retrying):
             raise ValueError("OpenAIConfig needs timeout_seconds > 0 and max_attempts >= 1")
         if self.backoff_base_seconds < 0 or self.max_backoff_seconds < 0:
             raise ValueError("OpenAIConfig backoff seconds must be >= 0")
+        if self.embedding_dimensions is not None and self.embedding_dimensions < 1:
+            raise ValueError("OpenAIConfig.embedding_dimensions must be >= 1")
 
     @property
     def endpoint(self) -> str:
@@ -75,9 +86,15 @@ class OpenAIConfig(Retrying):
         return self.base_url or OPENAI_DEFAULT_BASE_URL
 
     @property
+    def is_openai(self) -> bool:
+        """OpenAI's own endpoint (which wants `max_completion_tokens`, and refuses
+        `max_tokens` for its reasoning models), not another server."""
+        return self.endpoint == OPENAI_DEFAULT_BASE_URL
+
+    @property
     def label(self) -> str:
         """Who the provider's messages name: OpenAI itself, or the server by its address
         (an operator with Ollama on one host and vLLM on another can tell them apart)."""
-        if self.endpoint == OPENAI_DEFAULT_BASE_URL:
+        if self.is_openai:
             return "OpenAI"
         return f"the OpenAI-compatible server at {urlsplit(self.endpoint).netloc}"

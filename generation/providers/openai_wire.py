@@ -11,15 +11,22 @@ Failures reach us in three shapes (openai 3.x, checked against its source):
 Refusals arrive as HTTP 200: `message.refusal`, a `refusal` delta, or finish_reason
 `content_filter`. Messages quote only the status and the server's own error message,
 with the API key taken out: never prompt or story text.
+
+A server error whose message names `response_format` is the request's fault, not the
+server's (llama-cpp-python answers a response format it does not know with a 500): it
+reads as InvalidRequestError, so it is neither retried nor blamed on the provider.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import re
+import socket
 import struct
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +43,8 @@ from generation.errors import (
     RateLimitedError,
     RefusedError,
 )
-from generation.providers.calls import Usage, parse_retry_after
+from generation.providers.calls import Usage, estimate_tokens, parse_retry_after
+from generation.story.prompts import Prompt
 from generation.types import Outline
 
 #: Longest piece of the server's error message quoted in ours.
@@ -127,6 +135,8 @@ def _from_status(
         return RateLimitedError(
             f"{wire.label} rate limited us ({what}){after}: {detail}", retry_after=retry_after
         )
+    if code >= 500 and "response_format" in _message(exc):
+        return InvalidRequestError(f"{wire.label} rejected the request ({what}): {detail}")
     if code == 408 or code >= 500:
         return ProviderUnavailableError(
             f"{wire.label} returned {what}{after}: {detail}", retry_after=retry_after
@@ -166,33 +176,65 @@ def retry_after_seconds(exc: openai.APIStatusError) -> float | None:
 
 
 def schema_rejected(error: GenerationError) -> bool:
-    """Whether the server turned the request down as such (400/422, not a refusal): for
-    an outline asked for with a json_schema response format, the server does not take
-    json_schema (older Ollama, llama.cpp builds) and JSON mode is worth one try."""
+    """Whether the server turned the request down as such (a 4xx other than a refusal,
+    or a 5xx that names response_format): for an outline, the server does not take that
+    response format, and the next form is worth one try."""
     return isinstance(error, InvalidRequestError)
 
 
-def outline_format(bullet_count: int) -> dict[str, Any]:
-    """The outline's response_format: strict structured output, a title and exactly
-    `bullet_count` bullets."""
+#: The outline's forms, best first. A server that refuses one is asked with the next:
+#: "json_schema" is OpenAI's structured output (OpenAI, vLLM, Ollama, LM Studio, recent
+#: llama.cpp); "json_object+schema" is JSON mode carrying the schema, which
+#: llama-cpp-python's server turns into a grammar; "json_object" is plain JSON mode;
+#: "text" asks for no format at all. Every form but the first also puts the schema in
+#: the prompt, and every answer is parsed and checked here.
+OUTLINE_FORMS = ("json_schema", "json_object+schema", "json_object", "text")
+
+
+def outline_schema(bullet_count: int) -> dict[str, Any]:
+    """The outline's JSON Schema: a title and exactly `bullet_count` bullets."""
     bullets = {
         "type": "array",
         "items": {"type": "string"},
         "minItems": bullet_count,
         "maxItems": bullet_count,
     }
-    schema = {
+    return {
         "type": "object",
         "properties": {"title": {"type": "string"}, "bullets": bullets},
         "required": ["title", "bullets"],
         "additionalProperties": False,
     }
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": "chapter_outline", "strict": True, "schema": schema},
-    }
 
 
+def outline_format(bullet_count: int, form: str = "json_schema") -> dict[str, Any] | None:
+    """The outline's response_format in `form` (one of OUTLINE_FORMS); None for "text"."""
+    schema = outline_schema(bullet_count)
+    if form == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "chapter_outline", "strict": True, "schema": schema},
+        }
+    if form == "json_object+schema":
+        return {"type": "json_object", "schema": schema}
+    if form == "json_object":
+        return dict(JSON_MODE)
+    if form == "text":
+        return None
+    raise ValueError(f"unknown outline form {form!r}")
+
+
+def outline_prompt(prompt: Prompt, bullet_count: int, form: str) -> Prompt:
+    """`prompt`, with the outline's JSON Schema added for every form that does not
+    carry it as structured output."""
+    if form == "json_schema":
+        return prompt
+    schema = json.dumps(outline_schema(bullet_count), separators=(",", ":"))
+    return Prompt(prompt.system, f"{prompt.user}\n\n{SCHEMA_IN_PROMPT}{schema}")
+
+
+#: What precedes the outline's JSON Schema where the prompt carries it.
+SCHEMA_IN_PROMPT = "The JSON object must match this JSON Schema: "
 #: JSON mode: valid JSON, its shape asked for by the prompt alone (which names JSON, as
 #: OpenAI requires of JSON mode).
 JSON_MODE: dict[str, Any] = {"type": "json_object"}
@@ -236,12 +278,28 @@ def refusal(choice: Any, label: str) -> RefusedError | None:
 
 def usage_of(usage: Any) -> Usage:
     """Tokens a completion was billed for. completion_tokens includes reasoning tokens,
-    which are billed as output; `thinking_tokens` says how many there were."""
+    which are billed as output; `thinking_tokens` says how many there were. Usage()
+    when the server reported none (see `estimated_usage`)."""
     if usage is None:
         return Usage()
     details = getattr(usage, "completion_tokens_details", None)
     thinking = getattr(details, "reasoning_tokens", None) or 0
     return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, thinking)
+
+
+def estimated_usage(prompt: Prompt, text: str, chunks: int = 0) -> Usage:
+    """Our estimate of a completion's tokens when the server reported none: from the
+    prompt's and the answer's lengths, and at least one output token per streamed text
+    chunk (llama.cpp and Ollama send one token a chunk); marked as an estimate."""
+    input_tokens = estimate_tokens(prompt.system) + estimate_tokens(prompt.user)
+    return Usage(input_tokens, max(chunks, estimate_tokens(text)), estimated=True)
+
+
+def output_limit(tokens: int, is_openai: bool) -> dict[str, int]:
+    """The request option that limits the answer to `tokens`: OpenAI's own API wants
+    `max_completion_tokens` (its reasoning models refuse `max_tokens`); every other
+    server reads `max_tokens` (llama.cpp's, Ollama's, vLLM's, OpenRouter's)."""
+    return {"max_completion_tokens" if is_openai else "max_tokens": tokens}
 
 
 def embedding_values(raw: Any, label: str) -> list[float]:
@@ -266,3 +324,73 @@ def embedding_values(raw: Any, label: str) -> list[float]:
     if norm == 0:
         raise MalformedOutputError(f"{label} returned an all-zero embedding")
     return [v / norm for v in values]
+
+
+def has_text(chunk: Any) -> bool:
+    """Whether a stream chunk carries text (or a refusal): what keeps a stream's
+    deadline from running out. A role-only, empty or usage-only chunk does not."""
+    for choice in getattr(chunk, "choices", None) or []:
+        delta = getattr(choice, "delta", None)
+        if getattr(delta, "content", None) or getattr(delta, "refusal", None):
+            return True
+    return False
+
+
+def connection_cutter(stream: Any) -> Callable[[], None]:
+    """A function that breaks the HTTP connection under an SDK `stream` at once (both
+    ways, so a read blocked on it returns and the server sees the client go); a no-op
+    when the connection cannot be reached."""
+
+    def cut() -> None:
+        extensions = getattr(getattr(stream, "response", None), "extensions", None) or {}
+        network = extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    return cut
+
+
+def embedding_shape_error(raw: Any, slot: ModelSlot, label: str, size: int | None) -> str | None:
+    """Why the embedding `raw` (one input's, as the server sent it) is not one flat
+    vector of `size` values (any size when None); None when it is."""
+    if isinstance(raw, list) and raw and all(isinstance(v, list) for v in raw):
+        return (
+            f"{label}: the embedding model {slot.name} answered one vector per token "
+            f"({len(raw)} vectors), not one pooled vector; set {slot.variable} to an "
+            "embedding model (one with pooling)"
+        )
+    try:
+        values = embedding_values(raw, label)
+    except MalformedOutputError as exc:
+        return f"{exc}; set {slot.variable} to an embedding model"
+    if size is not None and len(values) != size:
+        return (
+            f"{label}: the embedding model {slot.name} makes vectors of {len(values)} "
+            f"values, not {size} (OPENAI_EMBEDDING_DIMENSIONS); set {slot.variable} "
+            "to a model of that size, or the size to the model's"
+        )
+    return None
+
+
+def rest_of_stream(chunks: Any, head: list[Any], wire: Wire) -> Generator[Any, None, None]:
+    """`head` (the chunks already read), then the rest of `chunks`; a failure mid-way
+    becomes a GenerationError (a transport failure there means the stream was cut:
+    retryable)."""
+    if not head:
+        return
+    yield from head
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except Exception as exc:
+            error = classify(exc, wire)
+            if error is None:
+                raise
+            if isinstance(exc, openai.APIConnectionError):
+                error = ProviderUnavailableError(f"{wire.label}: the stream broke off mid-way")
+            raise error from exc
+        yield chunk

@@ -119,6 +119,8 @@ class Worker:
             on_alive=self._alive,
             should_stop=lambda: self.stopping,
             on_provider_fault=self._provider_fault,
+            # The same fault right after a passing probe is the jobs', not an outage.
+            blame_provider=lambda error: not self.breaker.repeats(str(error)),
             tally=self.tally,
             budget_tokens=self.settings.context_budget_tokens,
         )

@@ -164,6 +164,10 @@ class JobRunner:
     should_stop: Callable[[], bool] = lambda: False
     #: Told of a fault that is the provider's (the job was given back meanwhile).
     on_provider_fault: Callable[[GenerationError], None] = lambda error: None
+    #: Whether a fault that looks like the provider's (provider-wide, or an outage) is
+    #: to be taken as such; False when it is the same fault again right after the
+    #: provider passed its probe: then the job takes it and the pool keeps working.
+    blame_provider: Callable[[GenerationError], bool] = lambda error: True
     tally: Tally = field(default_factory=Tally)
     #: The next job, claimed in the same transaction as the last one's finish.
     next_claim: Claim | None = None
@@ -189,17 +193,35 @@ class JobRunner:
         except DatabaseError:
             raise
         except GenerationError as exc:
-            settled = self.pause(claim, exc) if exc.provider_wide else self.fail(claim, exc)
-            if outage(exc):
-                # The job pays one attempt; the pool then waits out the outage instead
-                # of every queued job spending its retries against a failing provider.
-                self.on_provider_fault(exc)
+            settled = self._settle(claim, exc)
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a failing job never stops a worker
             settled = self.fail(claim, exc)
         finally:
             self.tally.job = None
         metrics.JOBS.labels(settled.value).inc()
         metrics.JOB_SECONDS.observe(time.monotonic() - started)
+        return settled
+
+    def _settle(self, claim: Claim, exc: GenerationError) -> Settled:
+        """Record how a provider error ended this attempt: a fault of the provider's
+        gives the job back (provider-wide) or costs it one attempt (an outage) and
+        pauses the pool; any other error, or one the provider is not to blame for
+        (`blame_provider`), is the job's."""
+        if not (exc.provider_wide or outage(exc)):
+            return self.fail(claim, exc)
+        if not self.blame_provider(exc):
+            log.warning(
+                "the same fault again although the provider passed its probe: "
+                "the job's, not an outage; the pool keeps working",
+                extra=fields(job_id=claim.job_id, error=str(exc)),
+            )
+            return self.fail(claim, exc)
+        if exc.provider_wide:
+            return self.pause(claim, exc)
+        settled = self.fail(claim, exc)
+        # The job pays one attempt; the pool then waits out the outage instead of every
+        # queued job spending its retries against a failing provider.
+        self.on_provider_fault(exc)
         return settled
 
     def _write(self, claim: Claim) -> Settled:

@@ -3,7 +3,9 @@
 Stored in `generation_jobs.usage` with the job's checkpoints and its settlement (never
 in a transaction of its own): one JSON object when one provider and model served the
 job, else a list with one object per provider and model. What a crashed attempt spent
-after its last checkpoint is not counted: nothing was written for it.
+after its last checkpoint is not counted: nothing was written for it. An entry some of
+whose token counts are estimates (a server that reports no usage) says
+`"estimated": true`; the key is absent otherwise.
 """
 
 from __future__ import annotations
@@ -35,11 +37,20 @@ class Spent:
     thinking_tokens: int = 0
     embedding_tokens: int = 0
     retries: int = 0
+    #: Some token counts are estimates: the server reported none.
+    estimated: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Spent:
         counters = {name: _count(data.get(name)) for name in COUNTERS}
-        return cls(str(data.get("provider", "")), str(data.get("model", "")), **counters)
+        provider, model = str(data.get("provider", "")), str(data.get("model", ""))
+        return cls(provider, model, **counters, estimated=data.get("estimated") is True)
+
+    def to_json(self) -> dict[str, Any]:
+        entry = asdict(self)
+        if not self.estimated:
+            del entry["estimated"]
+        return entry
 
 
 def _count(value: Any) -> int:
@@ -61,6 +72,7 @@ class JobUsage:
         mine = self._source(spent.provider, spent.model)
         for name in COUNTERS:
             setattr(mine, name, getattr(mine, name) + getattr(spent, name))
+        mine.estimated = mine.estimated or spent.estimated
 
     def _source(self, provider: str, model: str) -> Spent:
         return self._by_source.setdefault((provider, model), Spent(provider, model))
@@ -72,6 +84,7 @@ class JobUsage:
         spent = self._source(record.provider, record.model)
         spent.calls += 1
         spent.retries += record.retries
+        spent.estimated = spent.estimated or record.estimated
         if record.kind == "embedding":
             spent.embedding_tokens += record.input_tokens
             return
@@ -80,7 +93,7 @@ class JobUsage:
         spent.thinking_tokens += record.thinking_tokens
 
     def to_json(self) -> dict[str, Any] | list[dict[str, Any]] | None:
-        entries = [asdict(spent) for spent in self._by_source.values()]
+        entries = [spent.to_json() for spent in self._by_source.values()]
         if not entries:
             return None
         return entries[0] if len(entries) == 1 else entries

@@ -1,5 +1,6 @@
 """`storyworker run` with the openai provider against the fake OpenAI-compatible server,
-and with Gemini falling back to it (issue 11)."""
+and with Gemini falling back to it (issue 11); what real servers do that OpenAI does not
+(issue 29)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.fakeopenai import (
     error_reply,
     refusal_reply,
     refusal_stream,
+    stream_reply,
 )
 from tests.service import wait_for
 
@@ -191,3 +193,46 @@ def test_without_an_embedding_model_the_summary_is_stored_without_one_said_once(
     assert fake.calls("embeddings") == [] and fake.calls("model")[-1].path.endswith(MODEL)
     assert svc.stop() == 0
     assert svc.logs().count("stored without an embedding") == 1
+
+
+def test_a_500_naming_response_format_falls_back_and_the_job_completes_without_a_pause(
+    service, job_factory, conn, fake
+):
+    fake.json_schema, fake.format_status = False, 500  # llama-cpp-python 0.3's answer
+    jobs = [job_factory(user_preferences={**PREFS, "bullet_count": 2}) for _ in range(2)]
+    svc = service(WORKER_CONCURRENCY="1", PROVIDER_PROBE_SECONDS="1", **openai_env(fake)).start()
+    for job in jobs:
+        wait_for(lambda job=job: settled(conn, job, "completed"), 30, "the job")
+        assert job_row(conn, job)["attempts"] == 1
+    kinds = [
+        (c.body["response_format"]["type"], "schema" in c.body["response_format"])
+        for c in fake.calls("chat")
+        if "response_format" in c.body
+    ]
+    # The 500 once (not retried), then JSON mode with the schema, remembered.
+    assert kinds == [("json_schema", False), ("json_object", True), ("json_object", True)]
+    logs = svc.logs()
+    assert "every worker pauses" not in logs and "provider is at fault" not in logs
+    assert svc.stop() == 0
+
+
+def test_a_stream_of_keep_alives_only_is_cut_at_the_deadline_and_the_section_retried(
+    service, job_factory, conn, fake
+):
+    stalled = stream_reply(["Never sent."])
+    stalled.stall = 60  # keep-alive comments only, for a minute
+    fake.queue("stream", stalled)
+    job = job_factory(user_preferences={**PREFS, "bullet_count": 2})
+    svc = service(WORKER_CONCURRENCY="1", **openai_env(fake, OPENAI_TIMEOUT_SECONDS="2")).start()
+    wait_for(lambda: settled(conn, job, "completed"), 30, "the job")
+    first, second = fake.calls("stream")[:2]
+    assert first.body == second.body  # the same section asked again
+    assert 1.9 < second.at - first.at < 6.0  # cut at the 2 s deadline, not after 60 s
+    assert fake.hangups  # the connection was closed under the keep-alives
+    chapter = chapter_row(conn, job)
+    assert "Never sent." not in chapter["content"]
+    assert chapter["content"].count(PROSE.split(",")[0]) == 2
+    row = job_row(conn, job)
+    assert row["attempts"] == 1 and sum(entry["retries"] for entry in row["usage"]) == 1
+    assert "provider is at fault" not in svc.logs()
+    assert svc.stop() == 0

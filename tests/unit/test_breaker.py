@@ -87,3 +87,22 @@ def test_a_file_that_is_not_a_breaker_is_refused(tmp_path):
     path.write_bytes(b"x" * 512)
     with pytest.raises(ValueError, match="not a storyworker breaker"):
         Breaker(str(path)).state()
+
+
+def test_the_fault_a_passing_probe_cleared_repeats_within_its_window(breaker, clock):
+    reason = "the server at 127.0.0.1:8080 returned HTTP 500 after 5 attempts: boom"
+    assert breaker.repeats(reason) is False  # no probe has passed yet
+    breaker.trip(reason)
+    assert breaker.repeats(reason) is False  # open: it is an outage for now
+    clock.now += 15
+    assert breaker.take_probe(os.getpid())
+    breaker.probe_passed()
+    assert breaker.state().open is False
+    # The same fault (other digits) soon after: the jobs', not an outage.
+    assert breaker.repeats(reason.replace("5 attempts", "3 attempts")) is True
+    assert breaker.repeats("Gemini rejected the API key") is False  # another fault
+    clock.now += breaker.repeat_window_seconds - 1
+    assert breaker.repeats(reason) is True  # and each repeat renews the window
+    clock.now += breaker.repeat_window_seconds + 1
+    assert breaker.repeats(reason) is False  # long after: it may be an outage again
+    assert breaker.trip(reason) is True

@@ -335,6 +335,33 @@ def test_a_timeout_is_retryable(fake_gemini, make_provider):
     assert info.value.retryable and "Timeout" in str(info.value)
 
 
+def test_a_stream_of_empty_chunks_is_cut_at_the_deadline_and_asked_again(
+    fake_gemini, make_provider, recorder
+):
+    # Empty chunks every 0.2 s keep the socket's read timeout from running out, but
+    # not the deadline for text: cut after 1 s and asked again inside the call.
+    empty = stream_reply([""] * 40 + ["Too late."], chunk_delay=0.2)
+    fake_gemini.queue("streamGenerateContent", empty, stream_reply(["On time."]))
+    started = time.monotonic()
+    provider = make_provider(timeout_seconds=1.0)
+    assert "".join(provider.stream_section(REQUEST, OUTLINE, 0, "")) == "On time."
+    assert time.monotonic() - started < 4.0
+    assert len(fake_gemini.calls("streamGenerateContent")) == 2
+    assert recorder.last.retries == 1 and recorder.last.outcome == "ok"
+
+
+def test_a_stream_that_stops_sending_text_midway_is_cut_and_left_to_the_job(
+    fake_gemini, make_provider
+):
+    stalled = stream_reply(["Before the silence. "] + [""] * 40 + ["Too late."], chunk_delay=0.2)
+    fake_gemini.queue("streamGenerateContent", stalled)
+    seen: list[str] = []
+    with pytest.raises(ProviderUnavailableError, match="Gemini sent no text for 1 s"):
+        seen.extend(make_provider(timeout_seconds=1.0).stream_section(REQUEST, OUTLINE, 0, ""))
+    assert seen == ["Before the silence. "]
+    assert len(fake_gemini.calls("streamGenerateContent")) == 1
+
+
 # --- refusals -------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ OpenAI-compatible server (tests/fakeopenai.py). Nothing of the SDK is mocked."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 
@@ -134,7 +135,10 @@ def test_a_server_without_json_schema_gets_json_mode_once_and_then_always(fake, 
     assert provider.outline(REQUEST).title == OUTLINE_TITLE
     first, second = fake.calls("chat")
     assert first.body["response_format"]["type"] == "json_schema"
-    assert second.body["response_format"] == {"type": "json_object"}
+    schema = first.body["response_format"]["json_schema"]["schema"]
+    # JSON mode carrying the schema (llama.cpp's form), and the schema in the prompt too
+    assert second.body["response_format"] == {"type": "json_object", "schema": schema}
+    assert json.dumps(schema, separators=(",", ":")) in second.body["messages"][-1]["content"]
     assert recorder.last.retries == 1 and provider.json_schema is False
     provider.outline(REQUEST)  # remembered: straight to JSON mode
     assert [c.body["response_format"]["type"] for c in fake.calls("chat")[2:]] == ["json_object"]

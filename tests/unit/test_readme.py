@@ -30,7 +30,7 @@ def shell_lines() -> list[str]:
 def test_the_first_lines_are_the_two_newcomer_commands():
     first = shell_lines()[:2]
     assert first[0].endswith(".venv/bin/storyworker demo") and "pip install -e ." in first[0]
-    assert first[1].endswith(".venv/bin/pytest") and "pip install -e '.[test]'" in first[1]
+    assert first[1].endswith(".venv/bin/pytest") and "pip install -e '.[test,llama]'" in first[1]
     assert "storyworker demo" in "\n".join(README.splitlines()[:5])
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from generation.errors import ProviderUnavailableError, RefusedError
+from generation.errors import ModelUnavailableError, ProviderUnavailableError, RefusedError
 from generation.providers.offline import OfflineProvider
 from generation.types import ChapterRequest, Outline, ProviderHooks
 from supervisor.db.jobs import Status
@@ -289,3 +289,27 @@ def test_an_outage_beyond_the_in_call_retries_pauses_the_pool_and_a_cut_stream_d
         before = len(faults)
         assert runner.run(queue.claim(OWNER)) is Settled.RETRIED  # it pays one attempt
         assert job.status is Status.PENDING and len(faults) - before == pauses
+
+
+def test_a_fault_the_provider_is_not_to_blame_for_is_the_jobs_and_pauses_nothing():
+    # The same fault right after a passing probe (blame_provider says no): an outage
+    # costs the job an attempt as usual, a provider-wide fault fails it, and neither
+    # gives the job back nor pauses the pool.
+    for error, settled, status in (
+        (ProviderUnavailableError("HTTP 500 after 5 attempts"), Settled.RETRIED, Status.PENDING),
+        (ModelUnavailableError("model x cannot chat"), Settled.FAILED, Status.FAILED),
+    ):
+        error.attempts = 5
+        faults: list[Exception] = []
+        asked: list[Exception] = []
+        queue = MemoryQueue()
+        job = queue.add(PREFS)
+        runner = runner_for(
+            queue,
+            FailingProvider(1, error),
+            on_provider_fault=faults.append,
+            blame_provider=lambda exc, asked=asked: asked.append(exc) or False,
+        )
+        assert runner.run(queue.claim(OWNER)) is settled
+        assert job.status is status and faults == [] and asked == [error]
+        assert str(error) in job.error

@@ -31,3 +31,14 @@ def test_nothing_spent_is_none_and_junk_is_ignored():
     assert JobUsage(None).to_json() is None
     usage = JobUsage({"provider": "x", "model": "m", "calls": "lots", "retries": -4})
     assert usage.to_json()["calls"] == 0 and usage.to_json()["retries"] == 0
+
+
+def test_estimated_counts_are_marked_and_the_mark_survives_attempts():
+    usage = JobUsage(None)
+    usage.add(record("outline", provider="openai", model="m", input_tokens=5, output_tokens=3))
+    assert "estimated" not in usage.to_json()
+    usage.add(record("prose", provider="openai", model="m", output_tokens=40, estimated=True))
+    assert usage.to_json()["estimated"] is True and usage.to_json()["output_tokens"] == 43
+    again = JobUsage(usage.to_json())  # the next attempt starts from what was stored
+    again.add(record("prose", provider="openai", model="m", output_tokens=2))
+    assert again.to_json()["estimated"] is True and again.to_json()["output_tokens"] == 45
