@@ -660,7 +660,7 @@ select 1 as jobs, realtime.send(%(payload)s::jsonb, %(event)s, 'chapter:' || job
 with fn as (
     select p.oid, p.pronamespace from pg_proc p join pg_namespace n on n.oid = p.pronamespace
      where n.nspname = 'realtime' and p.proname = 'send'
-       and p.proargtypes::oid[]::regtype[] = array['jsonb', 'text', 'text', 'boolean']::regtype[]
+       and oidvectortypes(p.proargtypes) = 'jsonb, text, text, boolean'
 ), messages as (
     select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
      where n.nspname = 'realtime' and c.relname = 'messages'

@@ -5,7 +5,6 @@ written only at checkpoints, and warnings are counted, never fatal."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -23,19 +22,11 @@ from supervisor.worker.live import (
 )
 from supervisor.worker.sink import ChapterSink
 from tests.fakes import Clock, MemoryQueue
+from tests.realtime import rebuild
 
 OUTLINE = Outline("A Title", ("one", "two"))
 INTERVAL = 0.25
 STATS = SectionStats(0, 0.1, 0, 0)
-
-
-def rebuild(events: list[tuple[str, dict[str, Any]]], start: str = "") -> str:
-    """What a reader who saw every event (in attempt, then seq, order) shows."""
-    text = start
-    for event, payload in sorted(events, key=lambda e: (e[1]["attempt"], e[1]["seq"])):
-        assert payload["offset"] <= len(text), (event, payload["offset"], len(text))
-        text = text[: payload["offset"]] + (payload.get("text", "") if event == "delta" else "")
-    return text
 
 
 def broadcast_sink(queue: MemoryQueue, clock: Clock, warnings: list[str] | None = None):
