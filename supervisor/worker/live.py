@@ -42,9 +42,10 @@ log = logging.getLogger("supervisor.worker.live")
 #: Row mode: live text is appended to the chapter at most this often.
 FLUSH_INTERVAL_SECONDS = 0.5
 #: Broadcast mode: a delta waits (within MAX_HOLD_SECONDS) until it carries at least
-#: this many bytes of text, about as many as its envelope (ids, keys, topic and the id
-#: Realtime adds), so what reaches a reader stays under twice the text itself.
-MIN_DELTA_BYTES = 320
+#: this many bytes of text, more than its envelope (ids, keys, seq and offset, the
+#: topic, and the id Realtime adds: about 315 bytes as supabase-js receives it), so
+#: what reaches a reader stays under twice the text itself.
+MIN_DELTA_BYTES = 400
 MAX_HOLD_SECONDS = 2.0
 #: Most bytes of text (as JSON) in one delta: with its envelope, no message over 4 KB.
 MAX_DELTA_TEXT_BYTES = 3000

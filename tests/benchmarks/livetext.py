@@ -82,6 +82,7 @@ def measure(db: SupabaseDb, logs: Path, mode: str) -> dict[str, float]:
         db.connect() as conn,
     ):
         wal = conn.execute("select pg_current_wal_lsn() as lsn").fetchone()["lsn"]
+        before = conn.execute("select wal_records, wal_fpi from pg_stat_wal").fetchone()
         started = time.monotonic()
         (job,) = enqueue_jobs(conn, PREFS, chapter)
         wait_until(lambda: _status(conn, job) == "completed", 300, interval=0.2)
@@ -93,6 +94,7 @@ def measure(db: SupabaseDb, logs: Path, mode: str) -> dict[str, float]:
         found = _readers(conn, chapter, mode)
         content = conn.execute("select content from chapters where id = %s", (chapter,))
         text = content.fetchone()["content"]
+        after = conn.execute("select wal_records, wal_fpi from pg_stat_wal").fetchone()
         updates = conn.execute(
             "select n_tup_upd from pg_stat_user_tables where relid = 'chapters'::regclass"
         ).fetchone()["n_tup_upd"]
@@ -104,6 +106,9 @@ def measure(db: SupabaseDb, logs: Path, mode: str) -> dict[str, float]:
         "chapter_bytes": chapter_bytes,
         "ratio": found["bytes"] / chapter_bytes,
         "wal_bytes": wal_bytes,
+        # Cluster-wide, read once every backend of the service has reported.
+        "wal_records": after["wal_records"] - before["wal_records"],
+        "wal_fpi": after["wal_fpi"] - before["wal_fpi"],
         "row_versions": updates,
     }
 
@@ -151,6 +156,8 @@ def run(bench: Bench, logs: Path) -> None:
         ("bytes per reader / chapter bytes", "ratio", "x", f"broadcast target: <= {TARGET_RATIO}"),
         ("largest message", "largest", "bytes", f"broadcast target: < {TARGET_MESSAGE}"),
         ("WAL bytes, job insert to completion", "wal_bytes", "bytes", "broadcast <= row"),
+        ("WAL records (pg_stat_wal)", "wal_records", "records", ""),
+        ("WAL full-page images (pg_stat_wal)", "wal_fpi", "images", ""),
         ("row versions of chapters (n_tup_upd)", "row_versions", "rows", ""),
         ("chapter: words", "words", "words", ""),
         ("chapter: bytes", "chapter_bytes", "bytes", ""),
