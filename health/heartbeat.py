@@ -12,14 +12,14 @@ It is a plain file under $RUNTIME_DIRECTORY or /dev/shm, not
 multiprocessing.shared_memory, whose resource tracker (Python 3.11) unlinks segments
 when an unrelated process attaches and exits.
 
-Layout (little-endian; version 2):
+Layout (little-endian; version 3):
   header, 64 bytes: magic "SWHBEAT1", version u32, capacity u32 (written once) |
     seq u64 at 16 | pid i32, state i32, expected workers i32, started_at f64 (wall),
     heartbeat f64 (monotonic), crc32 u32
   slot i, 128 bytes at 64 + 128*i: seq u64 | pid i32, state i32, job uuid 16 bytes
     (zeros: none), progress i32, heartbeat f64 (monotonic), jobs completed u64,
     jobs failed u64, restarts u32, rss bytes u64, started_at f64 (wall), pickup i32,
-    crc32 u32
+    live text send warnings u64 (version 3), crc32 u32
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"SWHBEAT1"
-VERSION = 2
+VERSION = 3
 MAX_CAPACITY = 4096
 _PREFIX = struct.Struct("<8sII")  # magic, version, capacity
 _HEADER_BODY = struct.Struct("<iiidd")
-_SLOT_BODY = struct.Struct("<ii16sidQQIQdi")
+_SLOT_BODY = struct.Struct("<ii16sidQQIQdiQ")
 _CRC = struct.Struct("<I")
 _HEADER_SIZE = 64
 _SLOT_SIZE = 128
@@ -99,6 +99,8 @@ class WorkerSnapshot:
     rss_bytes: int
     started_at: float
     pickup: str = ""
+    #: Warnings realtime.send raised (it swallows its own errors): LIVE_TEXT=broadcast.
+    live_warnings: int = 0
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the last heartbeat (CLOCK_MONOTONIC is system-wide on Linux,
@@ -277,8 +279,8 @@ class HeartbeatTable:
         self, index: int, *, pid: int, state: WorkerState, restarts: int, now: float | None = None
     ) -> None:
         """Start a slot over (on spawn and reap): no job, progress, RSS or pickup, a
-        fresh heartbeat and started_at. Its job counters are kept, so they only grow
-        for as long as the table lives."""
+        fresh heartbeat and started_at. Its job and warning counters are kept, so they
+        only grow for as long as the table lives."""
         cur = self.worker(index)
         self._write_slot(
             WorkerSnapshot(
@@ -290,6 +292,7 @@ class HeartbeatTable:
                 heartbeat=time.monotonic() if now is None else now,
                 jobs_completed=cur.jobs_completed,
                 jobs_failed=cur.jobs_failed,
+                live_warnings=cur.live_warnings,
                 restarts=restarts,
                 rss_bytes=0,
                 started_at=time.time(),
@@ -309,6 +312,7 @@ class HeartbeatTable:
         pickup: str | None = None,
         completed_delta: int = 0,
         failed_delta: int = 0,
+        live_warnings_delta: int = 0,
         now: float | None = None,
     ) -> None:
         """The worker's own write: what changed, plus a fresh heartbeat and its pid.
@@ -320,6 +324,7 @@ class HeartbeatTable:
             "heartbeat": time.monotonic() if now is None else now,
             "jobs_completed": cur.jobs_completed + completed_delta,
             "jobs_failed": cur.jobs_failed + failed_delta,
+            "live_warnings": cur.live_warnings + live_warnings_delta,
         }
         optional = {"state": state, "progress": progress, "rss_bytes": rss_bytes, "pickup": pickup}
         changes.update({k: v for k, v in optional.items() if v is not None})
@@ -341,6 +346,7 @@ class HeartbeatTable:
             slot.rss_bytes,
             slot.started_at,
             _PICKUP.index(slot.pickup),
+            slot.live_warnings,
         )
         self._write(self._slot_offset(slot.index), body)
 
@@ -357,9 +363,20 @@ class HeartbeatTable:
     def worker(self, index: int) -> WorkerSnapshot:
         """Slot `index`, read consistently; IndexError outside the table."""
         data = self._read(self._slot_offset(index), _SLOT_BODY.size)
-        pid, state, job, progress, heartbeat, done, failed, restarts, rss, started, pickup = (
-            _SLOT_BODY.unpack(data)
-        )
+        (
+            pid,
+            state,
+            job,
+            progress,
+            heartbeat,
+            done,
+            failed,
+            restarts,
+            rss,
+            started,
+            pickup,
+            warned,
+        ) = _SLOT_BODY.unpack(data)
         job_id = str(uuid.UUID(bytes=job)) if any(job) else None
         return WorkerSnapshot(
             index,
@@ -374,6 +391,7 @@ class HeartbeatTable:
             rss,
             started,
             _PICKUP[pickup],
+            warned,
         )
 
     def workers(self) -> list[WorkerSnapshot]:

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from health.breaker import Breaker
-from health.heartbeat import HeartbeatTable, WorkerState
+from health.heartbeat import HeartbeatTable, WorkerSnapshot, WorkerState
 from health.stats import QueueStats
 
 log = logging.getLogger(__name__)
@@ -88,24 +88,40 @@ class HeartbeatCollector(Collector):
             "Resident memory of each worker.",
             labels=worker,
         )
-        # Counters: reset_slot keeps them across restarts, so each slot's only grow.
-        restarts = CounterMetricFamily(
-            "storyworker_worker_restarts", "Times each worker slot was respawned.", labels=worker
-        )
-        jobs = CounterMetricFamily(
-            "storyworker_worker_jobs", "Jobs each worker slot settled.", labels=[*worker, "outcome"]
-        )
-        for w in self._table.workers():
+        workers = self._table.workers()
+        for w in workers:
             label = str(w.index)
             if w.heartbeat:  # 0.0: the slot has never beaten, so it has no age
                 age.add_metric([label], w.age(now))
             for s in WorkerState:
                 state.add_metric([label, s.label], 1.0 if w.state == s else 0.0)
             rss.add_metric([label], w.rss_bytes)
+        yield from (age, state, rss)
+        yield from self._counters(workers)
+
+    @staticmethod
+    def _counters(workers: list[WorkerSnapshot]) -> Iterator[Metric]:
+        # Counters: reset_slot keeps them across restarts, so each slot's only grow.
+        worker = ["worker"]
+        restarts = CounterMetricFamily(
+            "storyworker_worker_restarts", "Times each worker slot was respawned.", labels=worker
+        )
+        jobs = CounterMetricFamily(
+            "storyworker_worker_jobs", "Jobs each worker slot settled.", labels=[*worker, "outcome"]
+        )
+        warnings = CounterMetricFamily(
+            "storyworker_live_text_send_warnings",
+            "Warnings realtime.send raised while each worker slot sent live text"
+            " (LIVE_TEXT=broadcast; it swallows its own errors as warnings).",
+            labels=worker,
+        )
+        for w in workers:
+            label = str(w.index)
             restarts.add_metric([label], w.restarts)
             jobs.add_metric([label, "completed"], w.jobs_completed)
             jobs.add_metric([label, "failed"], w.jobs_failed)
-        yield from (age, state, rss, restarts, jobs)
+            warnings.add_metric([label], w.live_warnings)
+        yield from (restarts, jobs, warnings)
 
     def _queue(self) -> Iterator[Metric]:
         if self._queue_stats is None:

@@ -145,6 +145,15 @@ class Settings:
         doc="what a prompt may hold of the story so far, in (estimated) tokens",
         default=DEFAULT_BUDGET_TOKENS,
     )
+    live_text: str = setting(
+        "LIVE_TEXT", choice(("row", "broadcast")), doc="live text: row or broadcast", default="row"
+    )
+    live_text_interval_ms: int = setting(
+        "LIVE_TEXT_INTERVAL_MS",
+        integer(minimum=10, maximum=60_000),
+        doc="broadcast: at most one delta per interval",
+        default=250,
+    )
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -71,6 +71,8 @@ class MemoryJob:
     memory: Any = None
     #: The writes that changed something, in order: (statement, detail).
     writes: list[tuple[str, Any]] = field(default_factory=list)
+    #: Live text events sent on the chapter's topic: (event, payload).
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class MemoryQueue:
@@ -80,6 +82,8 @@ class MemoryQueue:
 
     def __init__(self) -> None:
         self.jobs: dict[uuid.UUID, MemoryJob] = {}
+        #: What every send_live answers: the WARNINGs realtime.send would raise.
+        self.live_warnings: list[str] = []
         self.sequence_id, self.user_id = uuid.uuid4(), uuid.uuid4()
         #: Earlier chapters' passages a test plants for `recall`.
         self.passages: list[Passage] = []
@@ -137,6 +141,11 @@ class MemoryQueue:
         job = self._held(claim)
         job.content += text
         job.writes.append(("append_text", text))
+
+    def send_live(self, claim: Claim, event: str, payload: Mapping[str, Any]) -> list[str]:
+        job = self._held(claim)
+        job.events.append((event, dict(payload)))
+        return list(self.live_warnings)
 
     def checkpoint(
         self,

@@ -26,6 +26,7 @@ from supervisor.db.trust import require_worker_role
 from supervisor.errors import ConfigError
 from supervisor.launch import release_early_signals
 from supervisor.logs import fields
+from supervisor.worker import live
 
 log = logging.getLogger("supervisor.arbiter.loop")
 
@@ -47,7 +48,7 @@ def preflight(overrides: dict[str, Any]) -> Settings:
     with connect_for(settings, "run") as conn:
         require_worker_role(conn)
         require_migrated(conn)
-    return settings
+    return live.resolved(settings)
 
 
 def require_free_port(settings: Settings) -> None:
@@ -148,7 +149,7 @@ def run(overrides: dict[str, Any]) -> int:
     wake, listener = for_host(lambda: current["settings"])
 
     def reload_settings() -> Settings:
-        current["settings"] = load_settings(**overrides)
+        current["settings"] = live.resolved(load_settings(**overrides))
         return current["settings"]
 
     address_file = str(runtime / "health.address")

@@ -59,6 +59,8 @@ class Registration:
                 "state": w.state.label,
                 "job_id": w.job_id,
                 "progress": w.progress if w.job_id else 0,
+                # LIVE_TEXT=broadcast: realtime.send calls that warned (events lost).
+                **({"live_text_warnings": w.live_warnings} if w.live_warnings else {}),
             }
             for w in self.table.workers()
         )

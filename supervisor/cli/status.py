@@ -53,7 +53,12 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
             "heartbeat_age_seconds": round(max(row["heartbeat_age"], 0.0), 3),
             "workers": _workers(row),
             "extra": {k: row[k] for k in ("version", "provider", "concurrency")}
-            | {"paused": row["paused"], "paused_reason": row["paused_reason"]},
+            | {"paused": row["paused"], "paused_reason": row["paused_reason"]}
+            | {
+                "live_text_warnings": sum(
+                    w.get("live_text_warnings", 0) for w in row["workers"] or []
+                )
+            },
         }
         for row in registry.supervisors(conn)
     ]
@@ -121,6 +126,8 @@ def _supervisor_lines(sup: dict[str, Any], width: int) -> list[str]:
     ]
     if extra["paused"]:
         lines.append(f"  paused: {extra['paused_reason'] or 'the provider is at fault'}")
+    if extra.get("live_text_warnings"):
+        lines.append(f"  live text: {extra['live_text_warnings']} realtime.send warnings (lost)")
     lines.append("  #  pid     state    job")
     for w in sup["workers"]:
         line = f"  {w['index']:<2} {w['pid']:<7} {w['state']:<8}"

@@ -636,3 +636,44 @@ select c.title, c.content, c.word_count
 -- The demo, on a database it was given, deletes its user: its story, chapters and
 -- jobs go with it (on delete cascade).
 delete from auth.users where id = %(user_id)s;
+
+-- name: live_send
+-- LIVE_TEXT=broadcast: one event of live text (a delta, or a reset) on the chapter's
+-- private Realtime topic `chapter:<id>`, with Supabase's realtime.send, only while the
+-- claim holds. The job row is locked FOR SHARE first, so a re-claim or a cancel cannot
+-- commit between the check and the send; nothing else is written. realtime.send turns
+-- its own failures into WARNINGs, which the caller counts.
+with job as materialized (
+    select chapter_id from generation_jobs
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+       for share
+)
+select 1 as jobs, realtime.send(%(payload)s::jsonb, %(event)s, 'chapter:' || job.chapter_id, true)
+  from job;
+
+-- name: live_text_check
+-- Whether this role may send live text over Realtime Broadcast: Supabase's
+-- realtime.send(jsonb, text, text, boolean) exists, the role may use its schema and
+-- execute it, and may insert into realtime.messages (realtime.send runs as its caller).
+-- Read from the catalogs: to_regprocedure would raise without USAGE on the schema.
+with fn as (
+    select p.oid, p.pronamespace from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'realtime' and p.proname = 'send'
+       and oidvectortypes(p.proargtypes) = 'jsonb, text, text, boolean'
+), messages as (
+    select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = 'realtime' and c.relname = 'messages'
+)
+select exists (select 1 from fn) as found,
+       coalesce((select has_schema_privilege(fn.pronamespace, 'USAGE')
+                        and has_function_privilege(fn.oid, 'EXECUTE') from fn), false)
+           as may_execute,
+       coalesce((select has_table_privilege(messages.oid, 'INSERT') from messages), false)
+           as may_insert;
+
+-- name: live_text_probe
+-- One event sent inside a transaction the caller rolls back, so it never reaches
+-- Realtime (whose own authorization check inserts and rolls back the same way): any
+-- WARNING it raises is a failure realtime.send would swallow on every delta.
+select realtime.send('{"probe": true}'::jsonb, 'storyworker-probe', 'storyworker:probe', true);

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from generation.types import Passage
 from health.stats import QueueStats
-from supervisor.db import sql
+from supervisor.db import realtime, sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Claim, Job, Outcome, Status
 from supervisor.db.memory import StoryMemory, recall, remember
@@ -232,6 +232,17 @@ def append_text(conn: psycopg.Connection, claim: Claim, text: str) -> None:
     _fenced(conn, "append_text", claim, text=text)
 
 
+def send_live(
+    conn: psycopg.Connection, claim: Claim, *, event: str, payload: Mapping[str, Any]
+) -> list[str]:
+    """Send one event of live text on the chapter's Realtime topic (LIVE_TEXT=broadcast),
+    fenced like every write; the chapter is not touched. Returns the WARNINGs
+    realtime.send raised in place of the errors it swallows (the event was lost)."""
+    with realtime.warnings_during(conn) as heard:
+        _fenced(conn, "live_send", claim, event=event, payload=Jsonb(payload))
+    return heard
+
+
 def checkpoint(
     conn: psycopg.Connection,
     claim: Claim,
@@ -392,6 +403,9 @@ class WorkerQueue:
 
     def append_text(self, claim: Claim, text: str) -> None:
         append_text(self.conn, claim, text)
+
+    def send_live(self, claim: Claim, event: str, payload: Mapping[str, Any]) -> list[str]:
+        return send_live(self.conn, claim, event=event, payload=payload)
 
     def checkpoint(self, claim: Claim, **changes: Any) -> None:
         checkpoint(self.conn, claim, **changes)

@@ -40,6 +40,7 @@ from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
 from supervisor.errors import DatabaseError, StatementError
 from supervisor.logs import fields
+from supervisor.worker import live
 from supervisor.worker.listener import Mode, Waiter, Wake, wakeups_for
 from supervisor.worker.providers import build_provider, rate_limits
 from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
@@ -123,6 +124,7 @@ class Worker:
             blame_provider=lambda error: not self.breaker.repeats(str(error)),
             tally=self.tally,
             budget_tokens=self.settings.context_budget_tokens,
+            live_text=live.factory(self.settings, lambda: self._beat(None, live_warnings_delta=1)),
         )
 
     def _install_signals(self) -> None:

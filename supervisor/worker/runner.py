@@ -28,6 +28,7 @@ from supervisor.db.jobs import Claim, Outcome
 from supervisor.db.memory import StoryMemory
 from supervisor.errors import DatabaseError, LeaseLostError, StatementError
 from supervisor.logs import fields
+from supervisor.worker.live import LiveTextFactory, RowText
 from supervisor.worker.sink import ChapterSink, prepare
 from supervisor.worker.story import memory_after
 from supervisor.worker.usage import JobUsage
@@ -73,6 +74,7 @@ class JobQueue(Protocol):
     ) -> None: ...
     def cut_back(self, claim: Claim, length: int) -> None: ...
     def append_text(self, claim: Claim, text: str) -> None: ...
+    def send_live(self, claim: Claim, event: str, payload: Mapping[str, Any]) -> list[str]: ...
     def checkpoint(
         self,
         claim: Claim,
@@ -169,6 +171,8 @@ class JobRunner:
     #: provider passed its probe: then the job takes it and the pool keeps working.
     blame_provider: Callable[[GenerationError], bool] = lambda error: True
     tally: Tally = field(default_factory=Tally)
+    #: How live text reaches readers: one strategy per attempt (LIVE_TEXT).
+    live_text: LiveTextFactory = RowText
     #: The next job, claimed in the same transaction as the last one's finish.
     next_claim: Claim | None = None
     #: CONTEXT_BUDGET_TOKENS: what a prompt may hold of the story so far.
@@ -238,7 +242,9 @@ class JobRunner:
             usage=self.tally.usage,
             written_text=prepared.written_text,
             app_title=prepared.request.story.chapter_title is not None,
+            live=self.live_text(self.queue, claim),
         )
+        sink.begin()
         if prepared.restart:  # the chapter does not match its checkpoint
             sink.on_outline(prepared.checkpoint.outline)
         result = write_chapter(

@@ -2,8 +2,10 @@
 where to resume; `ChapterSink` persists what the writer hands back.
 
 The writer knows nothing of SQL; the sink is the bridge: each callback becomes one
-fenced queue call. Live text is flushed at most every `FLUSH_INTERVAL_SECONDS`, so
-database load does not grow with the number of streamed chunks. Each checkpoint carries
+fenced queue call. Live text goes to readers through a strategy chosen at boot
+(`live`: appended to the row, or broadcast over Supabase Realtime), at most once per
+interval, so database load does not grow with the number of streamed chunks; each
+finished section is committed whole with its checkpoint. Each checkpoint carries
 the length and a digest of the text committed so far, which `prepare` checks the
 chapter against before resuming (`resume`).
 """
@@ -20,6 +22,7 @@ from generation.errors import PermanentError
 from generation.story import SectionStats, parse_preferences
 from generation.types import DEFAULT_BUDGET_TOKENS, ChapterRequest, Checkpoint, Outline
 from supervisor.db.jobs import Claim
+from supervisor.worker.live import FLUSH_INTERVAL_SECONDS, LiveText, RowText
 from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
 from supervisor.worker.story import story_context
 
@@ -28,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("supervisor.worker.process")
 
-FLUSH_INTERVAL_SECONDS = 0.5
+__all__ = ["FLUSH_INTERVAL_SECONDS", "ChapterSink", "JobRejected", "PreparedJob", "prepare"]
+
 OUTLINE_PROGRESS = 10
 
 
@@ -102,7 +106,7 @@ class ChapterSink:
     content_length: int
     outline: Outline | None
     on_progress: Callable[[int], None]
-    #: Called at each flush interval while text streams: a long section keeps the
+    #: Called every FLUSH_INTERVAL_SECONDS while text streams: a long section keeps the
     #: worker's heartbeat fresh between checkpoints.
     on_alive: Callable[[], None] = lambda: None
     #: Called once a finished section is committed (for logs and metrics).
@@ -112,9 +116,11 @@ class ChapterSink:
     clock: Callable[[], float] = time.monotonic
     #: The committed text the chapter already holds (`content_length` characters).
     written_text: str = ""
-    buffer: list[str] = field(default_factory=list)
-    last_flush: float = 0.0
-    flushes: int = 0
+    #: How live text reaches readers (None: appended to the row, as LIVE_TEXT=row).
+    live: LiveText | None = None
+    #: The text streamed since the last checkpoint.
+    section: list[str] = field(default_factory=list)
+    last_alive: float = float("-inf")
     #: Running digest of the chapter's text: what the checkpoint's digest is taken of.
     digest: Any = field(init=False, repr=False)
     #: Who wrote each finished section ({"provider", "model"}), kept in the checkpoint.
@@ -131,6 +137,16 @@ class ChapterSink:
         checkpoint = self.claim.checkpoint
         saved = checkpoint.get("context") if isinstance(checkpoint, Mapping) else None
         self.context = dict(saved) if isinstance(saved, Mapping) else {}
+        self._live: LiveText = self.live or RowText(self.queue, self.claim)
+
+    @property
+    def flushes(self) -> int:
+        """Live text writes so far (appends, or events sent)."""
+        return self._live.flushes
+
+    def begin(self) -> None:
+        """The attempt begins where the chapter stands (`content_length`)."""
+        self._live.begin(self.content_length)
 
     def on_context(self, step: str, manifest: Mapping[str, Any]) -> None:
         self.context[step] = dict(manifest)
@@ -143,6 +159,7 @@ class ChapterSink:
         stored = outline.to_json()
         if self.app_title:
             stored["title_source"] = "app"
+        self.section.clear()
         self.queue.start_chapter(
             self.claim,
             outline=stored,
@@ -151,32 +168,33 @@ class ChapterSink:
             progress=OUTLINE_PROGRESS,
             usage=self.usage(),
         )
+        self._live.begin(0)
         self.on_progress(OUTLINE_PROGRESS)
 
     def on_chunk(self, text: str) -> None:
         # PostgreSQL text cannot hold NUL; a model that emits one must not fail the job.
-        self.buffer.append(text.replace("\x00", ""))
+        text = text.replace("\x00", "")
+        self.section.append(text)
         now = self.clock()
-        if now - self.last_flush >= FLUSH_INTERVAL_SECONDS:
-            pending = self._take()
-            if pending:
-                self.queue.append_text(self.claim, pending)
-                self.flushes += 1
-            self.last_flush = now
+        self._live.add(text, now)
+        if now - self.last_alive >= FLUSH_INTERVAL_SECONDS:
+            self.last_alive = now
             self.on_alive()
 
     def on_section_done(self, index: int, stats: SectionStats) -> None:
         done = index + 1
         self.sources[index:] = [stats.source.to_json() if stats.source else {}]
         progress = progress_after(done, self.total_sections)
+        owed = self._live.owed(self._take())
         self.queue.checkpoint(
             self.claim,
-            text=self._take(),
+            text=owed,
             progress=progress,
             step=f"section {done} of {self.total_sections}",
             checkpoint=self._checkpoint(done),
             usage=self.usage(),
         )
+        self._live.committed(self.content_length)
         self.on_progress(progress)
         self.on_section(index, stats)
 
@@ -184,8 +202,9 @@ class ChapterSink:
         return self._checkpoint(self.total_sections)
 
     def _take(self) -> str:
-        text = "".join(self.buffer)
-        self.buffer.clear()
+        """The section streamed since the last checkpoint, now counted as committed."""
+        text = "".join(self.section)
+        self.section.clear()
         self.content_length += len(text)
         self.digest.update(text.encode("utf-8", "surrogatepass"))
         return text

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.benchmarks import ours, peers, pooled
+from tests.benchmarks import livetext, ours, peers, pooled
 from tests.benchmarks.harness import Bench, Result
 from tests.pg import throwaway_server
 
-SECTIONS = ("pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler")
+SECTIONS = ("pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler", "livetext")
 
 
 def header(bench: Bench) -> None:
@@ -247,6 +247,7 @@ def main() -> None:
             "memory": lambda: run_memory(bench, logs),
             "ttft": lambda: run_ttft(bench, logs),
             "pooler": lambda: pooled.run(bench, logs),
+            "livetext": lambda: livetext.run(bench, logs),
         }
         for name in args.only:
             steps[name]()

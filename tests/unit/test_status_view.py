@@ -77,3 +77,11 @@ def test_health_table():
     text = "\n".join(health_lines(body))
     assert text.startswith("unhealthy  supervisor pid 1 running")
     assert "provider  paused: quota spent" in text and "problem: worker 1 is dead" in text
+
+
+def test_realtime_send_warnings_are_shown_with_their_supervisor():
+    warned = {**SUPERVISOR, "extra": {**SUPERVISOR["extra"], "live_text_warnings": 12}}
+    lines = status_lines({**VIEW, "supervisors": [warned]}, 50)
+    assert "  live text: 12 realtime.send warnings (lost)" in lines
+    assert all(len(line) < 50 for line in lines)
+    assert not [x for x in status_lines(VIEW, 100) if "live text" in x]
