@@ -93,3 +93,13 @@ class ModelUnavailableError(PermanentError):
 
 class InvalidRequestError(PermanentError):
     """The provider rejected the request as invalid."""
+
+
+class OutputLimitError(RetryableError):
+    """The model stopped at its output limit: what it wrote so far is unfinished (the
+    writer continues it from the exact point, or writes the section again)."""
+
+
+class SectionRestart(RetryableError):
+    """The text streamed for this section so far is void: write the section again from
+    the last checkpoint (a fallback takes over from a provider that refused partway)."""

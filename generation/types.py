@@ -107,6 +107,10 @@ class ChapterRequest:
     premise: str | None = None
     #: What is known of the story so far (generation/story/context.py assembles it).
     story: StoryContext = StoryContext()
+    #: The section's text so far was cut at the model's output limit: continue it.
+    continuing: bool = False
+    #: Why the section is being written again, for the model ("" the first time).
+    section_note: str = ""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,11 @@ BAD_KEY_BODY = {
         ],
     }
 }
-PROSE = "The tide came in slowly over the black rocks, and the keeper watched it."
+PROSE = (
+    "The tide came in slowly over the black rocks, and the keeper watched it. Gulls "
+    "wheeled above the lamp room, crying, while the light turned and turned across the "
+    "dark water."
+)
 OUTLINE_TITLE = "The Door at Low Tide"
 USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18}
 SUMMARY = "A keeper finds a door in the sea and opens it."
@@ -253,6 +257,15 @@ def blocked_prompt(reason: str = "SAFETY") -> dict[str, Any]:
     return {"promptFeedback": {"blockReason": reason}, "usageMetadata": {"promptTokenCount": 5}}
 
 
+def section_prose(prose: str, prompt: str) -> str:
+    """`prose` for a section: the first section's is `prose` itself; each later one ends
+    with a sentence of its own, as a model's sections differ (a section repeating an
+    earlier one's opening would be asked for again)."""
+    match = re.search(r"[Ss]ection (\d+) of \d+", prompt)
+    number = int(match.group(1)) if match else 1
+    return prose if number <= 1 else f"{prose} The bell rang {number} times."
+
+
 class FakeGemini(ScriptedServer):
     """`start()`, point the SDK at `base_url`, script with `queue()`, read `requests`.
 
@@ -417,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint == "embedContent":
             return Reply(body={"embedding": _embedding(body)})
         if endpoint == "streamGenerateContent":
-            words = self.owner.prose.split(" ")
+            words = section_prose(self.owner.prose, json.dumps(body)).split(" ")
             step = self.owner.words_per_chunk
             pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
             return stream_reply([p + " " for p in pieces[:-1]] + pieces[-1:], usage=usage)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.fakegemini import section_prose
 from tests.fakeserver import ScriptedServer
 
 VALID_KEY = "sk-test-openai-key-0123456789"
@@ -44,7 +45,10 @@ EMBEDDING_MODEL = "text-embedding-test"
 EMBEDDING_SIZE = 16
 #: "chat" is a non-streamed chat completion, "stream" a streamed one.
 ENDPOINTS = ("chat", "stream", "embeddings", "models", "model")
-PROSE = "The lamp swung in the wind, and the ferryman counted the lights on the far shore."
+PROSE = (
+    "The lamp swung in the wind, and the ferryman counted the lights on the far shore. "
+    "Somewhere behind him a bell rang twice, and the black water answered it softly."
+)
 OUTLINE_TITLE = "The Ferry at Night"
 SUMMARY = "A ferryman crosses at night and finds the far shore changed."
 USAGE = {"prompt_tokens": 13, "completion_tokens": 9, "total_tokens": 22}
@@ -297,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint == "embeddings":
             return Reply(body=self._embeddings(body))
         if body.get("stream"):
-            words = self.owner.prose.split(" ")
+            words = section_prose(self.owner.prose, json.dumps(body)).split(" ")
             step = self.owner.words_per_chunk
             pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
             usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -195,9 +195,12 @@ class MemoryQueue:
         backoff_base: float,
         retry_after: float | None = None,
         usage: Any = None,
+        cut_to: int | None = None,
     ) -> Outcome:
         job = self._held(claim)
         job.usage = usage if usage is not None else job.usage
+        if cut_to is not None:
+            job.content = job.content[:cut_to]
         requeue = retryable and claim.attempt <= max_retries
         job.status = Status.PENDING if requeue else Status.FAILED
         job.owner = None if requeue else job.owner

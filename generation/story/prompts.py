@@ -79,6 +79,14 @@ from where it ends, as the next paragraphs of the same chapter (for the first se
 pick up from how the previous chapter ended, if the data says);
 - do not write events that belong to later bullets."""
 
+CONTINUE_TASK = """\
+Section {section_number} of {section_count} of chapter {chapter_number} was cut off \
+mid-way: "chapter_so_far_tail" in the story data below ends where it stopped, possibly \
+in the middle of a sentence or a word. Continue the section from exactly that point: \
+your first characters join straight onto its last ones, with no repetition, no \
+preamble and no commentary, and finish the section (the bullet in "this_section"), about \
+{words_per_bullet} words in all."""
+
 SECTION_POSITION_FIRST = "It opens the chapter."
 SECTION_POSITION_MIDDLE = "The chapter continues after it."
 #: The last section's hint, by the `ending` preference: no chapter closes the story
@@ -153,7 +161,8 @@ def section_prompt(
     count = len(outline.bullets)
     if not 0 <= index < count:
         raise ValueError(f"section index {index} is outside the outline's {count} bullets")
-    task = SECTION_TASK.format(
+    template = CONTINUE_TASK if request.continuing else SECTION_TASK
+    task = template.format(
         section_number=index + 1,
         section_count=count,
         chapter_number=request.chapter_number,
@@ -166,6 +175,8 @@ def section_prompt(
     data["this_section"] = {"number": index + 1, "bullet": outline.bullets[index]}
     data["chapter_so_far_tail"] = tail
     data["chapter_so_far_is_truncated"] = truncated
+    if request.section_note:
+        data["why_this_section_is_asked_again"] = request.section_note
     return _prompt(task, data)
 
 

@@ -10,40 +10,21 @@ resumed run, given that text, carries on as if never interrupted.
 from __future__ import annotations
 
 import dataclasses
-import re
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from generation.errors import MalformedOutputError
+from generation.story.guards import count_words
 from generation.story.prompts import step_context
+from generation.story.section import SECTION_SEPARATOR, SectionStats, write_section
 from generation.types import (
     ChapterRequest,
     Checkpoint,
     Outline,
     Passage,
     Provider,
-    Source,
-    served_by,
 )
-
-SECTION_SEPARATOR = "\n\n"
-# A model's heading is a short line; longer first lines are prose, whatever they start with.
-_HEADING_MAX_CHARS = 200
-_HEADING = re.compile(r"#{1,6}(?:\s.*)?|\*\*[^*]+\*\*:?|__[^_]+__:?")
-
-
-@dataclass(frozen=True)
-class SectionStats:
-    """How one section went, for progress reports and metrics."""
-
-    index: int
-    elapsed_seconds: float
-    characters: int
-    words: int
-    #: Who wrote it, when the provider says (a fallback may serve some sections).
-    source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +38,15 @@ class ChapterResult:
     embedding_model: str
     word_count: int
 
+
+__all__ = [
+    "SECTION_SEPARATOR",
+    "ChapterCallbacks",
+    "ChapterResult",
+    "Recall",
+    "SectionStats",
+    "write_chapter",
+]
 
 #: Passages of earlier chapters relevant to a query (a bullet), best first.
 Recall = Callable[[str], Sequence[Passage]]
@@ -81,6 +71,10 @@ class ChapterCallbacks(Protocol):
 
     def on_section_done(self, index: int, stats: SectionStats) -> None:
         """Section `index` is complete; the chunks so far are its final text."""
+
+    def on_section_restart(self, index: int, why: str) -> None:
+        """What was streamed of section `index` since the last section done is void:
+        the section is written again (`why` says why)."""
 
 
 def write_chapter(
@@ -121,7 +115,7 @@ def write_chapter(
         step = _recalled(request, recall, outline.bullets[index])
         manifest = step_context(step, outline, index, text).manifest
         callbacks.on_context(f"section {index + 1}", manifest)
-        text = _write_section(step, provider, outline, index, text, callbacks=callbacks)
+        text = write_section(step, provider, outline, index, text_so_far=text, callbacks=callbacks)
     return _finish(request, provider, outline, text)
 
 
@@ -154,7 +148,7 @@ def _finish(
         # Asked after embed(): a fallback names the model that actually embedded; a
         # provider without an embedding model returns [] and nothing is stored.
         embedding_model=provider.embedding_model if embedding else "",
-        word_count=len(text.split()),
+        word_count=count_words(text),
     )
 
 
@@ -171,116 +165,3 @@ def _new_outline(request: ChapterRequest, provider: Provider) -> Outline:
     if request.story.chapter_title:
         return Outline(title=request.story.chapter_title, bullets=outline.bullets)
     return outline
-
-
-def _write_section(
-    request: ChapterRequest,
-    provider: Provider,
-    outline: Outline,
-    index: int,
-    text_so_far: str,
-    *,
-    callbacks: ChapterCallbacks,
-) -> str:
-    """Stream section `index` through `callbacks` and return the chapter text after it."""
-    started = time.monotonic()
-    cleaner = SectionCleaner(prefix=SECTION_SEPARATOR if text_so_far else "")
-    stream = provider.stream_section(request, outline, index, text_so_far)
-    try:
-        for chunk in stream:
-            _forward(cleaner.feed(chunk), callbacks)
-        _forward(cleaner.finish(), callbacks)
-    finally:
-        _close(stream)
-    if not cleaner.text:
-        raise MalformedOutputError(f"section {index + 1} came back empty")
-    stats = SectionStats(
-        index=index,
-        elapsed_seconds=time.monotonic() - started,
-        characters=len(cleaner.text),
-        words=len(cleaner.text.split()),
-        source=served_by(provider),
-    )
-    callbacks.on_section_done(index, stats)
-    return text_so_far + cleaner.prefix + cleaner.text
-
-
-def _forward(piece: str, callbacks: ChapterCallbacks) -> None:
-    if piece:
-        callbacks.on_chunk(piece)
-
-
-def _close(stream: Iterator[str]) -> None:
-    # Closing a generator runs its finally blocks (HTTP responses, call records) now
-    # rather than whenever it is garbage collected.
-    close = getattr(stream, "close", None)
-    if callable(close):
-        close()
-
-
-class SectionCleaner:
-    """Cleans one section's streamed text on the fly.
-
-    Leading whitespace and leading markdown heading lines ("# Title", "**Section 1**")
-    are dropped; trailing whitespace is held back until more text follows it, so none is
-    ever emitted at the end. The first piece emitted starts with `prefix`.
-    """
-
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-        #: The section's text emitted so far, without the prefix.
-        self.text = ""
-        self._head: str | None = ""  # None once the start of the section is settled
-        self._pending_space = ""
-
-    def feed(self, chunk: str) -> str:
-        """The text to emit now for `chunk` (possibly "")."""
-        if self._head is not None:
-            self._head += chunk
-            settled = self._settle_head(final=False)
-            if settled is None:
-                return ""
-            chunk = settled
-        return self._emit(chunk)
-
-    def finish(self) -> str:
-        """The text to emit when the stream has ended (possibly "")."""
-        if self._head is None:
-            return ""
-        return self._emit(self._settle_head(final=True) or "")
-
-    def _settle_head(self, *, final: bool) -> str | None:
-        """The section's opening once it is known not to be a heading; None if undecided."""
-        assert self._head is not None
-        while True:
-            head = self._head.lstrip()
-            if head and head[0] not in "#*_":
-                break
-            line, newline, rest = head.partition("\n")
-            undecided = not newline and len(head) <= _HEADING_MAX_CHARS
-            if not final and (not head or undecided):
-                self._head = head
-                return None
-            if not head or not _is_heading(line):
-                break
-            self._head = rest
-        self._head = None
-        return head
-
-    def _emit(self, chunk: str) -> str:
-        content = chunk.rstrip()
-        if not content:
-            self._pending_space += chunk
-            return ""
-        piece = self._pending_space + content
-        self._pending_space = chunk[len(content) :]
-        if not self.text:
-            self.text = piece
-            return self.prefix + piece
-        self.text += piece
-        return piece
-
-
-def _is_heading(line: str) -> bool:
-    line = line.strip()
-    return len(line) <= _HEADING_MAX_CHARS and _HEADING.fullmatch(line) is not None

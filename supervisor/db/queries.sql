@@ -244,18 +244,30 @@ on conflict (sequence_id) do update
 
 -- name: fail
 -- Retryable failures go back to pending after a delay until the retries are spent;
--- everything else is failed at once. `attempts` already counts this attempt.
-update generation_jobs
-   set status = case when %(requeue)s then 'pending' else 'failed' end,
-       run_after = case when %(requeue)s then now() + make_interval(secs => %(delay)s) end,
-       completed_at = case when %(requeue)s then null else now() end,
-       current_step = case when %(requeue)s then 'retry scheduled' else 'failed' end,
-       locked_by = case when %(requeue)s then null else locked_by end,
-       heartbeat_at = null, error_message = %(message)s, updated_at = now(),
-       usage = coalesce(%(usage)s::jsonb, usage)
- where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
-   and status = 'processing'
-returning id, status;
+-- everything else is failed at once. `attempts` already counts this attempt. With
+-- `cut_to`, the chapter is cut back to that length (its last checkpoint) in the same
+-- statement: the reader never keeps half a section of a failed attempt.
+with job as (
+    update generation_jobs
+       set status = case when %(requeue)s then 'pending' else 'failed' end,
+           run_after = case when %(requeue)s then now() + make_interval(secs => %(delay)s) end,
+           completed_at = case when %(requeue)s then null else now() end,
+           current_step = case when %(requeue)s then 'retry scheduled' else 'failed' end,
+           locked_by = case when %(requeue)s then null else locked_by end,
+           heartbeat_at = null, error_message = %(message)s, updated_at = now(),
+           usage = coalesce(%(usage)s::jsonb, usage)
+     where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+       and status = 'processing'
+    returning id, status, chapter_id
+), chapter as (
+    update chapters c
+       set content = left(coalesce(c.content, ''), %(cut_to)s::int), updated_at = now()
+      from job
+     where %(cut_to)s::int is not null and c.id = job.chapter_id
+       and length(coalesce(c.content, '')) > %(cut_to)s::int
+    returning c.id
+)
+select id, status from job;
 
 -- name: release
 -- Shutdown: back to pending at once, without using up a retry; checkpoint kept.

@@ -333,9 +333,11 @@ def fail(
     retry_after: float | None = None,
     rng: random.Random | None = None,
     usage: Any = None,
+    cut_to: int | None = None,
 ) -> Outcome:
     """Record a failed attempt: back to pending after a delay while retries remain
-    (retryable errors only), otherwise failed. Returns what happened."""
+    (retryable errors only), otherwise failed; with `cut_to`, the chapter is cut back
+    to that length (its last checkpoint) in the same statement. Returns what happened."""
     requeue = retryable and claim.attempt <= max_retries
     delay = max(retry_delay(claim.attempt, backoff_base, rng), retry_after or 0.0)
     total = max_retries + 1
@@ -345,7 +347,13 @@ def fail(
         text = f"failed after {claim.attempt} attempts: {message}"
     else:
         text = message
-    params = {"requeue": requeue, "delay": delay, "message": text, "usage": _jsonb(usage)}
+    params = {
+        "requeue": requeue,
+        "delay": delay,
+        "message": text,
+        "usage": _jsonb(usage),
+        "cut_to": cut_to,
+    }
     row = _one(conn, "fail", {**claim.fence, **params})
     if row is None:
         raise LeaseLostError(_why_lost(conn, claim))

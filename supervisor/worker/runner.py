@@ -109,6 +109,7 @@ class JobQueue(Protocol):
         backoff_base: float,
         retry_after: float | None = None,
         usage: Any = None,
+        cut_to: int | None = None,
     ) -> Outcome: ...
     def release(self, claim: Claim, usage: Any = None) -> bool: ...
     def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]: ...
@@ -177,6 +178,8 @@ class JobRunner:
     next_claim: Claim | None = None
     #: CONTEXT_BUDGET_TOKENS: what a prompt may hold of the story so far.
     budget_tokens: int = DEFAULT_BUDGET_TOKENS
+    #: The sink of the job in hand (its committed length is where a failure cuts back).
+    _sink: ChapterSink | None = field(default=None, init=False, repr=False)
 
     def run(self, claim: Claim) -> Settled:
         """Run `claim` to its end and record how it ended on the job. Raises only
@@ -202,6 +205,7 @@ class JobRunner:
             settled = self.fail(claim, exc)
         finally:
             self.tally.job = None
+            self._sink = None
         metrics.JOBS.labels(settled.value).inc()
         metrics.JOB_SECONDS.observe(time.monotonic() - started)
         return settled
@@ -245,6 +249,7 @@ class JobRunner:
             live=self.live_text(self.queue, claim),
         )
         sink.begin()
+        self._sink = sink
         if prepared.restart:  # the chapter does not match its checkpoint
             sink.on_outline(prepared.checkpoint.outline)
         result = write_chapter(
@@ -321,6 +326,7 @@ class JobRunner:
                 backoff_base=self.backoff_seconds,
                 retry_after=getattr(exc, "retry_after", None),
                 usage=self.tally.usage(),
+                cut_to=self._committed_length(),
             )
         except LeaseLostError as lost:
             log.info("job lost", extra=fields(job_id=claim.job_id, reason=str(lost)))
@@ -338,6 +344,12 @@ class JobRunner:
             ),
         )
         return Settled.RETRIED if result.status.value == "pending" else Settled.FAILED
+
+    def _committed_length(self) -> int | None:
+        """Where the chapter stands at its last checkpoint, once the job has written
+        an outline (None before: the chapter is not touched)."""
+        sink = self._sink
+        return None if sink is None or sink.outline is None else sink.content_length
 
     def pause(self, claim: Claim, exc: GenerationError) -> Settled:
         """The provider is at fault, not the job: give the job back with its checkpoint

@@ -22,6 +22,7 @@ from generation.errors import PermanentError
 from generation.story import SectionStats, parse_preferences
 from generation.types import DEFAULT_BUDGET_TOKENS, ChapterRequest, Checkpoint, Outline
 from supervisor.db.jobs import Claim
+from supervisor.logs import fields
 from supervisor.worker.live import FLUSH_INTERVAL_SECONDS, LiveText, RowText
 from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
 from supervisor.worker.story import story_context
@@ -197,6 +198,18 @@ class ChapterSink:
         self._live.committed(self.content_length)
         self.on_progress(progress)
         self.on_section(index, stats)
+
+    def on_section_restart(self, index: int, why: str) -> None:
+        """The section is written again: what was streamed of it is taken back, from
+        the chapter (row mode) and from readers (a reset event in broadcast mode)."""
+        self.section.clear()
+        self._live.owed("")
+        self.queue.cut_back(self.claim, self.content_length)
+        self._live.begin(self.content_length)
+        log.info(
+            "section written again",
+            extra=fields(job_id=self.claim.job_id, section=index + 1, why=why),
+        )
 
     def checkpoint_json(self) -> dict[str, Any]:
         return self._checkpoint(self.total_sections)

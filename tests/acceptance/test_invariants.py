@@ -39,6 +39,9 @@ class SectionCollector:
 
     def on_outline(self, outline: Outline) -> None: ...
 
+    def on_section_restart(self, index: int, why: str) -> None:
+        self._current.clear()
+
     def on_chunk(self, text: str) -> None:
         self._current.append(text)
 

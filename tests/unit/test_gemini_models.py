@@ -24,8 +24,9 @@ from generation.providers.gemini_config import (
     THINKING_LEVELS,
 )
 from generation.providers.gemini_wire import ADJUSTABLE_HARM_CATEGORIES
+from generation.story.preferences import parse_preferences
 from generation.story.writer import SectionStats, write_chapter
-from generation.types import CallRecord, Checkpoint, Outline
+from generation.types import CallRecord, ChapterRequest, Checkpoint, Outline
 from tests.fakegemini import (
     CATALOGUE,
     RETIRED_PREFIXES,
@@ -35,6 +36,12 @@ from tests.fakegemini import (
     error_body,
 )
 from tests.unit.test_gemini import OUTLINE, REQUEST, Recorder
+
+#: A chapter of 3 sections whose word target the fake server's prose meets (a section
+#: far below its target would be asked for again).
+CHAPTER = ChapterRequest(
+    chapter_number=1, preferences=parse_preferences({"bullet_count": 3, "words_per_bullet": 50})
+)
 
 GENERATION_ENDPOINTS = ("generateContent", "streamGenerateContent")
 MakeProvider = Callable[..., GeminiProvider]
@@ -75,6 +82,9 @@ class Chapter:
         pass
 
     def on_outline(self, outline: Outline) -> None:
+        pass
+
+    def on_section_restart(self, index: int, why: str) -> None:
         pass
 
     def on_chunk(self, text: str) -> None:
@@ -127,7 +137,7 @@ def test_a_chapter_with_the_default_models_is_written_against_current_models_onl
     )
     try:
         provider.check()
-        result = write_chapter(REQUEST, provider, Checkpoint(), Chapter())
+        result = write_chapter(CHAPTER, provider, Checkpoint(), Chapter())
     finally:
         provider.close()
     assert result.embedding_model == "gemini-embedding-001" and len(result.embedding) == 768
@@ -341,7 +351,7 @@ def test_a_control_outside_the_allowed_values_is_refused(option, value, allowed)
 def test_usage_with_thinking_matches_what_the_server_served(fake_gemini, make_provider, recorder):
     fake_gemini.usage = {"promptTokenCount": 13, "candidatesTokenCount": 9, "thoughtsTokenCount": 4}
     fake_gemini.fail("streamGenerateContent", 503)  # an error costs nothing
-    write_chapter(REQUEST, make_provider(thinking_level="medium"), Checkpoint(), Chapter())
+    write_chapter(CHAPTER, make_provider(thinking_level="medium"), Checkpoint(), Chapter())
     served = fake_gemini.served("gemini-3.5-flash")
     assert sum(served.calls.values()) == 5
     records: list[CallRecord] = [r for r in recorder.records if r.model == "gemini-3.5-flash"]

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from generation.errors import MalformedOutputError
 from generation.providers.offline import OfflineProvider
+from generation.story.guards import ProseCleaner
 from generation.story.preferences import parse_preferences
 from generation.story.writer import (
     SECTION_SEPARATOR,
     ChapterResult,
-    SectionCleaner,
     SectionStats,
     write_chapter,
 )
@@ -49,6 +49,8 @@ class Recorder:
     chunks: list[str] = field(default_factory=list)
     done: list[tuple[int, SectionStats]] = field(default_factory=list)
     manifests: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    restarts: list[tuple[int, str]] = field(default_factory=list)
+    committed_chunks: int = 0
     #: The text a caller would have committed: everything up to the last finished section.
     committed: str = ""
 
@@ -58,6 +60,10 @@ class Recorder:
     def on_outline(self, outline: Outline) -> None:
         self.outlines.append(outline)
 
+    def on_section_restart(self, index: int, why: str) -> None:
+        self.restarts.append((index, why))
+        self.chunks = self.chunks[: self.committed_chunks]
+
     def on_chunk(self, text: str) -> None:
         if self.stop_at_chunk is not None and len(self.chunks) == self.stop_at_chunk:
             raise Interrupted("cancelled mid-section")
@@ -66,6 +72,7 @@ class Recorder:
     def on_section_done(self, index: int, stats: SectionStats) -> None:
         self.done.append((index, stats))
         self.committed = "".join(self.chunks)
+        self.committed_chunks = len(self.chunks)
         if index == self.stop_after_section:
             raise Interrupted(f"lease lost after section {index}")
 
@@ -334,10 +341,10 @@ pieces = st.lists(
 @given(pieces, st.lists(st.integers(min_value=0, max_value=60), max_size=8))
 def test_cleaning_does_not_depend_on_chunk_boundaries(parts: list[str], cuts: list[int]) -> None:
     text = "".join(parts)
-    whole = SectionCleaner(prefix="\n\n")
+    whole = ProseCleaner(prefix="\n\n")
     at_once = whole.feed(text) + whole.finish()
     bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})
-    split = SectionCleaner(prefix="\n\n")
+    split = ProseCleaner(prefix="\n\n")
     emitted = [split.feed(text[a:b]) for a, b in itertools.pairwise(bounds)]
     emitted.append(split.finish())
     assert "".join(emitted) == at_once
