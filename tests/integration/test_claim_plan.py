@@ -6,16 +6,18 @@ sorted every pending job on each claim, and a drain of n jobs cost n² rows."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import psycopg.sql as pgsql
 import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from supervisor.cli.demo import scoped
-from supervisor.db import sql
+from supervisor.db import queue, sql
 
 WAITING = 1500
 #: Rows a claim may touch in any one plan node: the job, a few locked neighbours.
@@ -46,12 +48,19 @@ def claim_plan(conn: psycopg.Connection, mode: str) -> dict[str, Any]:
     """The claim as the worker sends it, EXPLAIN ANALYZEd (and rolled back), with the
     plan cache in `mode`: psycopg prepares statements after five runs, and PostgreSQL
     may then use a generic plan."""
-    text = sql.text("claim").replace("%(owner)s", "$1").replace("%(summaries)s", "$2")
+    params = queue._claim_params("w/1")
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql.text("claim"))))
+    text = sql.text("claim")
+    for number, name in enumerate(names, 1):
+        text = text.replace(f"%({name})s", f"${number}")
     conn.execute("deallocate all")
     conn.execute(f"set plan_cache_mode = {mode}")
-    conn.execute(f"prepare claim_now (text, int) as {text}")
+    types = ", ".join("text" if isinstance(params[n], str) else "int" for n in names)
+    conn.execute(f"prepare claim_now ({types}) as {text}")
+    args = pgsql.SQL(", ").join(pgsql.Literal(params[name]) for name in names)
+    explain = pgsql.SQL("explain (analyze, format json) execute claim_now ({})").format(args)
     with conn.transaction(force_rollback=True):
-        row = conn.execute("explain (analyze, format json) execute claim_now ('w/1', 3)")
+        row = conn.execute(explain)
         (explained,) = row.fetchone().values()
     data = explained if isinstance(explained, list) else json.loads(explained)
     return data[0]["Plan"]
@@ -75,6 +84,6 @@ def test_a_scoped_claim_still_takes_only_its_sequence(conn, database_url):
         scoped(make_conninfo(database_url), mine), autocommit=True, row_factory=dict_row
     ) as demo:
         plan = claim_plan(demo, "force_generic_plan")
-        claimed = sql.one(demo, "claim", {"owner": "demo/1", "summaries": 3})
+        claimed = queue.claim(demo, "demo/1")
     assert plan["Actual Rows"] == 1
-    assert claimed["sequence_id"] == mine
+    assert claimed is not None and claimed.sequence_id == mine
