@@ -139,6 +139,12 @@ class Settings:
         "DATABASE_PREPARED_STATEMENTS", boolean, doc="prepared statements", default=True
     )
     listen: bool = setting("DATABASE_LISTEN", boolean, doc="LISTEN/NOTIFY", default=True)
+    database_wait_seconds: float = setting(
+        "DATABASE_WAIT_SECONDS",
+        number(minimum=0),
+        doc="how long run waits at start for an unavailable database (0: not at all)",
+        default=60.0,
+    )
     context_budget_tokens: int = setting(
         "CONTEXT_BUDGET_TOKENS",
         integer(minimum=500, maximum=1_000_000),

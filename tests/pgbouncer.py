@@ -57,9 +57,12 @@ def _user_exists(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def pgbouncer(database_url: str, pool_size: int) -> Iterator[str]:
+def pgbouncer(
+    database_url: str, pool_size: int, settings: dict[str, str] | None = None
+) -> Iterator[str]:
     """A transaction-mode PgBouncer with at most `pool_size` server connections in
-    front of `database_url`'s server and database; yields its DSN."""
+    front of `database_url`'s server and database; yields its DSN. `settings` are
+    more lines of its [pgbouncer] section (e.g. server_login_retry)."""
     params = conninfo_to_dict(database_url)
     server = " ".join(
         f"{key}={params[key]}"
@@ -71,7 +74,8 @@ def pgbouncer(database_url: str, pool_size: int) -> Iterator[str]:
     port = free_port()
     (workdir / "users.txt").write_text(f'"{params.get("user", "postgres")}" ""\n')
     ini = workdir / "pgbouncer.ini"
-    ini.write_text(INI.format(server=server, port=port, dir=workdir, pool_size=pool_size))
+    extra = "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
+    ini.write_text(INI.format(server=server, port=port, dir=workdir, pool_size=pool_size) + extra)
     ini.chmod(0o600)  # it may hold the server's password
     command = ["pgbouncer", str(ini)]
     if os.geteuid() == 0:

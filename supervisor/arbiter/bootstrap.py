@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -17,12 +18,10 @@ from typing import Any, NoReturn
 from setproctitle import setproctitle
 
 from generation import providers
-from supervisor import logs
+from supervisor import exitcodes, logs
 from supervisor.arbiter.procs import SignalQueue, unblock_signals
 from supervisor.config import MAX_CONCURRENCY, Settings, load_settings, require_api_key
-from supervisor.db.connection import connect_for
-from supervisor.db.migrate import require_migrated
-from supervisor.db.trust import require_worker_role
+from supervisor.db.startup import wait_until_ready
 from supervisor.errors import ConfigError
 from supervisor.launch import release_early_signals
 from supervisor.logs import fields
@@ -38,17 +37,30 @@ _held_locks: list[int] = []
 
 
 
-def preflight(overrides: dict[str, Any]) -> Settings:
-    """Everything that must hold before the first fork; raises on the first problem."""
+def preflight(overrides: dict[str, Any], signals: SignalQueue) -> Settings | None:
+    """Everything that must hold before the first fork; raises on the first problem.
+    None when TERM or INT arrived while it waited for the database."""
     settings = load_settings(**overrides)
     settings.require_database()
     if providers.entry(settings.provider).needs_api_key:
         require_api_key(settings)
     logs.configure(settings.log_level, settings.log_format)
-    with connect_for(settings, "run") as conn:
-        require_worker_role(conn)
-        require_migrated(conn)
+    if not wait_until_ready(settings, lambda seconds: stop_requested(signals, seconds)):
+        return None
     return live.resolved(settings)
+
+
+#: Signals that end a supervisor still waiting for its database (QUIT is not held).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_requested(signals: SignalQueue, seconds: float) -> bool:
+    """Sleep up to `seconds`; True when TERM or INT arrived meanwhile. Any other
+    signal stays queued for the loop (a HUP, a TTIN)."""
+    signals.wait(seconds)
+    received = signals.drain()
+    signals.requeue([sig for sig in received if sig not in STOP_SIGNALS])
+    return any(sig in STOP_SIGNALS for sig in received)
 
 
 def require_free_port(settings: Settings) -> None:
@@ -119,7 +131,10 @@ def run(overrides: dict[str, Any]) -> int:
     signals = SignalQueue()
     signals.install()
     release_early_signals()
-    settings = preflight(overrides)
+    settings = preflight(overrides, signals)
+    if settings is None:
+        log.info("stopped while waiting for the database")
+        return exitcodes.OK
     require_free_port(settings)
     runtime = runtime_directory()
     metrics_dir = runtime / "metrics"

@@ -13,7 +13,8 @@ self-pipe and this connection's socket together, and turns notifications into
 wake-ups as they arrive; `tick` (re)connects when due. The connection never crosses
 a fork: `before_fork` closes it and the next tick reopens it, waking one worker in
 case a job was announced meanwhile. A lost connection is said once in the log, idle
-workers poll until it is back, and it is retried with capped backoff.
+workers poll until it is back, and it is retried with the reconnect back-off
+(`db.backoff`), which starts over only once LISTEN (and its proof) went through.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from supervisor.arbiter.procs import SignalQueue
 from supervisor.arbiter.wakeups import WakeChannel
 from supervisor.config import Settings
 from supervisor.db import sql
+from supervisor.db.backoff import Backoff
 from supervisor.db.connection import connect, connect_for, translated
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
@@ -38,8 +40,6 @@ from supervisor.worker.listener import PROBE_PREFIX, probe_payload, probe_return
 log = logging.getLogger("supervisor.arbiter.listener")
 
 CONNECT_TIMEOUT_SECONDS = 3.0
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 30.0
 
 
 class State(enum.Enum):
@@ -65,7 +65,9 @@ class HostListener:
         self._proven: str | None = None
         self._announced = False
         self._retry_at = float("-inf")
-        self._delay = RETRY_FIRST_SECONDS
+        self._backoff = Backoff()
+        #: The latest wait before reconnecting.
+        self._delay = 0.0
         self.wakeups = 0
 
     # --- the loop's steps -------------------------------------------------------------
@@ -144,7 +146,7 @@ class HostListener:
             return
         self._proven = dsn
         was, self.state = self.state, State.LISTENING
-        self._delay = RETRY_FIRST_SECONDS
+        self._backoff.succeeded()
         self.channel.set_listening(True)
         self.pump()  # what arrived with the LISTEN's reply
         self._wake()  # a job announced while nobody listened: one claim finds it
@@ -183,8 +185,8 @@ class HostListener:
             )
         self.state = State.LOST
         self.channel.set_listening(False)
+        self._delay = self._backoff.failed()
         self._retry_at = now + self._delay
-        self._delay = min(self._delay * 2, RETRY_MAX_SECONDS)
 
     def _close(self) -> None:
         if self._conn is not None:

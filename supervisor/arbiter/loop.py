@@ -40,6 +40,9 @@ QUIT_TO_KILL_SECONDS = 5.0
 BOOT_FAILURES_TO_GIVE_UP = 3
 #: Consecutive loop passes that raised before the supervisor stops trying to drain.
 LOOP_ERRORS_TO_GIVE_UP = 20
+#: After the last worker exited, how long releases the database refused are retried
+#: (at least; the rest of the grace period when longer).
+RELEASE_RETRY_SECONDS = 10.0
 
 
 class Stopping(enum.StrEnum):
@@ -74,6 +77,8 @@ class Arbiter:
     exit_code: int = exitcodes.OK
     ready_sent: bool = False
     loop_errors: int = 0
+    #: Until when releases still owed at shutdown are retried (set once they are).
+    release_deadline: float | None = None
 
     def __post_init__(self) -> None:
         self.health = HealthChild(self.health_main, self.health_address_file)
@@ -388,10 +393,11 @@ class Arbiter:
     # --- shutdown ----------------------------------------------------------------
 
     def drive_shutdown(self) -> bool:
-        """Advance the shutdown; True once every worker is gone."""
-        if not self.live_slots():
-            return True
+        """Advance the shutdown; True once every worker is gone and its jobs given
+        back (or the time to give them back is over)."""
         now = self.clock()
+        if not self.live_slots():
+            return self.releases_settled(now)
         if now >= self.deadline:
             if self.stopping is Stopping.GRACEFUL:
                 log.warning("grace period over; releasing unfinished jobs")
@@ -402,6 +408,26 @@ class Arbiter:
                     self.processes.kill(slot.pid, signal.SIGKILL)
                 self.deadline = now + QUIT_TO_KILL_SECONDS
         return False
+
+    def releases_settled(self, now: float) -> bool:
+        """Releases the database refused are retried by the maintenance step on each
+        pass: wait for them within the grace period (RELEASE_RETRY_SECONDS at least)."""
+        owed = len(self.maintenance.owed)
+        if not owed:
+            return True
+        if self.release_deadline is None:
+            self.release_deadline = max(self.deadline, now + RELEASE_RETRY_SECONDS)
+            log.warning(
+                "waiting for the database to release jobs",
+                extra=fields(workers=owed, wait_s=round(self.release_deadline - now, 1)),
+            )
+        if now < self.release_deadline:
+            return False
+        log.error(
+            "could not release jobs; they return to the queue when their lease expires",
+            extra=fields(workers=owed),
+        )
+        return True
 
     def stop_health(self) -> None:
         self.health.stop(self.processes)

@@ -131,6 +131,11 @@ class SignalQueue:
             received.append(self._queue.get_nowait())
         return received
 
+    def requeue(self, signals: Sequence[int]) -> None:
+        """Put back signals taken by `drain`, for the loop to handle."""
+        for sig in signals:
+            self._queue.put_nowait(sig)
+
     def fileno(self) -> int:
         """The self-pipe's read end: among `wait`'s results when a signal woke it."""
         return self._read

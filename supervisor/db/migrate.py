@@ -82,7 +82,7 @@ def shipped() -> list[Migration]:
 
 def applied(conn: psycopg.Connection) -> set[str]:
     """Versions recorded as applied; empty when the bookkeeping table is missing."""
-    with explained(conn, "reading storyworker.migrations"):
+    with explained(conn, "reading storyworker.migrations", again=False):
         where = sql.one(conn, "migrations_table")
         if where["current"] is not None:
             rows = sql.all_rows(conn, "migrations_applied")
@@ -165,12 +165,15 @@ def check_app_tables(conn: psycopg.Connection) -> bool:
 
 
 @contextlib.contextmanager
-def explained(conn: psycopg.Connection, action: str) -> Iterator[None]:
-    """Re-raise any database error from the block as one line saying what to do."""
+def explained(conn: psycopg.Connection, action: str, *, again: bool = True) -> Iterator[None]:
+    """Re-raise any database error from the block as one line saying what to do.
+    `again`: a passing error says to run `storyworker migrate` again (only what the
+    migrate command itself does; a check that other commands share says nothing of
+    the kind, the database being merely unavailable)."""
     try:
         yield
     except (psycopg.Error, DatabaseError) as exc:
-        raise explain(exc, action, _role(conn)) from exc
+        raise explain(exc, action, _role(conn), again=again) from exc
 
 
 def _role(conn: psycopg.Connection) -> str:
@@ -180,7 +183,7 @@ def _role(conn: psycopg.Connection) -> str:
         return "(unknown)"
 
 
-def explain(exc: BaseException, action: str, role: str) -> StoryworkerError:
+def explain(exc: BaseException, action: str, role: str, *, again: bool = True) -> StoryworkerError:
     """The one-line error for `exc`, raised by the database while doing `action`:
     MigrationRefused for what the operator must change, DatabaseError otherwise."""
     if isinstance(exc, NotMigratedError | MigrationRefused):
@@ -200,7 +203,8 @@ def explain(exc: BaseException, action: str, role: str) -> StoryworkerError:
     if state == "23505" and ONE_WRITER_INDEX in (cause.diag.constraint_name or message):
         return MigrationRefused(_two_writers(cause, action))
     if state.startswith(("08", "57", "53")) or state in ("55P03", "40P01", ""):
-        return DatabaseError(f"{action}: {message}; run `storyworker migrate` again")
+        hint = "; run `storyworker migrate` again" if again else ""
+        return DatabaseError(f"{action}: {message}{hint}")
     return MigrationRefused(f"{action}: {message} [SQLSTATE {state}]")
 
 

@@ -24,7 +24,7 @@ def require_worker_role(conn: psycopg.Connection) -> None:
     """Raise UntrustedRoleError, one line naming the role and what it needs, unless
     the connection's role can run storyworker's workers. Tables not created yet are
     left to the migration check."""
-    with explained(conn, "checking the worker's role"):
+    with explained(conn, "checking the worker's role", again=False):
         row = sql.one(conn, "worker_role")
     if row is None:
         return

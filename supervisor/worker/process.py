@@ -13,7 +13,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import random
 import signal
 import sys
 import threading
@@ -35,6 +34,7 @@ from supervisor import exitcodes, metrics
 from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings
 from supervisor.db import queue, sql
+from supervisor.db.backoff import Backoff
 from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
@@ -48,7 +48,6 @@ from supervisor.worker.watch import CallWatch
 
 log = logging.getLogger("supervisor.worker")
 
-RECONNECT_MAX_SECONDS = 30.0
 #: How often a paused worker looks at the breaker again.
 PAUSE_SLICE_SECONDS = 1.0
 
@@ -93,6 +92,10 @@ class Worker:
         self.before_request: Callable[[str], None] = lambda provider: None
         #: A job held when the database connection broke; settled after reconnecting.
         self.orphan: Claim | None = None
+        #: After a reconnect, until settled: the orphan and jobs claimed unawares.
+        self.unsettled = False
+        #: Waits between reconnect attempts, reset once a claim went through.
+        self.backoff = Backoff()
         self.tally = Tally()
         self._beat_lock = threading.Lock()
         self.call_timeout = call_timeout_seconds(settings)
@@ -162,28 +165,44 @@ class Worker:
             log.warning("provider check failed; continuing", extra=fields(error=str(exc)))
 
     def _connect(self) -> None:
-        """Connect (again), retrying with capped exponential backoff and jitter."""
-        delay = 0.5
+        """Connect (again), backing off after each failed attempt. Connecting is not
+        the end of a reconnect cycle: the back-off goes on until a claim succeeds."""
         while not self.stopping:
             try:
-                self.conn = connect_for(self.settings, f"worker {self.index}")
-                if hasattr(self, "runner"):  # a reconnect
-                    self.runner.queue = WorkerQueue(self.conn)
-                self.wakeup = self.make_wakeup(
-                    self.conn, self.settings.poll_interval_ms / 1000, self._notify
-                )
-                mode = self.wakeup.start(self.settings.listen)
-                self.table.update_slot(self.index, pickup=mode.value)
-                self.before_request = rate_limits(self.conn, self.settings)
-                log.info("worker connected", extra=fields(worker=self.index, pickup=mode.value))
+                self._open()
                 return
             except DatabaseError as exc:
-                log.warning(
-                    "database unavailable; retrying",
-                    extra=fields(worker=self.index, retry_in_s=round(delay, 1), error=str(exc)),
-                )
-                self._idle_sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_SECONDS) * random.uniform(0.75, 1.0)
+                self._back_off("database unavailable; retrying", exc)
+
+    def _open(self) -> None:
+        self.conn = connect_for(self.settings, f"worker {self.index}")
+        if hasattr(self, "runner"):  # a reconnect
+            self.runner.queue = WorkerQueue(self.conn)
+        self.wakeup = self.make_wakeup(
+            self.conn, self.settings.poll_interval_ms / 1000, self._notify
+        )
+        mode = self.wakeup.start(self.settings.listen)
+        self.table.update_slot(self.index, pickup=mode.value)
+        self.before_request = rate_limits(self.conn, self.settings)
+        log.info(
+            "worker connected",
+            extra=fields(worker=self.index, pickup=mode.value, attempt=self.backoff.failures),
+        )
+
+    def _back_off(self, what: str, exc: DatabaseError) -> None:
+        """One failed attempt: say so (one line), drop the connection, wait."""
+        delay = self.backoff.failed()
+        log.warning(
+            what,
+            extra=fields(
+                worker=self.index,
+                attempt=self.backoff.failures,
+                retry_in_s=round(delay, 2),
+                error=str(exc),
+            ),
+        )
+        self._close()
+        self._idle_sleep(delay)
 
     def _notify(self, channel: str, payload: str) -> None:
         """NOTIFY from a short-lived connection of its own (the LISTEN probe)."""
@@ -211,7 +230,10 @@ class Worker:
             return
         runner = self.runner
         try:
+            if self.unsettled:
+                self._settle()
             claim, runner.next_claim = runner.next_claim or runner.queue.claim(self.owner), None
+            self.backoff.succeeded()
             if claim is None:
                 self.wakeup.wait(lambda: self.stopping, lambda: self._beat(WorkerState.IDLE))
                 return
@@ -221,27 +243,35 @@ class Worker:
             # lost connection, whatever is done about it: the log says which.
             refused = isinstance(exc, StatementError)
             what = "database refused a statement" if refused else "database connection lost"
-            log.warning(what, extra=fields(worker=self.index, error=str(exc)))
             self._title("idle")
-            self._reconnect()
-            self._settle_orphan()
+            self.unsettled = True
+            self._back_off(what, exc)
+            self._connect()
 
-    def _settle_orphan(self) -> None:
+    def _settle(self) -> None:
         """After a reconnect: requeue the job that was running when the connection
         broke (if still ours), then give back any job the database says this worker
         holds that it does not know of: a claim (or finish-and-claim) that committed
-        but whose reply never arrived. Nobody renews its lease; without this it would
-        wait for a rescue and lose an attempt."""
-        claim, self.orphan = self.orphan, None
-        if self.conn is None:
-            return
+        but whose reply was lost. Nobody renews their leases; without this they would
+        wait for a rescue and lose an attempt. A connection lost again raises (what is
+        unsettled stays so, for the next cycle); a refusal leaves the job to
+        `release_owner` or, failing that, to its lease."""
+        claim = self.orphan
         if claim is not None:
-            self.runner.fail(claim, ConnectionLost())
+            try:
+                self.runner.fail(claim, ConnectionLost())
+            except StatementError as exc:
+                log.warning(
+                    "could not settle the interrupted job",
+                    extra=fields(worker=self.index, job_id=claim.job_id, error=str(exc)),
+                )
+            self.orphan = None
         try:
             strays = queue.release_owner(self.conn, self.owner)
-        except DatabaseError as exc:
+        except StatementError as exc:
             log.warning("could not settle unknown jobs", extra=fields(error=str(exc)))
-            return
+            strays = []
+        self.unsettled = False
         for stray in strays:
             log.warning(
                 "job released: claimed by this worker but its reply was lost",
@@ -361,14 +391,13 @@ class Worker:
             self._beat(None)
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
-    def _reconnect(self) -> None:
+    def _close(self) -> None:
         if self.conn is not None:
             try:
                 self.conn.close()
             except psycopg.Error:
                 log.debug("closing a broken connection failed", exc_info=True)
         self.conn = None
-        self._connect()
 
 
 def call_timeout_seconds(settings: Settings) -> float:

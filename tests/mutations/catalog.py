@@ -110,8 +110,8 @@ SURVIVORS = (
     Mutation(
         "claim-without-skip-locked",
         "claim: plain FOR UPDATE, so claimers wait on each other's locked rows",
-        "     limit 1\n       for update skip locked",
-        "     limit 1\n       for update",
+        "     limit 1\n       for update skip locked\n), in_sequence as (",
+        "     limit 1\n       for update\n), in_sequence as (",
         (*FENCING, SUPERVISOR),
         "queries.sql",
         SURVIVED,
@@ -213,8 +213,16 @@ ALREADY_CAUGHT = (
     Mutation(
         "claim-ignores-run-after",
         "claim takes jobs whose run_after is still in the future",
-        "       and (j.run_after is null or j.run_after <= now())\n",
-        "",
+        "       and (j.run_after > now()) is not true\n       and not exists (\n"
+        "           select 1 from generation_jobs busy\n"
+        "            where busy.chapter_id = j.chapter_id and busy.status = 'processing')\n"
+        "     order by j.created_at, j.id\n     limit 1\n       for update skip locked\n"
+        "), in_sequence",
+        "       and not exists (\n"
+        "           select 1 from generation_jobs busy\n"
+        "            where busy.chapter_id = j.chapter_id and busy.status = 'processing')\n"
+        "     order by j.created_at, j.id\n     limit 1\n       for update skip locked\n"
+        "), in_sequence",
         (QUEUE,),
         "queries.sql",
         CAUGHT,

@@ -22,6 +22,7 @@ from tests.fakes import Clock, FakeProcesses
 class FakeMaintenance:
     released: list[str] = field(default_factory=list)
     rescued: list[tuple[str, str]] = field(default_factory=list)
+    owed: dict[str, str | None] = field(default_factory=dict)
 
     def before_fork(self) -> None: ...
     def tick(self, now: float, owners) -> None: ...
