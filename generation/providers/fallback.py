@@ -16,8 +16,10 @@ it is there. Its decisions, for every call (outline, section, summary, embedding
 - Only when every member failed does the call fail: RefusedError when any of them
   refused (the job fails, saying who refused), else the primary's provider-wide error,
   so the pool pauses through its breaker exactly as without a fallback.
-- A section refused after some text was streamed is continued by the next member from
-  where it stopped (after a paragraph break), never written twice.
+- A section refused after some text was streamed is void (SectionRestart): the writer
+  takes that text back from the chapter and asks again, and this time the member that
+  refused is asked last. So the next member writes the whole section from the last
+  checkpoint, and the section is written once.
 - `check()` passes when any member passes: a faulted primary does not stop start-up or
   keep the pool paused while a fallback can write. The members that fail are tripped.
 
@@ -33,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from generation.errors import GenerationError, RefusedError
+from generation.errors import GenerationError, RefusedError, SectionRestart
 from generation.types import ChapterRequest, Outline, Provider, Source, served_by
 
 T = TypeVar("T")
@@ -42,8 +44,6 @@ log = logging.getLogger("generation.providers.fallback")
 
 PROBE_BASE_SECONDS = 15.0
 PROBE_MAX_SECONDS = 300.0
-#: Between a refused part of a section and its continuation by the next member.
-CONTINUATION_BREAK = "\n\n"
 
 
 def _fields(**values: object) -> dict[str, object]:
@@ -87,6 +87,8 @@ class FallbackProvider:
         #: Who served the last outline, section or summary.
         self.served_by: Source | None = served_by(self.members[0])
         self._embedding_model = self.members[0].embedding_model
+        #: The member that refused a section part-way: asked last for the next one.
+        self._refused_partway: int | None = None
 
     @property
     def embedding_model(self) -> str:
@@ -113,7 +115,7 @@ class FallbackProvider:
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
     ) -> Iterator[str]:
         """The section's prose as a member streams it; a member that refuses part-way
-        is followed by the next one continuing after what was already streamed."""
+        voids the section (SectionRestart) and is asked last for the section again."""
         return self._stream(request, outline, index, previous_text)
 
     def check(self) -> None:
@@ -173,25 +175,27 @@ class FallbackProvider:
     def _stream(
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
     ) -> Iterator[str]:
-        sent, failures = "", list[tuple[int, GenerationError]]()
-        for position in self.order():
-            member = self.members[position]
-            context = _continued(previous_text, sent)
+        failures = list[tuple[int, GenerationError]]()
+        order, self._refused_partway = self._section_order(), None
+        for position in order:
+            member, sent = self.members[position], False
             stream: Iterator[str] = iter(())
-            joined = not sent.strip()
             try:
-                stream = member.stream_section(request, outline, index, context)
+                stream = member.stream_section(request, outline, index, previous_text)
                 for chunk in stream:
-                    if not joined:
-                        yield CONTINUATION_BREAK
-                        joined = True
-                    sent += chunk
+                    sent = sent or bool(chunk.strip())
                     yield chunk
             except GenerationError as exc:
                 if not falls_through(exc):
                     raise
-                failures.append((position, exc))
                 self._failed(position, exc)
+                if sent and len(order) > 1:
+                    self._refused_partway = position
+                    raise SectionRestart(
+                        f"{member.name} gave up on section {index + 1} part-way ({exc}); "
+                        "it is written again by the next provider"
+                    ) from exc
+                failures.append((position, exc))
                 continue
             finally:
                 _close(stream)
@@ -199,6 +203,11 @@ class FallbackProvider:
             self.served_by = served_by(member) or Source(member.name, "")
             return
         raise self._give_up(failures)
+
+    def _section_order(self) -> list[int]:
+        """`order()`, with the member that refused the last section part-way last."""
+        order, last = self.order(), self._refused_partway
+        return order if last is None else [i for i in order if i != last] + [last]
 
     def _failed(self, position: int, error: GenerationError) -> None:
         member = self.members[position].name
@@ -249,16 +258,6 @@ def _same_kind(error: GenerationError, message: str) -> GenerationError:
     # What the error carries besides its message (retry_after, ...) goes along.
     combined.__dict__.update(vars(error))
     return combined
-
-
-def _continued(previous_text: str, sent: str) -> str:
-    """The chapter so far as the next member should see it: the committed text, then
-    what was already streamed of this section."""
-    if not sent.strip():
-        return previous_text
-    if not previous_text:
-        return sent.strip()
-    return f"{previous_text}{CONTINUATION_BREAK}{sent.strip()}"
 
 
 def _close(stream: Iterator[str]) -> None:

@@ -27,11 +27,17 @@ from typing import Any
 from google import genai
 from google.genai import types
 
-from generation.errors import GenerationError, MalformedOutputError, ProviderUnavailableError
+from generation.errors import (
+    GenerationError,
+    MalformedOutputError,
+    OutputLimitError,
+    ProviderUnavailableError,
+)
 from generation.providers.calls import (
     Operation,
     RequestRunner,
     ask_twice,
+    max_output_tokens,
     text_deadline,
     until_text,
 )
@@ -54,6 +60,7 @@ from generation.providers.gemini_wire import (
     usage_of,
 )
 from generation.story import prompts
+from generation.story.guards import whole_sentences
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiConfig", "GeminiProvider"]
@@ -62,6 +69,11 @@ __all__ = ["DEFAULT_BASE_URL", "GeminiConfig", "GeminiProvider"]
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 #: check() is a probe (start-up, /ready): one attempt, answered quickly or not at all.
 CHECK_TIMEOUT_SECONDS = 10.0
+#: Output tokens allowed for thinking, by GEMINI_THINKING_LEVEL (None: the model's own
+#: default, which may think hard): Gemini 3 counts thinking against max_output_tokens.
+THINKING_ALLOWANCE = {None: 8192, "high": 8192, "medium": 4096, "low": 2048, "minimal": 512}
+#: Words of outline per bullet (a sentence or two), title included in one more.
+OUTLINE_WORDS_PER_BULLET = 40
 #: A stream may be continued this many times (finish_reason CONTINUATION) at most.
 MAX_CONTINUATIONS = 20
 
@@ -122,7 +134,10 @@ class GeminiProvider:
         prompt = prompts.outline_prompt(request)
         count = request.preferences.bullet_count
         config = self._content_config(
-            prompt, response_mime_type="application/json", response_schema=outline_schema(count)
+            prompt,
+            response_mime_type="application/json",
+            response_schema=outline_schema(count),
+            max_output_tokens=self._limit(OUTLINE_WORDS_PER_BULLET * (count + 1)),
         )
         with self._runner.operation("outline", self._config.model) as op:
             return ask_twice(
@@ -136,15 +151,19 @@ class GeminiProvider:
         retried; a stream cut after text was yielded raises a retryable error (the job
         resumes from its checkpoint); a refusal, even in a later chunk, RefusedError."""
         prompt = prompts.section_prompt(request, outline, index, previous_text)
-        return self._stream(prompt)
+        return self._stream(prompt, self._limit(request.preferences.words_per_bullet))
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short plain-text summary of the finished chapter; never empty."""
         prompt = prompts.summary_prompt(request, outline, text)
+        limit = self._limit(prompts.SUMMARY_TARGET_WORDS)
         with self._runner.operation("summary", self._config.model) as op:
-            response = self._generate(op, prompt, self._content_config(prompt))
+            config = self._content_config(prompt, max_output_tokens=limit)
+            response = self._generate(op, prompt, config)
             finish = finish_reason(response)
             summary = (response.text or "").strip()
+            if finish == "MAX_TOKENS":  # cut at the limit: its whole sentences stand
+                summary = whole_sentences(summary)
             if not summary or finish == "CONTINUATION":
                 raise MalformedOutputError(
                     f"Gemini returned an unfinished summary (finish_reason={finish or 'none'})"
@@ -222,11 +241,17 @@ class GeminiProvider:
 
         return self._runner.send(op, request)
 
-    def _stream(self, prompt: prompts.Prompt) -> Iterator[str]:
+    def _limit(self, words: int) -> int:
+        """The output limit of a request for about `words` words. On Gemini 3 the
+        limit covers the model's thinking too, so the thinking level's allowance is
+        added to the answer's own (calls.max_output_tokens)."""
+        return max_output_tokens(words) + THINKING_ALLOWANCE[self._config.thinking_level]
+
+    def _stream(self, prompt: prompts.Prompt, limit: int) -> Iterator[str]:
         with self._runner.operation("prose", self._config.model) as op:
             hop, yielded = StreamHop(), False
             for _ in range(MAX_CONTINUATIONS + 1):
-                chunks = self._open_stream(op, prompt, hop.token, retry=not yielded)
+                chunks = self._open_stream(op, prompt, hop.token, retry=not yielded, limit=limit)
                 hop = StreamHop()
                 try:
                     for chunk in chunks:
@@ -238,6 +263,8 @@ class GeminiProvider:
                     op.add_usage(hop.usage)
                 if not hop.continues:
                     break
+            if hop.finish == "MAX_TOKENS":
+                raise OutputLimitError(f"Gemini stopped at its output limit ({limit} tokens)")
             if hop.finish in ("", "CONTINUATION"):
                 raise ProviderUnavailableError(
                     "Gemini's stream ended before the model finished "
@@ -245,12 +272,20 @@ class GeminiProvider:
                 )
 
     def _open_stream(
-        self, op: Operation, prompt: prompts.Prompt, token: bytes | None, *, retry: bool
+        self,
+        op: Operation,
+        prompt: prompts.Prompt,
+        token: bytes | None,
+        *,
+        retry: bool,
+        limit: int,
     ) -> Generator[types.GenerateContentResponse, None, None]:
         """Start one streamed response (continuing from `token` when given) and read it up
         to its first text, retrying failures up to there when `retry` (nothing yielded
         yet)."""
-        config = self._content_config(prompt, continuation_token=token)
+        config = self._content_config(
+            prompt, continuation_token=token, max_output_tokens=limit
+        )
 
         def request() -> tuple[Iterator[types.GenerateContentResponse], list[Any]]:
             stream = self._client.models.generate_content_stream(

@@ -38,6 +38,7 @@ from generation.errors import (
     GenerationError,
     MalformedOutputError,
     ModelUnavailableError,
+    OutputLimitError,
     ProviderUnavailableError,
 )
 from generation.providers.calls import (
@@ -301,6 +302,10 @@ class OpenAIProvider:
                 raise ProviderUnavailableError(
                     f"{self._label}: the stream ended before the model finished "
                     f"(no finish_reason after {len(pieces)} pieces of text, and no error)"
+                )
+            if finish == "length":
+                raise OutputLimitError(
+                    f"{self._label} stopped at its output limit ({limit} tokens)"
                 )
 
     def _open_stream(

@@ -247,3 +247,16 @@ def repeats_opening(section: str, earlier: str) -> bool:
 
 def _normal(paragraph: str) -> str:
     return " ".join(paragraph.split()).lower()
+
+
+def whole_sentences(text: str) -> str:
+    """`text` up to its last complete sentence ("" when it has none): what stands of
+    an answer cut at its output limit."""
+    ends = [m.end() for m in re.finditer(r"[.!?\u3002\uff01\uff1f][\"'\u201d\u2019)]*", text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
+def clean(text: str) -> str:
+    """A whole answer (a summary) with the model's own words around it taken off."""
+    cleaner = ProseCleaner()
+    return (cleaner.feed(text) + cleaner.finish()).strip()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from generation.errors import MalformedOutputError
-from generation.story.guards import count_words
+from generation.story.guards import clean, count_words
 from generation.story.prompts import step_context
 from generation.story.section import SECTION_SEPARATOR, SectionStats, write_section
 from generation.types import (
@@ -136,7 +136,8 @@ def _recalled(request: ChapterRequest, recall: Recall, query: str) -> ChapterReq
 def _finish(
     request: ChapterRequest, provider: Provider, outline: Outline, text: str
 ) -> ChapterResult:
-    summary = provider.summarize(request, outline, text).strip()
+    # A summary is stored and shown to later chapters: the model's words around it go.
+    summary = clean(provider.summarize(request, outline, text))
     if not summary:
         raise MalformedOutputError("the provider returned an empty chapter summary")
     embedding = provider.embed(summary)

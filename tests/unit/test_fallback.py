@@ -16,8 +16,9 @@ from generation.errors import (
     QuotaExhaustedError,
     RateLimitedError,
     RefusedError,
+    SectionRestart,
 )
-from generation.providers.fallback import CONTINUATION_BREAK, FallbackProvider
+from generation.providers.fallback import FallbackProvider
 from generation.providers.offline import OfflineProvider
 from generation.story.preferences import parse_preferences
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
@@ -129,14 +130,22 @@ def test_a_refusal_goes_to_the_next_provider_for_that_call_only():
     assert backup.calls == ["section"] and provider.trips[0].count == 0
 
 
-def test_a_section_refused_part_way_is_continued_not_written_twice():
+def test_a_section_refused_part_way_is_written_again_whole_by_the_next_provider():
     primary, backup = Member("primary"), Member("backup")
     primary.fail("section", REFUSED, mid=1)
     provider = composite(primary, backup)
-    pieces = list(provider.stream_section(REQUEST, OUTLINE, 1, "Earlier text."))
-    assert pieces == ["primary:one ", CONTINUATION_BREAK, "backup:one ", "backup:two"]
-    assert backup.contexts == ["Earlier text." + CONTINUATION_BREAK + "primary:one"]
+    stream = provider.stream_section(REQUEST, OUTLINE, 1, "Earlier text.")
+    pieces = []
+    with pytest.raises(SectionRestart, match="primary gave up on section 2 part-way"):
+        pieces.extend(stream)
+    assert pieces == ["primary:one "]  # void: the writer takes it back
+    # Asked again, the section is the backup's, whole, from the last checkpoint.
+    again = list(provider.stream_section(REQUEST, OUTLINE, 1, "Earlier text."))
+    assert again == ["backup:one ", "backup:two"]
+    assert backup.contexts == ["Earlier text."]
     assert primary.closed == 1 and backup.closed == 1
+    # The section after it goes to the primary again.
+    assert section(provider) == "primary:one primary:two"
 
 
 @pytest.mark.parametrize(
