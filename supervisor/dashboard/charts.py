@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-WIDTH, HEIGHT = 600, 140
-#: Room at the bottom for the time labels.
-AXIS = 18
+WIDTH, HEIGHT = 600, 120
+#: Room at the bottom (the time labels are HTML under the chart: SVG text would be
+#: stretched with it).
+AXIS = 0
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Chart:
     #: What the top of the chart stands for ("42 jobs").
     scale: str
     bars: list[Bar] = field(default_factory=list)
-    #: (x, text) under the bars.
+    #: (x, text) under the bars, evenly spaced.
     ticks: list[tuple[float, str]] = field(default_factory=list)
     legend: list[tuple[str, str]] = field(default_factory=list)
     width: int = WIDTH
