@@ -21,6 +21,7 @@ from flask import Flask, Response, redirect, render_template, request
 
 from supervisor.dashboard import actions, pages
 from supervisor.dashboard.auth import Auth, Session
+from supervisor.dashboard.cache import TtlCache
 from supervisor.errors import DatabaseError, InvalidStateError, JobNotFoundError
 
 log = logging.getLogger("supervisor.dashboard")
@@ -47,6 +48,8 @@ class DashboardConfig:
     #: How often pages refresh themselves, and the job page's live text.
     refresh_ms: int = 2000
     text_refresh_ms: int = 400
+    #: The Overview's costly, slow-changing figures are computed at most this often.
+    slow_figures_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Context:
 
     config: DashboardConfig
     auth: Auth
+    cache: TtlCache
 
     def session(self) -> Session | None:
         return self.auth.session(request.cookies, request.headers)
@@ -78,7 +82,7 @@ class Context:
 def create_app(config: DashboardConfig) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    context = Context(config, Auth(config.token))
+    context = Context(config, Auth(config.token), TtlCache(config.slow_figures_seconds))
     _guard(app, context)
     pages.register(app, context)
     actions.register(app, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -13,20 +14,34 @@ from supervisor.errors import JobNotFoundError
 
 if TYPE_CHECKING:
     from supervisor.dashboard.app import Context
+    from supervisor.dashboard.cache import TtlCache
 
 HOUR, DAY = 3600, 86400
 TOP_USERS = 10
 WAITING_SHOWN = 10
+#: Beyond any chapter's length (an int4 for PostgreSQL's substr).
+MAX_OFFSET = 2**30
 
 
 def register(app: Flask, context: Context) -> None:
+    _lists(app, context)
+    _job(app, context)
+    _story_and_workers(app, context)
+
+
+def _lists(app: Flask, context: Context) -> None:
     connection = context.config.connection
 
     @app.get("/")
     def overview() -> str:
         with connection() as conn:
-            values = overview_values(conn, context.config.count_cap)
-        return context.render("overview.html", page="overview", **values)
+            values = overview_values(conn, context.config.count_cap, context.cache)
+        return context.render(
+            "overview.html",
+            page="overview",
+            slow_seconds=context.config.slow_figures_seconds,
+            **values,
+        )
 
     @app.get("/jobs")
     def jobs() -> str:
@@ -42,6 +57,10 @@ def register(app: Flask, context: Context) -> None:
             notice=_notice(request.args),
         )
 
+
+def _job(app: Flask, context: Context) -> None:
+    connection = context.config.connection
+
     @app.get("/jobs/<uuid:job_id>")
     def job(job_id: UUID) -> str:
         with connection() as conn:
@@ -53,12 +72,16 @@ def register(app: Flask, context: Context) -> None:
     @app.get("/jobs/<uuid:job_id>/text")
     def text(job_id: UUID) -> Any:
         offset = request.args.get("offset", "0")
-        offset_value = int(offset) if offset.isdigit() else 0
+        offset_value = min(int(offset), MAX_OFFSET) if offset.isdigit() else 0
         with connection() as conn:
             row = dashboard.text_since(conn, job_id, offset_value)
         if row is None:
             return jsonify(error="no such job"), 404
         return jsonify(row)
+
+
+def _story_and_workers(app: Flask, context: Context) -> None:
+    connection = context.config.connection
 
     @app.get("/stories/<uuid:sequence_id>")
     def story(sequence_id: UUID) -> str:
@@ -79,14 +102,17 @@ def register(app: Flask, context: Context) -> None:
         return context.render("workers.html", page="workers", supervisors=found, limits=limits)
 
 
-def overview_values(conn: Any, cap: int) -> dict[str, Any]:
-    """Everything the Overview shows."""
+def overview_values(conn: Any, cap: int, cache: TtlCache) -> dict[str, Any]:
+    """Everything the Overview shows: counts, the last hour and the registry fresh,
+    the rest from `cache` (see `slow_figures`)."""
     from supervisor.cli.status import supervisors
 
     hour = dashboard.series(conn, HOUR, 300)
-    day = dashboard.series(conn, DAY, HOUR)
-    waiting_total, waiting = dashboard.waiting(conn, WAITING_SHOWN)
+    slow, computed = cache.get("overview", lambda: slow_figures(conn))
+    day = slow["day"]
     return {
+        **slow,
+        "slow_at": datetime.fromtimestamp(computed, UTC).strftime("%H:%M:%S UTC"),
         "counts": dashboard.status_counts(conn, cap),
         "cap": cap,
         "oldest": dashboard.oldest_pending_seconds(conn),
@@ -100,11 +126,20 @@ def overview_values(conn: Any, cap: int) -> dict[str, Any]:
         ],
         "ended_hour": (sum(hour.completed), sum(hour.failed)),
         "ended_day": (sum(day.completed), sum(day.failed)),
+        "supervisors": supervisors(conn),
+    }
+
+
+def slow_figures(conn: Any) -> dict[str, Any]:
+    """What changes slowly and costs most at millions of jobs: the day's series and
+    tokens, the backlog, and the jobs waiting on an earlier chapter."""
+    waiting_total, waiting = dashboard.waiting(conn, WAITING_SHOWN)
+    return {
+        "day": dashboard.series(conn, DAY, HOUR),
         "waiting_total": waiting_total,
         "waiting": waiting,
         "backlog": dashboard.backlog(conn, TOP_USERS),
         "tokens": dashboard.tokens(conn, DAY),
-        "supervisors": supervisors(conn),
     }
 
 

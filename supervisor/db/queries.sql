@@ -789,29 +789,28 @@ select floor(extract(epoch from started_at - (now() - make_interval(secs => %(wi
 
 -- name: dashboard_waiting
 -- Overview: pending jobs that wait for an earlier chapter of their story (one that is
--- pending or processing), oldest first, at most `limit`, with the count up to `cap`.
--- Only stories with two live jobs or more can hold one back.
+-- pending or processing), oldest first, at most `limit`, with how many in all. Only
+-- stories with two live jobs or more can hold one back, so only their chapters are read.
 with live as (
+    -- From the live jobs' index alone: no table read.
     select j.id, j.sequence_id, j.chapter_id, j.status, j.created_at
       from generation_jobs j where j.status in ('pending', 'processing')
 ), crowded as (
     select sequence_id from live group by sequence_id having count(*) > 1
 ), numbered as (
-    select l.*, c.chapter_number
+    select l.*, c.chapter_number,
+           min(c.chapter_number) over (partition by l.sequence_id) as first_live
       from live l join crowded using (sequence_id) join chapters c on c.id = l.chapter_id
 ), waiting as (
-    select n.id, n.sequence_id, n.chapter_number, n.created_at,
-           (select min(e.chapter_number) from numbered e
-             where e.sequence_id = n.sequence_id and e.chapter_number < n.chapter_number)
-               as blocked_by
-      from numbered n where n.status = 'pending'
+    select n.*, count(*) over () as total
+      from numbered n
+     where n.status = 'pending' and n.chapter_number > n.first_live
 )
-select w.id, w.sequence_id, w.chapter_number, w.blocked_by, s.title as story_title,
-       count(*) over () as total
-  from waiting w join sequences s on s.id = w.sequence_id
- where w.blocked_by is not null
- order by w.created_at, w.id
- limit %(limit)s;
+select w.id, w.sequence_id, w.chapter_number, w.first_live as blocked_by, w.total,
+       s.title as story_title
+  from (select * from waiting order by created_at, id limit %(limit)s) w
+  join sequences s on s.id = w.sequence_id
+ order by w.created_at, w.id;
 
 -- name: dashboard_backlog
 -- Overview: the users with the most jobs pending or processing.

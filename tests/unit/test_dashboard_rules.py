@@ -12,6 +12,7 @@ import pytest
 from supervisor.config import load_settings
 from supervisor.dashboard import charts, filters
 from supervisor.dashboard.auth import COOKIE, Auth, safe_next
+from supervisor.dashboard.cache import TtlCache
 from supervisor.dashboard.server import is_loopback, require_safe
 from supervisor.db.dashboard import Cursor, JobFilter
 from supervisor.errors import ConfigError
@@ -167,3 +168,21 @@ def test_latency_bars_show_median_and_95th_percentile():
     assert len(chart.bars) == 4
     assert chart.bars[1].title == "-2h: median 1.0 s, p95 4.0 s"
     assert charts.seconds(0.25) == "250 ms" and charts.seconds(600) == "10.0 min"
+
+
+def test_slow_figures_are_computed_at_most_once_per_ttl():
+    now = [100.0]
+    cache = TtlCache(15, clock=lambda: now[0])
+    computed = []
+
+    def compute() -> int:
+        computed.append(now[0])
+        return len(computed)
+
+    assert cache.get("k", compute)[0] == 1
+    now[0] += 14.9
+    assert cache.get("k", compute)[0] == 1
+    now[0] += 0.2
+    assert cache.get("k", compute)[0] == 2
+    assert TtlCache(0).get("k", compute)[0] == 3  # no cache at all
+    assert computed == [100.0, pytest.approx(115.1), pytest.approx(115.1)]
