@@ -186,6 +186,8 @@ def test_overview_counts_filter_to_failed_retry_with_the_token_and_watch_the_tex
     )
     browser.execute_script("document.getElementById('retry').click()")
     watch_text_grow(browser, conn, bad)
+    # What the worker recorded it sent the model, as the page shows it.
+    wait_for(lambda: texts(browser, "#context-manifest"), 5, "the context manifest")
     shot(browser, "job-completed")
 
     browser.get(f"{served.url}/stories/{made['story']['id']}")

@@ -69,10 +69,13 @@
       var progress = document.getElementById("job-progress");
       if (progress) progress.value = state.progress || 0;
       setText(document.getElementById("job-step"), state.current_step || "");
-      if (before !== state.status) refresh();  // the status, buttons and timeline change
       if (state.status !== "pending" && state.status !== "processing") {
+        // Ended: the whole page once more (usage, context, timeline), where it was.
         text.setAttribute("data-live", "no");
         window.clearInterval(textTimer);
+        window.location.reload();
+      } else if (before !== state.status) {
+        refresh();  // the status, buttons and timeline change
       }
     }).catch(function () {});
   }
