@@ -129,6 +129,16 @@ class Settings:
         "PORT", integer(minimum=0, maximum=65535), doc="health server port", default=3951
     )
     health_host: str = setting("HEALTH_HOST", text, doc="health address", default="0.0.0.0")
+    dashboard_host: str = setting(
+        "DASHBOARD_HOST", text, doc="`storyworker dashboard` address", default="127.0.0.1"
+    )
+    dashboard_port: int = setting(
+        "DASHBOARD_PORT", integer(minimum=0, maximum=65535), doc="dashboard port", default=3952
+    )
+    #: Actions (and, when set, every page) need it; None: a read-only dashboard.
+    dashboard_token: str | None = setting(
+        "DASHBOARD_TOKEN", doc="dashboard token", default=None, secret=True
+    )
     log_level: str = setting(
         "LOG_LEVEL", choice(_LEVELS, upper=True), doc="log level", default="INFO"
     )

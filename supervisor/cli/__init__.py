@@ -1,7 +1,7 @@
 """The `storyworker` command line: thin commands over the rest of the package.
 
 `service` holds the service's own commands (migrate, run, demo, watch); the
-operator's are `admin` (enqueue, health), `jobs` and `status`; `common` and `term`
+operator's are `admin` (enqueue, health), `jobs`, `status` and `dashboard`; `common` and `term`
 are what they share.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from supervisor.cli import admin, jobs, service, status
+from supervisor.cli import admin, dashboard, jobs, service, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,5 +27,6 @@ for command in (
     jobs.jobs,
     admin.health,
     status.status,
+    dashboard.dashboard,
 ):
     main.add_command(command)

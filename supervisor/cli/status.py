@@ -44,7 +44,19 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
     each supervisor's `extra` are for the table only (see `as_json`)."""
     stats = queue.stats(conn)
     oldest = stats.oldest_runnable_age_seconds
-    supervisors = [
+    return {
+        "queue": {s: stats.depth_by_status.get(s, 0) for s in STATUSES},
+        "oldest_pending_seconds": None if oldest is None else round(oldest, 3),
+        "last_hour": queue.last_hour(conn),
+        "supervisors": supervisors(conn),
+        "rate_limits": registry.rate_limits(conn),
+    }
+
+
+def supervisors(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every supervisor on every host with its workers, as `status` shows them (also
+    the dashboard's Workers page); `extra` is for the table, not `--json`."""
+    return [
         {
             "host": row["host"],
             "pid": row["pid"],
@@ -62,13 +74,6 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
         }
         for row in registry.supervisors(conn)
     ]
-    return {
-        "queue": {s: stats.depth_by_status.get(s, 0) for s in STATUSES},
-        "oldest_pending_seconds": None if oldest is None else round(oldest, 3),
-        "last_hour": queue.last_hour(conn),
-        "supervisors": supervisors,
-        "rate_limits": registry.rate_limits(conn),
-    }
 
 
 def as_json(view: dict[str, Any]) -> dict[str, Any]:

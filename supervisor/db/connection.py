@@ -12,7 +12,8 @@ else a DatabaseError naming what failed. No message carries a password or row da
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.rows import dict_row
@@ -26,6 +27,9 @@ from supervisor.errors import (
     StatementError,
 )
 from supervisor.redact import redact, redact_dsn
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 #: How long a probe (health checks, a LISTEN test) waits for a connection.
@@ -157,3 +161,45 @@ def _refusal(exc: psycopg.Error) -> str:
     if constraint and constraint not in message:
         message += f" (constraint {constraint})"
     return message + (f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else "")
+
+
+def pool_for(
+    settings: Settings,
+    purpose: str,
+    *,
+    max_size: int,
+    configure: Callable[[psycopg.Connection], None] | None = None,
+) -> ConnectionPool:
+    """A pool of connections like `connect_for`'s (autocommit, dict rows, keepalives,
+    timestamps Python cannot hold loaded), made in the process that uses it and
+    opened on first use. `configure` runs on each new connection."""
+    from psycopg_pool import ConnectionPool
+
+    def setup(conn: psycopg.Connection) -> None:
+        timestamps.register(conn)
+        if configure is not None:
+            configure(conn)
+
+    return ConnectionPool(
+        settings.require_database(),
+        min_size=1,
+        max_size=max_size,
+        open=True,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        check=ConnectionPool.check_connection,
+        configure=setup,
+        name=f"storyworker {purpose}",
+        kwargs={
+            "autocommit": True,
+            "row_factory": dict_row,
+            # Never prepared: the dashboard's optional filters fold away only in a
+            # plan made for the values at hand, never in a generic one.
+            "prepare_threshold": None,
+            "connect_timeout": round(CONNECT_TIMEOUT_SECONDS),
+            "application_name": f"storyworker {purpose}",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
+    )

@@ -710,3 +710,204 @@ select exists (select 1 from fn) as found,
 -- Realtime (whose own authorization check inserts and rolls back the same way): any
 -- WARNING it raises is a failure realtime.send would swallow on every delta.
 select realtime.send('{"probe": true}'::jsonb, 'storyworker-probe', 'storyworker:probe', true);
+
+-- Dashboard (`storyworker dashboard`, supervisor/db/dashboard.py): read-only views
+-- that stay fast at millions of jobs. Its actions are `retry` and `cancel` above.
+
+-- name: dashboard_session
+-- A dashboard connection bounds every statement it runs: a page never holds the
+-- database for long.
+select set_config('statement_timeout', %(timeout)s, false);
+
+-- name: dashboard_status_counts
+-- Overview: jobs per status, counted exactly up to `cap` (an index-only scan per
+-- status), with the planner's estimate beside each (pg_class.reltuples scaled to the
+-- table's current size, times pg_stats' share of that status) for those above it.
+with rel as (
+    select c.oid, n.nspname, c.relname,
+           case when c.reltuples < 0 then null
+                when c.relpages > 0
+                then c.reltuples / c.relpages
+                     * (pg_relation_size(c.oid) / current_setting('block_size')::int)
+                else c.reltuples end as total
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where c.oid = to_regclass('generation_jobs')
+), shares as (
+    select v.status, v.share
+      from rel
+      join pg_stats s on s.schemaname = rel.nspname and s.tablename = rel.relname
+                     and s.attname = 'status',
+           unnest(s.most_common_vals::text::text[], s.most_common_freqs) as v(status, share)
+)
+select s.status,
+       (select count(*) from (select 1 from generation_jobs j
+                               where j.status = s.status limit %(cap)s + 1) capped) as counted,
+       round((select total from rel) * coalesce(sh.share, 0))::bigint as estimated
+  from unnest(array['pending', 'processing', 'completed', 'failed', 'cancelled']) as s(status)
+  left join shares sh on sh.status = s.status;
+
+-- name: dashboard_oldest_pending
+-- Overview: seconds the oldest runnable pending job has waited (the runnable index).
+select extract(epoch from now() - min(created_at))::float8 as age
+  from generation_jobs
+ where status = 'pending' and (run_after is null or run_after <= now())
+   and isfinite(created_at);
+
+-- name: dashboard_throughput
+-- Overview chart: jobs that ended (completed, failed) per bucket of `step` seconds
+-- over the last `window` seconds, bucket 0 the oldest (the completed_at index).
+select floor(extract(epoch from completed_at - (now() - make_interval(secs => %(window)s)))
+             / %(step)s)::int as bucket,
+       count(*) filter (where status = 'completed') as completed,
+       count(*) filter (where status = 'failed') as failed
+  from generation_jobs
+ where completed_at >= now() - make_interval(secs => %(window)s) and completed_at <= now()
+   and status in ('completed', 'failed')
+ group by 1;
+
+-- name: dashboard_latency
+-- Overview chart: queue latency (enqueue to the latest start) of the jobs that started
+-- in each bucket, median and 95th percentile in seconds. Every job that started in the
+-- window has ended since (completed_at is not before started_at) or still runs.
+with started as (
+    select created_at, started_at from generation_jobs
+     where completed_at >= now() - make_interval(secs => %(window)s)
+    union all
+    select created_at, started_at from generation_jobs where status = 'processing'
+)
+select floor(extract(epoch from started_at - (now() - make_interval(secs => %(window)s)))
+             / %(step)s)::int as bucket,
+       count(*) as jobs,
+       percentile_cont(0.5) within group (
+           order by extract(epoch from started_at - created_at))::float8 as p50,
+       percentile_cont(0.95) within group (
+           order by extract(epoch from started_at - created_at))::float8 as p95
+  from started
+ where started_at >= now() - make_interval(secs => %(window)s) and started_at <= now()
+   and isfinite(created_at) and started_at >= created_at
+ group by 1;
+
+-- name: dashboard_waiting
+-- Overview: pending jobs that wait for an earlier chapter of their story (one that is
+-- pending or processing), oldest first, at most `limit`, with how many in all. Only
+-- stories with two live jobs or more can hold one back, so only their chapters are read.
+with live as (
+    -- From the live jobs' index alone: no table read.
+    select j.id, j.sequence_id, j.chapter_id, j.status, j.created_at
+      from generation_jobs j where j.status in ('pending', 'processing')
+), crowded as (
+    select sequence_id from live group by sequence_id having count(*) > 1
+), numbered as (
+    select l.*, c.chapter_number,
+           min(c.chapter_number) over (partition by l.sequence_id) as first_live
+      from live l join crowded using (sequence_id) join chapters c on c.id = l.chapter_id
+), waiting as (
+    select n.*, count(*) over () as total
+      from numbered n
+     where n.status = 'pending' and n.chapter_number > n.first_live
+)
+select w.id, w.sequence_id, w.chapter_number, w.first_live as blocked_by, w.total,
+       s.title as story_title
+  from (select * from waiting order by created_at, id limit %(limit)s) w
+  join sequences s on s.id = w.sequence_id
+ order by w.created_at, w.id;
+
+-- name: dashboard_backlog
+-- Overview: the users with the most jobs pending or processing.
+select user_id, count(*) filter (where status = 'pending') as pending,
+       count(*) filter (where status = 'processing') as processing, count(*) as jobs
+  from generation_jobs
+ where status in ('pending', 'processing')
+ group by user_id
+ order by jobs desc, user_id
+ limit %(limit)s;
+
+-- name: dashboard_tokens
+-- Overview: tokens spent per provider and model by the jobs that ended in the last
+-- `window` seconds (`usage` is one object or a list of them).
+select e->>'provider' as provider, e->>'model' as model, count(distinct j.id) as jobs,
+       sum(coalesce((e->>'calls')::bigint, 0)) as calls,
+       sum(coalesce((e->>'input_tokens')::bigint, 0)) as input_tokens,
+       sum(coalesce((e->>'output_tokens')::bigint, 0)) as output_tokens,
+       sum(coalesce((e->>'thinking_tokens')::bigint, 0)) as thinking_tokens,
+       sum(coalesce((e->>'embedding_tokens')::bigint, 0)) as embedding_tokens,
+       sum(coalesce((e->>'retries')::bigint, 0)) as retries
+  from generation_jobs j,
+       jsonb_array_elements(case jsonb_typeof(j.usage) when 'array' then j.usage
+                                 when 'object' then jsonb_build_array(j.usage)
+                                 else '[]'::jsonb end) e
+ where j.completed_at >= now() - make_interval(secs => %(window)s)
+   and jsonb_typeof(e) = 'object'
+ group by 1, 2
+ order by 1, 2;
+
+-- name: dashboard_jobs
+-- The Jobs page: newest first, every filter optional (status or statuses, user, story,
+-- provider named in `usage`, text in error_message (an ILIKE pattern), created_at
+-- range), keyset-paginated after (`after_at`, `after_id`). Bulk actions select their
+-- jobs with it too, so they change exactly what the list shows.
+select j.id, j.status, j.progress, j.current_step, j.attempts, j.user_id, j.sequence_id,
+       j.chapter_id, j.created_at, j.started_at, j.completed_at, j.run_after,
+       j.created_at::text as cursor_at, left(j.error_message, 300) as error,
+       coalesce(j.usage->>'provider', j.usage->0->>'provider') as provider,
+       coalesce(j.usage->>'model', j.usage->0->>'model') as model,
+       s.title as story_title, c.chapter_number
+  from generation_jobs j
+  left join sequences s on s.id = j.sequence_id
+  left join chapters c on c.id = j.chapter_id
+ where (%(statuses)s::text[] is null or j.status = any(%(statuses)s::text[]))
+   and (%(user_id)s::uuid is null or j.user_id = %(user_id)s::uuid)
+   and (%(sequence_id)s::uuid is null or j.sequence_id = %(sequence_id)s::uuid)
+   and (%(provider)s::text is null
+        or jsonb_path_exists(j.usage, '$[*] ? (@.provider == $p)',
+                             jsonb_build_object('p', %(provider)s::text)))
+   and (%(pattern)s::text is null or j.error_message ilike %(pattern)s::text)
+   and (%(created_from)s::timestamptz is null or j.created_at >= %(created_from)s::timestamptz)
+   and (%(created_to)s::timestamptz is null or j.created_at < %(created_to)s::timestamptz)
+   and (%(after_at)s::timestamptz is null
+        or (j.created_at, j.id) < (%(after_at)s::timestamptz, %(after_id)s::uuid))
+ order by j.created_at desc, j.id desc
+ limit %(limit)s;
+
+-- name: dashboard_job
+-- The Job page: every column of the job (`context` too, where a migration added it),
+-- with its story's title and its chapter's number, title and text so far.
+select j.*, s.title as story_title, c.chapter_number, c.title as chapter_title,
+       coalesce(c.content, '') as chapter_text, length(coalesce(c.content, '')) as text_length,
+       c.word_count
+  from generation_jobs j
+  left join sequences s on s.id = j.sequence_id
+  left join chapters c on c.id = j.chapter_id
+ where j.id = %(job_id)s;
+
+-- name: dashboard_text
+-- The Job page's live text: the job's state and its chapter's text from character
+-- `offset` on (all of it when the chapter is now shorter: it was cut back).
+select j.status, j.progress, j.current_step, j.attempts, left(j.error_message, 300) as error,
+       length(coalesce(c.content, '')) as length,
+       case when length(coalesce(c.content, '')) < %(offset)s then coalesce(c.content, '')
+            else substr(coalesce(c.content, ''), %(offset)s + 1) end as text,
+       length(coalesce(c.content, '')) < %(offset)s as reset
+  from generation_jobs j left join chapters c on c.id = j.chapter_id
+ where j.id = %(job_id)s;
+
+-- name: dashboard_story
+-- The Story page: the story itself.
+select id, user_id, title, premise, created_at from sequences where id = %(sequence_id)s;
+
+-- name: dashboard_story_chapters
+-- The Story page: its chapters in order, each with its word count, its newest job
+-- and the job that last completed it (the one that wrote its text).
+select c.id, c.chapter_number, c.title, c.word_count, length(coalesce(c.content, '')) as chars,
+       latest.id as job_id, latest.status, latest.progress, latest.current_step,
+       writer.id as writer_id, writer.completed_at as written_at
+  from chapters c
+  left join lateral (
+      select id, status, progress, current_step from generation_jobs
+       where chapter_id = c.id order by created_at desc, id desc limit 1) latest on true
+  left join lateral (
+      select id, completed_at from generation_jobs
+       where chapter_id = c.id and status = 'completed'
+       order by completed_at desc, id desc limit 1) writer on true
+ where c.sequence_id = %(sequence_id)s
+ order by c.chapter_number, c.id;

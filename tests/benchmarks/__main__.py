@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.benchmarks import livetext, ours, peers, pooled
+from tests.benchmarks import dashboard, livetext, ours, peers, pooled
 from tests.benchmarks.harness import Bench, Result
 from tests.pg import throwaway_server
 
-SECTIONS = ("pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler", "livetext")
+SECTIONS = (
+    "pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler", "livetext", "dashboard"
+)
 
 
 def header(bench: Bench) -> None:
@@ -248,6 +250,7 @@ def main() -> None:
             "ttft": lambda: run_ttft(bench, logs),
             "pooler": lambda: pooled.run(bench, logs),
             "livetext": lambda: livetext.run(bench, logs),
+            "dashboard": lambda: dashboard.run(bench),
         }
         for name in args.only:
             steps[name]()

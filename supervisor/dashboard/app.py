@@ -1,0 +1,148 @@
+"""The dashboard's Flask app, built by `create_app(config)` from what it is given:
+a way to get a database connection, the token (or none), and its limits. Nothing
+reaches it any other way; the DSN is not even in the config, so no page can show it.
+
+Every response carries a strict Content-Security-Policy (scripts and styles from the
+dashboard itself only), and every page is rendered with Jinja's autoescape, so user
+content (titles, prose, error text) is always text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from flask import Flask, Response, redirect, render_template, request
+
+from supervisor.dashboard import actions, pages
+from supervisor.dashboard.auth import Auth, Session
+from supervisor.dashboard.cache import TtlCache
+from supervisor.errors import DatabaseError, InvalidStateError, JobNotFoundError
+
+log = logging.getLogger("supervisor.dashboard")
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Everything the app depends on."""
+
+    #: A context manager yielding an autocommit connection with dict rows.
+    connection: Callable[[], AbstractContextManager[psycopg.Connection]]
+    #: DASHBOARD_TOKEN; None: read-only.
+    token: str | None = None
+    #: Statuses are counted exactly up to this, estimated above it.
+    count_cap: int = 10_000
+    #: Most jobs one bulk action changes.
+    bulk_limit: int = 1000
+    page_size: int = 50
+    #: How often pages refresh themselves, and the job page's live text.
+    refresh_ms: int = 2000
+    text_refresh_ms: int = 400
+    #: The Overview's costly, slow-changing figures are computed at most this often.
+    slow_figures_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the routes share: the config and the authorisation rules."""
+
+    config: DashboardConfig
+    auth: Auth
+    cache: TtlCache
+
+    def session(self) -> Session | None:
+        return self.auth.session(request.cookies, request.headers)
+
+    def render(self, template: str, **values: Any) -> str:
+        """A page, or only its live part when the page's script asks for it."""
+        session = self.session()
+        live = request.headers.get("X-Dashboard-Live") == "1"
+        return render_template(
+            template,
+            live_only=live,
+            can_act=session is not None,
+            token_set=self.auth.enabled,
+            csrf=self.auth.csrf(session) if session else "",
+            refresh_ms=self.config.refresh_ms,
+            text_refresh_ms=self.config.text_refresh_ms,
+            **values,
+        )
+
+
+def create_app(config: DashboardConfig) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    context = Context(config, Auth(config.token), TtlCache(config.slow_figures_seconds))
+    _guard(app, context)
+    pages.register(app, context)
+    actions.register(app, context)
+    _errors(app, context)
+    return app
+
+
+#: Reachable without the token: the login form and the dashboard's own files.
+OPEN_PATHS = ("/login", "/static/")
+
+
+def _guard(app: Flask, context: Context) -> None:
+    @app.before_request
+    def require_token() -> Any:
+        if not context.auth.enabled or request.path.startswith(OPEN_PATHS):
+            return None
+        if context.session() is not None:
+            return None
+        if request.method == "GET" and request.headers.get("X-Dashboard-Live") != "1":
+            target = quote(request.full_path.rstrip("?"), safe="")
+            return redirect(f"/login?next={target}", 303)
+        return Response("log in first\n", 401, mimetype="text/plain")
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def _errors(app: Flask, context: Context) -> None:
+    @app.errorhandler(DatabaseError)
+    @app.errorhandler(psycopg.Error)
+    def unavailable(exc: Exception) -> tuple[str, int]:
+        # The message stays in the log: it may name the database's host.
+        log.warning("dashboard query failed", exc_info=exc)
+        return context.render("error.html", code=503, message=UNAVAILABLE), 503
+
+    @app.errorhandler(JobNotFoundError)
+    def missing(exc: JobNotFoundError) -> tuple[str, int]:
+        return context.render("error.html", code=404, message=str(exc)), 404
+
+    @app.errorhandler(InvalidStateError)
+    def conflict(exc: InvalidStateError) -> tuple[str, int]:
+        return context.render("error.html", code=409, message=str(exc)), 409
+
+    @app.errorhandler(404)
+    def not_found(exc: Exception) -> tuple[str, int]:
+        return context.render("error.html", code=404, message="no such page"), 404
+
+    @app.errorhandler(405)
+    def not_allowed(exc: Exception) -> tuple[str, int]:
+        return context.render("error.html", code=405, message="method not allowed"), 405
+
+
+UNAVAILABLE = (
+    "The database did not answer (or refused the query). The dashboard's log says why;"
+    " this page refreshes by itself."
+)
