@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.benchmarks import dashboard, livetext, ours, peers, pooled
+from tests.benchmarks import dashboard, livetext, ours, peers, pooled, story
 from tests.benchmarks.harness import Bench, Result
 from tests.pg import throwaway_server
 
 SECTIONS = (
-    "pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler", "livetext", "dashboard"
+    "pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler", "livetext", "dashboard",
+    "story",
 )
 
 
@@ -251,6 +252,7 @@ def main() -> None:
             "pooler": lambda: pooled.run(bench, logs),
             "livetext": lambda: livetext.run(bench, logs),
             "dashboard": lambda: dashboard.run(bench),
+            "story": lambda: story.run(bench),
         }
         for name in args.only:
             steps[name]()
