@@ -60,7 +60,8 @@ CHECKPOINT_FENCE = (
 )
 FINISH_FENCE = (
     "error_message = null, checkpoint = %(checkpoint)s,\n"
-    "           usage = coalesce(%(usage)s::jsonb, usage)\n" + FENCE
+    "           usage = coalesce(%(usage)s::jsonb, usage),\n"
+    "           context = coalesce(%(context)s::jsonb, context)\n" + FENCE
 )
 APPEND_FENCE = "       set heartbeat_at = now()\n" + FENCE
 PROCESSING = "\n       and status = 'processing'"
@@ -351,4 +352,68 @@ GUARDS = (
     ),
 )
 
-MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS
+PROSE_GUARDS = "tests/acceptance/test_prose_guards.py"
+GUARDS_UNIT = "tests/unit/test_guards.py"
+CONTEXT_UNIT = "tests/unit/test_context.py"
+
+#: The story's promises (issues 22 and 23): what the model is told, what reaches the reader.
+STORY = (
+    Mutation(
+        "story-failure-keeps-half-a-section",
+        "a failed attempt leaves its streamed half section in the chapter",
+        "     where %(cut_to)s::int is not null and c.id = job.chapter_id",
+        "     where false and c.id = job.chapter_id",
+        (PROSE_GUARDS,),
+        "queries.sql",
+    ),
+    Mutation(
+        "story-cleaner-keeps-preambles",
+        "preambles, headings and meta lines reach the chapter",
+        "    return bold or any(pattern.fullmatch(text) for pattern in patterns)",
+        "    return False",
+        (GUARDS_UNIT, PROSE_GUARDS),
+        "guards.py",
+    ),
+    Mutation(
+        "story-output-limit-is-final",
+        "a section stopped at its output limit is not continued",
+        "        except OutputLimitError as exc:",
+        "        except ZeroDivisionError as exc:",
+        (PROSE_GUARDS,),
+        "section.py",
+    ),
+    Mutation(
+        "story-short-sections-taken",
+        "a section far below its word target is taken as it is",
+        "    if text and words < target * MIN_SHARE:",
+        "    if False:",
+        (PROSE_GUARDS,),
+        "section.py",
+    ),
+    Mutation(
+        "story-missing-chapters-unsaid",
+        "the model is not told which earlier chapters are missing",
+        "    left -= _missing(out, story)",
+        "    left -= 0",
+        (CONTEXT_UNIT,),
+        "context.py",
+    ),
+    Mutation(
+        "story-every-chapter-closes-the-story",
+        "every chapter's last section is told to close the story",
+        "        return SECTION_POSITION_LAST[ending]",
+        '        return SECTION_POSITION_LAST["resolve"]',
+        (PROMPTS,),
+        "prompts.py",
+    ),
+    Mutation(
+        "story-no-previous-ending",
+        "section 1 is not told how the previous chapter ended",
+        "        with_ending=index == 0 and not previous_text,",
+        "        with_ending=False,",
+        (CONTEXT_UNIT, "tests/acceptance/test_story_so_far.py"),
+        "prompts.py",
+    ),
+)
+
+MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY
