@@ -218,10 +218,14 @@ class MemoryQueue:
         job.writes.append(("release", None))
         return True
 
-    def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]:
-        """What `passages` (a test's) hold for the query: every passage sharing a word
+    def recall(
+        self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
+    ) -> list[list[Passage]]:
+        """What `passages` (a test's) hold for each query: every passage sharing a word
         with it, in the order given."""
         self._held(claim)
-        words = set(query.lower().split())
-        found = [p for p in self.passages if words & set(p.text.lower().split())]
-        return found[:limit]
+        found = []
+        for query in queries:
+            words = set(query.lower().split())
+            found.append([p for p in self.passages if words & set(p.text.lower().split())][:limit])
+        return found

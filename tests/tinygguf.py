@@ -33,7 +33,7 @@ MERGES = (
 BOS, EOS = "<|bos|>", "<|eos|>"
 #: Logits of the chat model's tokens (see the module docstring); anything else: never.
 LOGITS = {"letter": 2.0, "upper": 0.3, "space": 3.2, "quote": 2.2, "stop": 1.0, "merge": 1.5}
-EOS_LOGIT = -1.0
+EOS_LOGIT = 1.0
 NEVER = -30.0
 
 

@@ -197,6 +197,8 @@ class ProseCleaner:
             if is_opening_meta(line):
                 return ""
             self._opening = False
+        if not line.strip() and not self._held:  # a paragraph break: whitespace
+            return self._emit(line + "\n")
         if is_closing_meta(line):
             self._held.append(line + "\n")
             return ""

@@ -48,12 +48,13 @@ __all__ = [
     "write_chapter",
 ]
 
-#: Passages of earlier chapters relevant to a query (a bullet), best first.
-Recall = Callable[[str], Sequence[Passage]]
+#: For each query (the outline's, or each section's bullet), the passages of earlier
+#: chapters relevant to it, best first: one call for all of a chapter's sections.
+Recall = Callable[[Sequence[str]], Sequence[Sequence[Passage]]]
 
 
-def _no_recall(_query: str) -> Sequence[Passage]:
-    return ()
+def _no_recall(queries: Sequence[str]) -> Sequence[Sequence[Passage]]:
+    return [() for _ in queries]
 
 
 class ChapterCallbacks(Protocol):
@@ -95,15 +96,14 @@ def write_chapter(
     text would be cut to its opening pages; a provider without an embedding model gives
     an empty embedding and embedding model. Exceptions from the provider and from the
     callbacks propagate unchanged; an empty section or summary raises
-    `MalformedOutputError`. Before each step, `recall` is asked for the earlier passages
-    relevant to it (the chapter's title and the last summary; the section's bullet),
-    and `callbacks.on_context` is told what the step's prompt holds of the story so far.
+    `MalformedOutputError`. Once the outline is known, `recall` is asked (once) for the
+    earlier passages relevant to each section's bullet, and before each step
+    `callbacks.on_context` is told what its prompt holds of the story so far.
     """
     outline = checkpoint.outline
     if outline is None:
-        step = _recalled(request, recall, _outline_query(request))
-        callbacks.on_context("outline", step_context(step).manifest)
-        outline = _new_outline(step, provider)
+        callbacks.on_context("outline", step_context(request).manifest)
+        outline = _new_outline(request, provider)
         callbacks.on_outline(outline)
     if not 0 <= checkpoint.sections_done <= len(outline.bullets):
         raise ValueError(
@@ -111,23 +111,19 @@ def write_chapter(
             f"but the outline has {len(outline.bullets)}"
         )
     text = written_text
-    for index in range(checkpoint.sections_done, len(outline.bullets)):
-        step = _recalled(request, recall, outline.bullets[index])
+    todo = range(checkpoint.sections_done, len(outline.bullets))
+    found = recall([outline.bullets[index] for index in todo]) if todo else []
+    for index, passages in zip(todo, found, strict=True):
+        step = _recalled(request, passages)
         manifest = step_context(step, outline, index, text).manifest
         callbacks.on_context(f"section {index + 1}", manifest)
         text = write_section(step, provider, outline, index, text_so_far=text, callbacks=callbacks)
     return _finish(request, provider, outline, text)
 
 
-def _outline_query(request: ChapterRequest) -> str:
-    story = request.story
-    latest = story.summaries[-1].text if story.summaries else ""
-    return " ".join(filter(None, (story.chapter_title, latest)))
-
-
-def _recalled(request: ChapterRequest, recall: Recall, query: str) -> ChapterRequest:
-    """`request` with the passages `recall` finds for `query` (none for no query)."""
-    found = tuple(recall(query)) if query.strip() else ()
+def _recalled(request: ChapterRequest, passages: Sequence[Passage]) -> ChapterRequest:
+    """`request` with `passages` for the step at hand."""
+    found = tuple(passages)
     if not found and not request.story.passages:
         return request
     return dataclasses.replace(request, story=dataclasses.replace(request.story, passages=found))

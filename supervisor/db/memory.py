@@ -58,11 +58,18 @@ def remember(conn: psycopg.Connection, claim: Claim, memory: StoryMemory) -> Non
 
 
 def recall(
-    conn: psycopg.Connection, claim: Claim, query: str, *, config: str, limit: int
-) -> list[Passage]:
-    """The passages of the claim's story before its chapter most relevant to `query`."""
-    if claim.context is None:
-        return []
+    conn: psycopg.Connection,
+    claim: Claim,
+    queries: Sequence[str],
+    *,
+    config: str,
+    limit: int,
+) -> list[list[Passage]]:
+    """For each query, the passages of the claim's story before its chapter most
+    relevant to it (one statement for all of them)."""
+    found: list[list[Passage]] = [[] for _ in queries]
+    if claim.context is None or not queries:
+        return found
     rows = sql.all_rows(
         conn,
         "recall_passages",
@@ -70,8 +77,11 @@ def recall(
             "sequence_id": claim.sequence_id,
             "before": claim.context.chapter_number,
             "config": config,
-            "query": query,
+            "queries": list(queries),
             "limit": limit,
         },
     )
-    return [Passage(r["chapter_number"], r["char_offset"], r["body"]) for r in rows]
+    for row in rows:
+        passage = Passage(row["chapter_number"], row["char_offset"], row["body"])
+        found[row["ord"] - 1].append(passage)
+    return found

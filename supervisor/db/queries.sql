@@ -213,29 +213,41 @@ with job as (
 select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
 
 -- name: recall_passages
--- The passages of a story's earlier chapters most relevant to a query (a section's
--- bullet): full-text search, each query word weighted by how rare it is in the story
--- (inverse document frequency, so a scar outweighs a name on every page), newest
--- chapter first on a tie. One story's passages are a few thousand rows at most.
+-- For each query (a section's bullet), the passages of a story's earlier chapters most
+-- relevant to it: full-text search, each query word weighted by how rare it is in the
+-- story (inverse document frequency, so a scar outweighs a name on every page), newest
+-- chapter first on a tie. One statement for every query of a chapter; one story's
+-- passages are a few thousand rows at most.
 with story as (
     select p.chapter_number, p.char_offset, p.body, p.search
       from storyworker.passages p
      where p.sequence_id = %(sequence_id)s and p.chapter_number < %(before)s
+), queries as (
+    select q.ord, q.query
+      from unnest(%(queries)s::text[]) with ordinality as q(query, ord)
 ), terms as (
-    select distinct t.lexeme
-      from unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) as t(lexeme)
+    select distinct queries.ord, t.lexeme
+      from queries,
+           unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, queries.query)))
+               as t(lexeme)
 ), weights as (
-    select terms.lexeme,
+    select terms.ord, terms.lexeme,
            ln((select count(*) from story) + 1.0) - ln(count(*) + 0.5) as idf
       from terms join story
         on story.search @@ to_tsquery('simple', quote_literal(terms.lexeme))
-     group by terms.lexeme
+     group by terms.ord, terms.lexeme
+), scored as (
+    select w.ord, s.chapter_number, s.char_offset, s.body, sum(w.idf) as score
+      from story s join weights w on s.search @@ to_tsquery('simple', quote_literal(w.lexeme))
+     group by w.ord, s.chapter_number, s.char_offset, s.body
+), ranked as (
+    select scored.*, row_number() over (
+               partition by ord order by score desc, chapter_number desc, char_offset) as rank
+      from scored
 )
-select s.chapter_number, s.char_offset, s.body, sum(w.idf) as score
-  from story s join weights w on s.search @@ to_tsquery('simple', quote_literal(w.lexeme))
- group by s.chapter_number, s.char_offset, s.body
- order by score desc, s.chapter_number desc, s.char_offset
- limit %(limit)s;
+select ord, chapter_number, char_offset, body from ranked
+ where rank <= %(limit)s
+ order by ord, rank;
 
 -- name: store_passages
 -- A finished chapter's passages (run in its `finish` transaction), replacing those an

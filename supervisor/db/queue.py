@@ -427,5 +427,7 @@ class WorkerQueue:
     def release(self, claim: Claim, usage: Any = None) -> bool:
         return release(self.conn, claim, usage)
 
-    def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]:
-        return recall(self.conn, claim, query, config=config, limit=limit)
+    def recall(
+        self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
+    ) -> list[list[Passage]]:
+        return recall(self.conn, claim, queries, config=config, limit=limit)

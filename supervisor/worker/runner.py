@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from generation.errors import GenerationError, ProviderUnavailableError
-from generation.story import Preferences, SectionStats, write_chapter
+from generation.story import SectionStats, write_chapter
 from generation.story.context import PASSAGES_PER_STEP
 from generation.story.memory import search_config
 from generation.story.writer import Recall
-from generation.types import DEFAULT_BUDGET_TOKENS, CallRecord, Passage, Provider
+from generation.types import (
+    DEFAULT_BUDGET_TOKENS,
+    CallRecord,
+    ChapterRequest,
+    Passage,
+    Provider,
+)
 from supervisor import metrics
 from supervisor.db.jobs import Claim, Outcome
 from supervisor.db.memory import StoryMemory
@@ -112,7 +118,9 @@ class JobQueue(Protocol):
         cut_to: int | None = None,
     ) -> Outcome: ...
     def release(self, claim: Claim, usage: Any = None) -> bool: ...
-    def recall(self, claim: Claim, query: str, *, config: str, limit: int) -> list[Passage]: ...
+    def recall(
+        self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
+    ) -> list[list[Passage]]: ...
 
 
 def verdict(exc: Exception) -> tuple[str, bool]:
@@ -258,7 +266,7 @@ class JobRunner:
             prepared.checkpoint,
             sink,
             written_text=prepared.written_text,
-            recall=self._recall(claim, prepared.request.preferences),
+            recall=self._recall(claim, prepared.request),
         )
         assert claim.context is not None  # prepare() rejects a claim without its chapter
         self.next_claim = self.queue.finish(
@@ -286,13 +294,16 @@ class JobRunner:
         )
         return Settled.COMPLETED
 
-    def _recall(self, claim: Claim, preferences: Preferences) -> Recall:
+    def _recall(self, claim: Claim, request: ChapterRequest) -> Recall:
         """Passages of the story's earlier chapters, by full-text search in the story's
-        language."""
-        config = search_config(preferences.language)
+        language; none (and no query) when no earlier chapter is written."""
+        config = search_config(request.preferences.language)
+        written = bool(request.story.written)
 
-        def recall(query: str) -> list[Passage]:
-            return self.queue.recall(claim, query, config=config, limit=PASSAGES_PER_STEP)
+        def recall(queries: Sequence[str]) -> list[list[Passage]]:
+            if not written:
+                return [[] for _ in queries]
+            return self.queue.recall(claim, queries, config=config, limit=PASSAGES_PER_STEP)
 
         return recall
 

@@ -108,7 +108,9 @@ def events(db: SupabaseDb, chapter_id: uuid.UUID) -> list[tuple[str, dict[str, A
 def test_the_events_rebuild_exactly_the_final_chapter(supa, run):
     realtime.install(supa)
     ids = seed_job(supa)
-    svc = run()
+    # Sections that stream for about a second each: time for deltas on the way (at most
+    # one every LIVE_TEXT_INTERVAL_MS), not only at each checkpoint.
+    svc = run(OFFLINE_LATENCY_MS="60")
     final = completed(supa, ids["job_id"])
     sent = events(supa, ids["chapter_id"])
     assert realtime.rebuild(sent) == final["content"] and len(final["content"]) > 2000

@@ -123,7 +123,7 @@ def measure_recall(dsn: str) -> None:
         for i, where in planted.items():
             query = f"{NAMES[(i + 1) % len(NAMES)]} asks about the {OBJECTS[i]} with {DETAILS[i]}"
             started = time.perf_counter()
-            found = recall(conn, claim, query, config="english", limit=K)
+            (found,) = recall(conn, claim, [query], config="english", limit=K)
             timings.append((time.perf_counter() - started) * 1000)
             hits += where in [(p.chapter, p.offset) for p in found]
     print(f"{'recall of 50 planted facts, full-text search, k=4':<58} {hits / FACTS:>12.2f}")

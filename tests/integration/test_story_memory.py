@@ -111,9 +111,13 @@ def test_recall_finds_the_planted_fact_among_the_storys_passages(conn, job_facto
     write(conn, job_factory, chapters[1], "\n\n".join([*FILLER, PLANTED, *FILLER]), "Two.")
     job_factory(chapter=chapters[3])
     claim = queue.claim(conn, "w1")
-    found = queue.WorkerQueue(conn).recall(
-        claim, "Mara asks Ilya about the scar on his palm", config="english", limit=4
+    found, other = queue.WorkerQueue(conn).recall(
+        claim,
+        ["Mara asks Ilya about the scar on his palm", "the bell of the old church"],
+        config="english",
+        limit=4,
     )
+    assert other and all("church" in p.text for p in other)
     assert found and found[0].chapter == 2 and "crescent scar" in found[0].text
     # Only this story's earlier chapters: nothing of chapter 4 or later, or of others.
     assert all(p.chapter < 4 for p in found)
