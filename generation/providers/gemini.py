@@ -41,6 +41,7 @@ from generation.providers.calls import (
     text_deadline,
     until_text,
 )
+from generation.providers.chat import ChatProvider
 from generation.providers.gemini_config import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
@@ -80,7 +81,7 @@ MAX_CONTINUATIONS = 20
 _DEFAULT_HOOKS = ProviderHooks()
 
 
-class GeminiProvider:
+class GeminiProvider(ChatProvider):
     """A `Provider` backed by the Gemini API; see the module docstring for its policies.
 
     Every public method reports exactly one CallRecord through `hooks.on_call` (a stream
@@ -122,10 +123,6 @@ class GeminiProvider:
     def embedding_model(self) -> str:
         return self._config.embedding_model
 
-    def close(self) -> None:
-        """Close the HTTP connections; the provider cannot be used afterwards."""
-        self._client.close()
-
     # --- Provider -----------------------------------------------------------------
 
     def outline(self, request: ChapterRequest) -> Outline:
@@ -143,15 +140,6 @@ class GeminiProvider:
             return ask_twice(
                 op, lambda: parse_outline(self._generate(op, prompt, config).text, count)
             )
-
-    def stream_section(
-        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
-    ) -> Iterator[str]:
-        """Yield the section's prose as it streams. Failures before the first chunk are
-        retried; a stream cut after text was yielded raises a retryable error (the job
-        resumes from its checkpoint); a refusal, even in a later chunk, RefusedError."""
-        prompt = prompts.section_prompt(request, outline, index, previous_text)
-        return self._stream(prompt, self._limit(request.preferences.words_per_bullet))
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short plain-text summary of the finished chapter; never empty."""

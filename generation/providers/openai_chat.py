@@ -50,6 +50,7 @@ from generation.providers.calls import (
     text_deadline,
     until_text,
 )
+from generation.providers.chat import ChatProvider
 from generation.providers.openai_config import OpenAIConfig
 from generation.providers.openai_wire import (
     OUTLINE_FORMS,
@@ -90,7 +91,7 @@ log = logging.getLogger(__name__)
 _SAID_NO_EMBEDDING: set[bool] = set()
 
 
-class OpenAIProvider:
+class OpenAIProvider(ChatProvider):
     """A `Provider` on an OpenAI-compatible chat-completions API; see the module
     docstring for its policies. Every public method reports exactly one CallRecord
     through `hooks.on_call` (a stream when it ends) and raises only GenerationError
@@ -134,10 +135,6 @@ class OpenAIProvider:
     def embedding_model(self) -> str:
         return self._config.embedding_model or ""
 
-    def close(self) -> None:
-        """Close the HTTP connections; the provider cannot be used afterwards."""
-        self._client.close()
-
     # --- Provider -----------------------------------------------------------------
 
     def outline(self, request: ChapterRequest) -> Outline:
@@ -150,15 +147,6 @@ class OpenAIProvider:
             return ask_twice(
                 op, lambda: parse_outline(self._outline_text(op, prompt, count), count, self._label)
             )
-
-    def stream_section(
-        self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
-    ) -> Iterator[str]:
-        """Yield the section's prose as it streams. Failures before the first chunk are
-        retried; a stream cut after text was yielded raises a retryable error (the job
-        resumes from its checkpoint); a refusal, even in a later chunk, RefusedError."""
-        prompt = prompts.section_prompt(request, outline, index, previous_text)
-        return self._stream(prompt, max_output_tokens(request.preferences.words_per_bullet))
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short plain-text summary of the finished chapter; never empty."""

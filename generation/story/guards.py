@@ -81,15 +81,20 @@ def count_words(text: str) -> int:
     return dense + len(spaced)
 
 
+def _plain_verdict(text: str) -> bool | None:
+    """What every meta check decides alike: a blank line, a fence or a rule is meta;
+    a long line is prose; None: look closer."""
+    if not text or _FENCE.fullmatch(text) or _RULE.fullmatch(text):
+        return True
+    return False if len(text) > META_MAX_CHARS else None
+
+
 def is_opening_meta(line: str) -> bool:
     """Whether a line at the start of a section is the model talking, not prose."""
     text = line.strip()
-    if not text:
-        return True
-    if len(text) > META_MAX_CHARS:
-        return False
-    if _FENCE.fullmatch(text) or _RULE.fullmatch(text):
-        return True
+    verdict = _plain_verdict(text)
+    if verdict is not None:
+        return verdict
     if re.fullmatch(r"#{1,6}(?:\s.*)?", text):  # a markdown heading, whatever it says
         return True
     if _DIALOGUE.search(text):
@@ -102,15 +107,10 @@ def is_opening_meta(line: str) -> bool:
 def is_closing_meta(line: str) -> bool:
     """Whether a line at the end of a section is the model signing off."""
     text = line.strip()
-    if not text:
-        return True
-    if len(text) > META_MAX_CHARS:
-        return False
-    if _FENCE.fullmatch(text) or _RULE.fullmatch(text):
-        return True
-    if _DIALOGUE.search(text):
-        return False
-    return _SIGN_OFF.fullmatch(text) is not None
+    verdict = _plain_verdict(text)
+    if verdict is not None:
+        return verdict
+    return not _DIALOGUE.search(text) and _SIGN_OFF.fullmatch(text) is not None
 
 
 def may_close(partial_line: str) -> bool:
