@@ -14,7 +14,7 @@ from supervisor import exitcodes
 from supervisor.cli.common import connect, fail, friendly_errors
 from supervisor.cli.manifest import describe
 from supervisor.cli.term import Duration, Term
-from supervisor.db import queue, timestamps
+from supervisor.db import memory, queue, timestamps
 from supervisor.db.jobs import Job, Status
 
 #: Columns of `jobs list --json`: every column of generation_jobs but the checkpoint
@@ -137,8 +137,10 @@ def show(job_id: UUID, as_json: bool) -> None:
     """Everything about one job."""
     with connect("jobs show") as conn:
         job = queue.get(conn, job_id)
+        stale = memory.stale_after(conn, job_id)
     if as_json:
         data = {k: _when(v) for k, v in _json_fields(job).items()}
+        data["memory_stale_after"] = stale
         click.echo(json.dumps(data, default=str, indent=2))
         return
     data = {k: _when(v) for k, v in _job_fields(job).items()}
@@ -149,6 +151,11 @@ def show(job_id: UUID, as_json: bool) -> None:
     click.echo(f"{'context:':16} {'' if steps else '(none recorded)'}")
     for line in steps:
         click.echo(f"  {line}")
+    if stale is not None:
+        click.echo(
+            f"{'memory:':16} stale: chapter {stale} was rewritten after this chapter was "
+            "written from the story before it (this chapter is not rewritten)"
+        )
 
 
 def _bulk_target(

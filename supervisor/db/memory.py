@@ -57,6 +57,15 @@ def remember(conn: psycopg.Connection, claim: Claim, memory: StoryMemory) -> Non
     )
 
 
+def stale_after(conn: psycopg.Connection, job_id: Any) -> int | None:
+    """The earlier chapter whose rewrite left this job's chapter written from an older
+    story (None when it is not, or the job has no chapter)."""
+    row = sql.one(conn, "memory_staleness", {"job_id": job_id})
+    if row is None or row["stale_after"] is None:
+        return None
+    return row["stale_after"] if row["chapter_number"] > row["stale_after"] else None
+
+
 def recall(
     conn: psycopg.Connection,
     claim: Claim,

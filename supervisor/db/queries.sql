@@ -212,6 +212,15 @@ with job as (
 )
 select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
 
+-- name: memory_staleness
+-- Whether a job's chapter was written from a story memory an earlier chapter's rewrite
+-- has since made stale: the chapter's number and the story's `stale_after`.
+select c.chapter_number, m.stale_after
+  from generation_jobs j
+  join chapters c on c.id = j.chapter_id
+  left join storyworker.story_memory m on m.sequence_id = j.sequence_id
+ where j.id = %(job_id)s;
+
 -- name: recall_passages
 -- For each query (a section's bullet), the passages of a story's earlier chapters most
 -- relevant to it: full-text search, each query word weighted by how rare it is in the

@@ -165,3 +165,16 @@ def test_app_roles_can_neither_read_nor_write_the_memory(supa):
         ):
             said = supa.attempt(role, who, statement)
             assert "permission denied" in said, (role, statement, said)
+
+
+def test_a_rewritten_chapter_marks_the_later_ones_stale(conn, job_factory, story):
+    from supervisor.db.memory import stale_after
+
+    _, chapters = story
+    write(conn, job_factory, chapters[0], "One.", "One.")
+    third = write(conn, job_factory, chapters[2], "Three.", "Three.")
+    assert stale_after(conn, third.job_id) is None
+    # Chapter 1 written again after chapter 3: what the worker stores says so.
+    rewrite = write(conn, job_factory, chapters[0], "One, again.", "One again.", stale_after=1)
+    assert stale_after(conn, third.job_id) == 1
+    assert stale_after(conn, rewrite.job_id) is None  # the rewrite itself is not stale
