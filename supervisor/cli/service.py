@@ -57,7 +57,24 @@ def demo(database_url: str | None) -> None:
 
     settings = load_settings()
     logs.configure("WARNING", settings.log_format)
-    sys.exit(run_demo(settings, database_url))
+    sys.exit(run_demo(settings, _checked_dsn("--database-url", database_url)))
+
+
+def _checked_dsn(option: str, value: str | None) -> str | None:
+    """`value` once it reads as its author meant, remembered as a secret; else a
+    ConfigError (78) that shows it masked."""
+    from supervisor.dsn import problem
+    from supervisor.errors import ConfigError
+    from supervisor.redact import redact_dsn, remember
+
+    value = (value or "").strip() or None
+    if value is None:
+        return None
+    remember(dsns=[value])
+    wrong = problem(value)
+    if wrong:
+        raise ConfigError(f"{option} {wrong}: {redact_dsn(value)}")
+    return value
 
 
 @click.command()
