@@ -9,7 +9,7 @@ import click
 import psycopg
 
 from supervisor import exitcodes
-from supervisor.cli.common import friendly_errors
+from supervisor.cli.common import SettingFlag, friendly_errors
 from supervisor.config import load_settings
 
 
@@ -31,8 +31,12 @@ def migrate() -> None:
 
 
 @click.command()
-@click.option("--concurrency", type=int, help="Worker processes (WORKER_CONCURRENCY).")
-@click.option("--port", type=int, help="Health server port (PORT).")
+@click.option(
+    "--concurrency",
+    type=SettingFlag("WORKER_CONCURRENCY"),
+    help="Worker processes (WORKER_CONCURRENCY).",
+)
+@click.option("--port", type=SettingFlag("PORT", "PORT"), help="Health server port (PORT).")
 @click.option("--provider", help="gemini, openai or offline (GENERATION_PROVIDER).")
 @friendly_errors
 def run(concurrency: int | None, port: int | None, provider: str | None) -> None:
