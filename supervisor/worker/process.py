@@ -196,6 +196,7 @@ class Worker:
             while not self.stopping:
                 self._check_parent()
                 self._beat(WorkerState.IDLE)
+                self._title("idle")  # also before the first job, and after a pause
                 self._run_once()
         finally:
             # A job claimed together with the last one's finish, never started.
