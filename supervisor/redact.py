@@ -117,7 +117,9 @@ def _mask_url(url: str) -> str:
     start = url.index("://") + 3
     at = url.rfind("@")
     userinfo = url[start:at]
-    user, colon, _ = userinfo.partition(":")
-    plain = "@" not in userinfo and re.fullmatch(r"[\w.%-]*", user)
-    shown = f"{user}:{MASK}" if colon and plain else MASK
+    user, colon, password = userinfo.partition(":")
+    if "@" in userinfo or not re.fullmatch(r"[\w.%-]*", user):
+        shown = MASK
+    else:  # a plain `user:password@` keeps its user (and an empty password, its nothing)
+        shown = f"{user}:{MASK if password else ''}" if colon else user
     return url[:start] + shown + url[at:]
