@@ -30,8 +30,9 @@ from generation.settings import (
     text,
 )
 from generation.types import DEFAULT_BUDGET_TOKENS
+from supervisor.dsn import problem as dsn_problem
 from supervisor.errors import ConfigError
-from supervisor.redact import redact, redact_dsn
+from supervisor.redact import redact_dsn, remember
 
 LOG_FORMATS = ("text", "json")
 #: Most workers one supervisor runs (its heartbeat table's slots; TTIN stops there).
@@ -56,17 +57,12 @@ def _dsn(raw: str) -> str | None:
     value = raw.strip()
     if "://" in value and urlsplit(value).scheme not in ("postgres", "postgresql"):
         raise Invalid(f"must be a postgresql:// URL or a key=value DSN, got {redact_dsn(value)!r}")
-    if value:
-        # libpq's own parser: a malformed DSN is the operator's mistake (78), not an
-        # unreachable database (69, which systemd would retry forever).
-        from psycopg import ProgrammingError
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            conninfo_to_dict(value)
-        except ProgrammingError as exc:
-            detail = redact(" ".join(str(exc).split()), value)
-            raise Invalid(f"is not a valid connection string ({detail})") from None
+    # A malformed DSN (an unencoded @ or / in the password, a port that is no number)
+    # is the operator's mistake (78), not an unreachable database (69, which systemd
+    # would retry forever). The reason never quotes the DSN.
+    wrong = dsn_problem(value) if value else None
+    if wrong:
+        raise Invalid(f"{wrong}: {redact_dsn(value)}")
     return value or None
 
 
@@ -228,6 +224,29 @@ def variables() -> list[str]:
     return [name for cls in classes for _, v in declared(cls) for name in v.names]
 
 
+def parse_variable(variable: str, raw: str, *, label: str | None = None) -> Any:
+    """`raw` read as the service's `variable` is read (for a flag that stands for it);
+    a ConfigError naming `label` (default: the variable) when it is wrong."""
+    for _, declared_variable in declared(Settings):
+        if variable in declared_variable.names:
+            try:
+                return declared_variable.parse(raw)
+            except Invalid as exc:
+                raise ConfigError(f"{label or variable} {exc}") from None
+    raise KeyError(variable)
+
+
+def _remember_secrets(env: Mapping[str, str]) -> None:
+    """Every DSN variable's value and every secret variable's (the providers' keys)
+    become secrets `redact` masks wherever this process prints them."""
+    classes = [Settings, *(item.config_class for item in REGISTRY.values())]
+    found = [v for cls in classes for _, v in declared(cls)]
+    remember(
+        dsns=(env.get(name) for v in found if v.parse is _dsn for name in v.names),
+        keys=(env.get(name) for v in found if v.secret for name in v.names),
+    )
+
+
 def read_environment(
     environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
 ) -> dict[str, str]:
@@ -252,6 +271,7 @@ def load_settings(
     `overrides` are CLI flags by field name; None means "not given".
     """
     env = read_environment(environ, dotenv_path)
+    _remember_secrets(env)
     try:
         values = read(Settings, env)
         provider_options = {name: read(e.config_class, env) for name, e in REGISTRY.items()}

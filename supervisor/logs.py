@@ -1,4 +1,4 @@
-"""Logging: one line per event with stable keys.
+"""Logging: one line per event with stable keys, every secret masked (supervisor.redact).
 
 Call sites log an event name plus fields: ``log.info("job claimed", extra=fields(job_id=…))``.
 Text lines read ``2026-11-28T10:00:00Z INFO worker job claimed job_id=… attempt=1``;
@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from supervisor.redact import redact
+
 
 def fields(**values: Any) -> dict[str, Any]:
     """`extra=` for a log call: the event's key/value pairs."""
@@ -26,6 +28,18 @@ def _format_value(value: Any) -> str:
     return text
 
 
+def _masked(value: Any) -> Any:
+    """`value` with every secret in its text masked (supervisor.redact), before any
+    escaping that would hide a secret's text from the masking."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return redact(str(value))
+
+
 class TextFormatter(logging.Formatter):
     converter = time.gmtime
 
@@ -35,13 +49,15 @@ class TextFormatter(logging.Formatter):
             stamp,
             record.levelname,
             record.name.removeprefix("supervisor."),
-            record.getMessage(),
+            redact(record.getMessage()),
         ]
-        parts += [f"{k}={_format_value(v)}" for k, v in getattr(record, "sw_fields", {}).items()]
+        parts += [
+            f"{k}={_format_value(_masked(v))}" for k, v in getattr(record, "sw_fields", {}).items()
+        ]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,7 +73,8 @@ class JsonFormatter(logging.Formatter):
         data.update(getattr(record, "sw_fields", {}))
         if record.exc_info:
             data["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        # Masked before encoding: JSON's escapes (\" and \\) would hide a DSN's text.
+        return json.dumps({k: _masked(v) for k, v in data.items()}, default=str)
 
 
 def formatter_path(fmt: str) -> str:

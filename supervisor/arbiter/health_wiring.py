@@ -23,6 +23,7 @@ from supervisor.config import Settings, load_settings
 from supervisor.db import queue, sql
 from supervisor.db.connection import PROBE_CONNECT_TIMEOUT_SECONDS, connect_for
 from supervisor.db.migrate import require_migrated
+from supervisor.redact import redact
 
 API_KEY_RECHECK_SECONDS = 300.0
 #: A failed key or model check is asked again this soon: the fault may be mended.
@@ -35,6 +36,21 @@ def _probe_connection(settings: Settings) -> psycopg.Connection:
     return connect_for(
         settings, "health", connect_timeout=PROBE_CONNECT_TIMEOUT_SECONDS, short_lived=True
     )
+
+
+def redacted(check: Callable[[], CheckResult]) -> Callable[[], CheckResult]:
+    """`check` whose detail, or whose exception's message, has every secret masked
+    (supervisor.redact: the DSNs and keys of this process included) before /ready
+    shows it."""
+
+    def run() -> CheckResult:
+        try:
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
+            return CheckResult(ok=False, detail=redact(f"{type(exc).__name__}: {exc}"))
+        return CheckResult(result.ok, redact(result.detail), result.latency_seconds)
+
+    return run
 
 
 def database_check(settings: Settings) -> Callable[[], CheckResult]:
@@ -60,7 +76,7 @@ def api_key_check(settings: Settings) -> Callable[[], CheckResult]:
         return CheckResult(ok=True, detail=f"{describe_models(settings)} available")
 
     return CachedCheck(
-        check,
+        redacted(check),
         ttl_seconds=API_KEY_RECHECK_SECONDS,
         failure_ttl_seconds=API_KEY_FAILURE_RECHECK_SECONDS,
     )
@@ -111,7 +127,7 @@ def build_health_app(
             table=table,
             worker_timeout_seconds=settings.worker_timeout_seconds,
             readiness_checks={
-                "database": database_check(settings),
+                "database": redacted(database_check(settings)),
                 "api_key": api_key_check(settings),
                 "listener": listener_check(table),
             },

@@ -23,6 +23,7 @@ from supervisor.db import registry
 from supervisor.db.connection import translated
 from supervisor.errors import ConnectionLostError, StatementError
 from supervisor.logs import fields
+from supervisor.redact import redact
 
 log = logging.getLogger("supervisor.arbiter.loop")
 
@@ -70,13 +71,18 @@ class Registration:
             concurrency=settings.concurrency,
             provider=settings.provider,
             paused=bool(paused and paused.open),
-            paused_reason=safe_detail(paused.reason) if paused and paused.open else None,
+            paused_reason=safe_detail(redact(paused.reason)) if paused and paused.open else None,
             workers=workers,
         )
 
     def changed(self, now: float) -> bool:
-        """The workers' state changed since the last beat, which is old enough."""
-        return now - self._published_at >= PUBLISH_SECONDS and self.report() != self._published
+        """The supervisor's own state changed since the last beat (published at once:
+        `status` must not say `running` while it drains), or its workers' state did
+        and the last beat is old enough."""
+        report = self.report()
+        if self._published is not None and report.state != self._published.state:
+            return True
+        return now - self._published_at >= PUBLISH_SECONDS and report != self._published
 
     def beat(self, conn: psycopg.Connection) -> None:
         """Publish; inside a caller's transaction this is a savepoint, so a refused

@@ -26,7 +26,7 @@ def read_preferences(value: str | None) -> Any:
         try:
             text = Path(value[1:]).read_text("utf-8")
         except OSError as exc:
-            fail(f"cannot read preferences file {value[1:]}: {exc.strerror}", exitcodes.FAILURE)
+            fail(f"cannot read preferences file {value[1:]}: {exc.strerror}", exitcodes.USAGE)
     try:
         prefs = json.loads(text)
     except json.JSONDecodeError as exc:

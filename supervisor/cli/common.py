@@ -13,12 +13,22 @@ import psycopg
 
 from supervisor import exitcodes
 from supervisor.config import load_settings
-from supervisor.errors import ConfigError, DatabaseError, StoryworkerError
+from supervisor.errors import (
+    ChapterNotFoundError,
+    ConfigError,
+    DatabaseError,
+    JobNotFoundError,
+    StoryworkerError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
 def fail(message: str, code: int) -> NoReturn:
-    """Print one line to stderr and exit with `code`."""
-    click.echo(f"storyworker: error: {message}", err=True)
+    """Print one line to stderr, every secret masked, and exit with `code`."""
+    from supervisor.redact import redact
+
+    click.echo(f"storyworker: error: {redact(message)}", err=True)
     sys.exit(code)
 
 
@@ -33,12 +43,31 @@ def friendly_errors(func: F) -> F:
             fail(str(exc), exitcodes.CONFIG)
         except DatabaseError as exc:
             fail(str(exc), exitcodes.UNAVAILABLE)
+        except (JobNotFoundError, ChapterNotFoundError) as exc:
+            fail(str(exc), exitcodes.NO_SUCH_JOB)
         except StoryworkerError as exc:
             fail(str(exc), exitcodes.FAILURE)
 
     return wrapper  # type: ignore[return-value]
 
 
+class SettingFlag(click.ParamType):
+    """A flag that overrides a variable (`--concurrency` for WORKER_CONCURRENCY): read
+    by that variable's own parser, so a bad value is a configuration error (78, one
+    line), as the variable's would be, never click's usage error (2)."""
+
+    def __init__(self, variable: str, metavar: str = "N") -> None:
+        self.variable = variable
+        self.name = metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        from supervisor.config import parse_variable
+
+        flag = param.opts[0] if param is not None and param.opts else self.variable
+        try:
+            return parse_variable(self.variable, str(value), label=flag)
+        except ConfigError as exc:
+            fail(str(exc), exitcodes.CONFIG)
 
 
 def connect(command: str) -> psycopg.Connection:

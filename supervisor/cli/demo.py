@@ -41,6 +41,7 @@ from supervisor.config import Settings
 from supervisor.db import progress, queue, sql
 from supervisor.db.connection import connect_for
 from supervisor.db.migrate import migrate
+from supervisor.redact import redact, remember
 
 PREMISE = (
     "A lighthouse keeper on a dying island finds a door in the sea that opens only at low tide."
@@ -274,11 +275,12 @@ def run_demo(settings: Settings, database_url: str | None = None) -> int:
             if database_url:  # runs after the supervisor has stopped
                 stack.callback(unseed, dsn, seeded)
             worker_dsn = scoped(dsn, seeded.sequence_id) if database_url else dsn
+            remember(dsns=[worker_dsn])
             log = Path(root, "storyworker.log")
             proc = stack.enter_context(supervisor(worker_dsn, settings, log))
             return follow_and_stop(dsn, seeded.jobs, proc, log)
     except SupervisorExited as exc:
-        click.echo(f"storyworker: error: {exc}", err=True)
+        click.echo(f"storyworker: error: {redact(str(exc))}", err=True)
         return exc.code or exitcodes.FAILURE
     except KeyboardInterrupt:
         click.echo("\nInterrupted; stopping everything.")

@@ -3,6 +3,7 @@ job by id or every job of a status at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from typing import Any
@@ -25,8 +26,12 @@ SINCE_HELP = (
     "Only jobs that ended within DURATION (90s, 15m, 2h, 3d), or that have not ended "
     "and were created within it."
 )
-#: Shortest error column, and the error's length when stdout is not a terminal.
-ERROR_MIN, ERROR_PLAIN = 16, 60
+#: The statuses `jobs retry --status` and `jobs cancel --status` accept.
+RETRYABLE, CANCELLABLE = ("failed", "cancelled"), ("pending", "processing")
+#: Shortest error column.
+ERROR_MIN = 16
+#: Width of a terminal for `jobs list --wide`: nothing is cut.
+WIDE = 1_000_000
 
 
 @click.group()
@@ -66,8 +71,8 @@ def _rows(job: Job, term: Term) -> list[str]:
     )
     if not job.error_message:
         return [term.show(head.rstrip())]
-    if not term.live:
-        return [term.show(head + _short(job.error_message, ERROR_PLAIN))]
+    if not term.live:  # a pipe or a file: the whole error, for grep and for people
+        return [term.show(head + " ".join(job.error_message.split()))]
     room = term.width - 1 - len(head)
     if room >= ERROR_MIN:
         return [term.show(head + _short(job.error_message, room))]
@@ -85,8 +90,9 @@ def _rows(job: Job, term: Term) -> list[str]:
 @click.option("--since", type=Duration(), help=SINCE_HELP)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of the jobs' columns.")
+@click.option("--wide", is_flag=True, help="Never cut a line (on a terminal; a pipe gets all).")
 @friendly_errors
-def list_command(status: str | None, limit: int, as_json: bool, **match: Any) -> None:
+def list_command(status: str | None, limit: int, as_json: bool, wide: bool, **match: Any) -> None:
     """The newest jobs first."""
     with connect("jobs list") as conn:
         found = queue.list_jobs(conn, Status(status) if status else None, limit, **match)
@@ -95,6 +101,8 @@ def list_command(status: str | None, limit: int, as_json: bool, **match: Any) ->
         click.echo(json.dumps(rows, indent=2))
         return
     term = Term.detect()
+    if wide:
+        term = dataclasses.replace(term, width=WIDE)
     header = f"{'id':36}  {'status':10}  {'prog':>4}  {'att':>3}  {'created':19}  {'step':16}"
     beside = not term.live or term.width - 1 - len(header) - 2 >= ERROR_MIN
     click.echo(header + "  error" if beside else header.rstrip())
@@ -158,16 +166,22 @@ def show(job_id: UUID, as_json: bool) -> None:
         )
 
 
-def _bulk_target(
-    job_id: UUID | None, status: str | None, allowed: tuple[str, ...], *bulk_only: object
-) -> None:
-    """Exactly one of ID and --status, and a status the command can change."""
+def _bulk_target(job_id: UUID | None, status: str | None, *bulk_only: object) -> None:
+    """Exactly one of ID and --status (the status itself is checked by StatusChoice)."""
     if (job_id is None) == (status is None):
         fail("give a job ID or --status STATUS (not both)", exitcodes.USAGE)
     if status is None and any(bulk_only):
         fail("--since and --dry-run go with --status", exitcodes.USAGE)
-    if status is not None and status not in allowed:
-        fail(f"--status must be {' or '.join(allowed)}, not {status}", exitcodes.USAGE)
+
+
+class StatusChoice(click.Choice):
+    """--status of a bulk command: only the statuses it can change, in --help too; any
+    other is one line and exit 2."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if value not in self.choices:
+            fail(f"--status must be {' or '.join(self.choices)}, not {value}", exitcodes.USAGE)
+        return value
 
 
 def _report(changed: list[UUID], verbs: tuple[str, str], dry_run: bool) -> None:
@@ -181,14 +195,14 @@ def _report(changed: list[UUID], verbs: tuple[str, str], dry_run: bool) -> None:
         click.echo(f"{verbs[1]} {len(changed)} {noun}")
 
 
-def bulk_options(allowed: str) -> Any:
+def bulk_options(allowed: tuple[str, ...]) -> Any:
     """JOB_ID, or --status (one of `allowed`) with --since and --dry-run."""
     options = [
         click.argument("job_id", type=click.UUID, required=False),
         click.option(
             "--status",
-            type=click.Choice([s.value for s in Status]),
-            help=f"Every job in this status ({allowed}) instead of one JOB_ID.",
+            type=StatusChoice(allowed),
+            help="Every job in this status instead of one JOB_ID.",
         ),
         click.option("--since", type=Duration(), help="With --status: o" + SINCE_HELP[1:]),
         click.option("--dry-run", is_flag=True, help="With --status: say which, change nothing."),
@@ -203,14 +217,14 @@ def bulk_options(allowed: str) -> Any:
 
 
 @jobs.command("retry")
-@bulk_options("failed or cancelled")
+@bulk_options(RETRYABLE)
 @click.option("--fresh", is_flag=True, help="Discard the checkpoint and start the chapter over.")
 @friendly_errors
 def retry(
     job_id: UUID | None, status: str | None, since: float | None, dry_run: bool, fresh: bool
 ) -> None:
     """Put a failed or cancelled job (or every job of --status) back to pending."""
-    _bulk_target(job_id, status, ("failed", "cancelled"), since, dry_run)
+    _bulk_target(job_id, status, since, dry_run)
     with connect("jobs retry") as conn:
         if status is not None:
             if dry_run:
@@ -224,11 +238,11 @@ def retry(
 
 
 @jobs.command("cancel")
-@bulk_options("pending or processing")
+@bulk_options(CANCELLABLE)
 @friendly_errors
 def cancel(job_id: UUID | None, status: str | None, since: float | None, dry_run: bool) -> None:
     """Cancel a pending or processing job (or every job of --status)."""
-    _bulk_target(job_id, status, ("pending", "processing"), since, dry_run)
+    _bulk_target(job_id, status, since, dry_run)
     with connect("jobs cancel") as conn:
         if status is not None:
             if dry_run:

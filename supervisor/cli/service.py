@@ -9,7 +9,7 @@ import click
 import psycopg
 
 from supervisor import exitcodes
-from supervisor.cli.common import friendly_errors
+from supervisor.cli.common import SettingFlag, friendly_errors
 from supervisor.config import load_settings
 
 
@@ -31,8 +31,12 @@ def migrate() -> None:
 
 
 @click.command()
-@click.option("--concurrency", type=int, help="Worker processes (WORKER_CONCURRENCY).")
-@click.option("--port", type=int, help="Health server port (PORT).")
+@click.option(
+    "--concurrency",
+    type=SettingFlag("WORKER_CONCURRENCY"),
+    help="Worker processes (WORKER_CONCURRENCY).",
+)
+@click.option("--port", type=SettingFlag("PORT", "PORT"), help="Health server port (PORT).")
 @click.option("--provider", help="gemini, openai or offline (GENERATION_PROVIDER).")
 @friendly_errors
 def run(concurrency: int | None, port: int | None, provider: str | None) -> None:
@@ -57,7 +61,24 @@ def demo(database_url: str | None) -> None:
 
     settings = load_settings()
     logs.configure("WARNING", settings.log_format)
-    sys.exit(run_demo(settings, database_url))
+    sys.exit(run_demo(settings, _checked_dsn("--database-url", database_url)))
+
+
+def _checked_dsn(option: str, value: str | None) -> str | None:
+    """`value` once it reads as its author meant, remembered as a secret; else a
+    ConfigError (78) that shows it masked."""
+    from supervisor.dsn import problem
+    from supervisor.errors import ConfigError
+    from supervisor.redact import redact_dsn, remember
+
+    value = (value or "").strip() or None
+    if value is None:
+        return None
+    remember(dsns=[value])
+    wrong = problem(value)
+    if wrong:
+        raise ConfigError(f"{option} {wrong}: {redact_dsn(value)}")
+    return value
 
 
 @click.command()

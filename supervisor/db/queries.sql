@@ -439,9 +439,15 @@ select count(*) filter (where status = 'completed') as completed,
  where status in ('completed', 'failed') and completed_at >= now() - interval '1 hour';
 
 -- name: queue_stats
--- Jobs per status (every status, zeros included) and the age of the oldest runnable job.
+-- Jobs per status (every status, zeros included) and how long the oldest runnable job
+-- has waited since it became runnable: its insert, its retry delay's end (run_after),
+-- or the moment it was put back to pending (retried, released, rescued: the worker's
+-- own current_step says so, and updated_at is when).
 select s.status, coalesce(c.n, 0) as jobs,
-       (select extract(epoch from now() - min(created_at))
+       (select extract(epoch from now() - min(greatest(
+                   created_at, run_after,
+                   case when current_step in ('queued', 'released', 'rescued')
+                        then updated_at end)))
           from generation_jobs
          where status = 'pending' and (run_after is null or run_after <= now())
            and isfinite(created_at)

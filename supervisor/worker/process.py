@@ -40,6 +40,7 @@ from supervisor.db.jobs import Claim, owner_name
 from supervisor.db.queue import WorkerQueue
 from supervisor.errors import DatabaseError, StatementError
 from supervisor.logs import fields
+from supervisor.redact import redact
 from supervisor.worker import live
 from supervisor.worker.listener import Mode, Waiter, Wake, wakeups_for
 from supervisor.worker.providers import build_provider, rate_limits
@@ -218,6 +219,7 @@ class Worker:
             while not self.stopping:
                 self._check_parent()
                 self._beat(WorkerState.IDLE)
+                self._title("idle")  # also before the first job, and after a pause
                 self._run_once()
         finally:
             # A job claimed together with the last one's finish, never started.
@@ -306,7 +308,7 @@ class Worker:
     # --- the provider's faults ---------------------------------------------------
 
     def _provider_fault(self, error: GenerationError) -> None:
-        if self.breaker.trip(str(error)):
+        if self.breaker.trip(redact(str(error))):  # shown by /health and `status`
             log.error(
                 "the provider is at fault; every worker pauses until a probe passes",
                 extra=fields(worker=self.index, error=str(error)),
@@ -328,7 +330,7 @@ class Worker:
         try:
             self.provider.check()
         except GenerationError as exc:
-            wait = self.breaker.probe_failed(str(exc) if exc.provider_wide else "")
+            wait = self.breaker.probe_failed(redact(str(exc)) if exc.provider_wide else "")
             log.info(
                 "the provider is still at fault",
                 extra=fields(worker=self.index, next_probe_in_s=round(wait), error=str(exc)),

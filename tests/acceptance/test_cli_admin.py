@@ -69,7 +69,7 @@ def test_no_form_of_the_dsn_password_is_ever_printed(tmp_path, dsn):
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        (("run", "--concurrency", "300"), {}, "concurrency must be from 1 to 256"),
+        (("run", "--concurrency", "300"), {}, "--concurrency must be an integer from 1 to 256"),
         (("run",), {"DATABASE_URL": "host=x port=5432 password"}, "not a valid connection"),
         (("migrate",), {"DATABASE_URL": "hostaddr=x  = bogus"}, "not a valid connection"),
     ],
@@ -136,11 +136,11 @@ def test_enqueue_show_cancel_retry(tmp_path, database_url, chapter_factory, conn
 def test_friendly_errors_for_bad_ids_and_prefs(database_url, chapter_factory):
     env = {"DATABASE_URL": database_url}
     missing = storyworker("jobs", "show", str(uuid.uuid4()), env=env)
-    assert missing.returncode == 1 and "no job with id" in missing.stderr
+    assert missing.returncode == 66 and "no job with id" in missing.stderr
     malformed = storyworker("jobs", "show", "not-a-uuid", env=env)
     assert malformed.returncode == 2 and "not a valid UUID" in malformed.stderr
     no_chapter = storyworker("enqueue", "--chapter", str(uuid.uuid4()), env=env)
-    assert no_chapter.returncode == 1 and "no chapter with id" in no_chapter.stderr
+    assert no_chapter.returncode == 66 and "no chapter with id" in no_chapter.stderr
     chapter = chapter_factory()
     bad_prefs = storyworker(
         "enqueue", "--chapter", str(chapter["id"]), "--prefs", '{"bullet_count": 99}', env=env

@@ -377,6 +377,31 @@ def test_queue_stats(conn, job_factory):
     assert stats.oldest_runnable_age_seconds is not None
 
 
+def test_oldest_pending_counts_from_when_the_job_became_runnable(conn, job_factory):
+    """A job created long ago waits only from its retry (or its run_after), not from
+    its created_at; one never touched since its insert waits from that."""
+    old = job_factory(status="failed")
+    conn.execute(
+        "update generation_jobs set created_at = now() - interval '3 hours' where id = %s",
+        (old["id"],),
+    )
+    queue.retry(conn, old["id"])
+    assert queue.stats(conn).oldest_runnable_age_seconds < 60
+    delayed = job_factory()
+    conn.execute(
+        "update generation_jobs set created_at = now() - interval '2 hours',"
+        " run_after = now() - interval '10 minutes' where id = %s",
+        (delayed["id"],),
+    )
+    assert 590 < queue.stats(conn).oldest_runnable_age_seconds < 660
+    fresh = job_factory()
+    conn.execute(
+        "update generation_jobs set created_at = now() - interval '1 hour' where id = %s",
+        (fresh["id"],),
+    )
+    assert 3590 < queue.stats(conn).oldest_runnable_age_seconds < 3660
+
+
 def test_claim_brings_the_chapter_and_earlier_summaries(
     conn, sequence_factory, chapter_factory, job_factory
 ):

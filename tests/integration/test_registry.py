@@ -161,3 +161,33 @@ def test_a_refused_registry_write_never_stops_the_lease_renewal(
     assert age < 5 and not maintenance.outage
     refused = [r for r in caplog.records if "process registry write refused" in r.getMessage()]
     assert len(refused) == 1  # said once
+
+
+def test_draining_is_published_at_once_and_worker_changes_at_most_every_2s(
+    conn, database_url, tmp_path
+):
+    """`status` must stop saying `running` as soon as the supervisor drains: its own
+    state is published on the next pass, while its workers' changes wait for
+    PUBLISH_SECONDS."""
+    from health.heartbeat import HeartbeatTable, SupervisorState, WorkerState
+    from supervisor.arbiter.registration import Registration
+    from supervisor.config import Settings
+
+    table = HeartbeatTable.create(2, directory=str(tmp_path))
+    try:
+        table.set_supervisor(state=SupervisorState.RUNNING, expected_workers=1)
+        table.reset_slot(0, pid=1, state=WorkerState.IDLE, restarts=0)
+        settings = Settings(database_url=database_url, lease_seconds=30)
+        now = [100.0]
+        registration = Registration(table, None, lambda: settings, clock=lambda: now[0])
+        registration.beat(conn)
+        table.update_slot(0, state=WorkerState.BUSY)
+        assert not registration.changed(now[0] + 0.5)  # a worker's change waits
+        table.set_supervisor(state=SupervisorState.DRAINING)
+        assert registration.changed(now[0] + 0.5)  # the supervisor's does not
+        registration.beat(conn)
+        (row,) = registry.supervisors(conn)
+        assert row["state"] == "draining"
+    finally:
+        table.close()
+        table.unlink()

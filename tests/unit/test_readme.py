@@ -55,3 +55,25 @@ def test_every_storyworker_command_in_the_readme_parses(line):
 def test_every_setting_is_in_the_configuration_table():
     for variable in variables():
         assert f"`{variable}`" in README, variable
+
+
+def test_the_exit_code_table_is_the_one_in_the_code():
+    from supervisor import exitcodes
+
+    section = README.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", section, flags=re.MULTILINE)
+    assert [int(code) for code, _ in rows] == list(exitcodes.TABLE)
+    assert len(set(exitcodes.TABLE)) == len(exitcodes.TABLE)
+
+
+def test_activating_the_environment_is_said_before_the_first_bare_command():
+    first_bare = min(README.index(f"\n{line}") for line in storyworker_commands()[:1])
+    said = README.find(". .venv/bin/activate")
+    assert 0 <= said < first_bare
+
+
+def test_what_the_app_writes_shows_a_user_a_story_a_chapter_and_a_job():
+    section = README.split("## What the app writes", 1)[1].split("\n## ", 1)[0]
+    (sql,) = re.findall(r"```sql\n(.*?)```", section, flags=re.DOTALL)
+    for table in ("auth.users", "sequences", "chapters", "generation_jobs"):
+        assert f"insert into {table} " in sql, table
