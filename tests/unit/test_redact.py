@@ -13,6 +13,14 @@ from supervisor import logs, redact
 from supervisor.dsn import problem
 from supervisor.redact import redact_dsn
 
+
+@pytest.fixture(autouse=True)
+def nothing_remembered(monkeypatch):
+    """Each test starts with no DSN or key remembered: other tests in this process load
+    settings (and so remember their secrets), which must not change what these see."""
+    monkeypatch.setattr(redact, "_known_dsns", set())
+    monkeypatch.setattr(redact, "_known_keys", set())
+
 #: (DSN, how it must be shown). The shown form is exact: masking by structure keeps
 #: the host, port, path and every harmless key as written.
 SHOWN = [
