@@ -27,7 +27,7 @@ from supervisor.logs import fields
 from supervisor.signals import release_early_signals, unblock_signals
 from supervisor.worker import live
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 #: Runtime directories are named PREFIX + the supervisor's pid + "-" + a random part.
 RUNTIME_PREFIX = "storyworker-"

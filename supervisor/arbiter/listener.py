@@ -37,7 +37,7 @@ from supervisor.logs import fields
 from supervisor.redact import redact_dsn
 from supervisor.wakeups import WakeChannel
 
-log = logging.getLogger("supervisor.arbiter.listener")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 

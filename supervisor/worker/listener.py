@@ -37,7 +37,7 @@ from supervisor.errors import DatabaseError
 from supervisor.logs import fields
 from supervisor.wakeups import WakeChannel
 
-log = logging.getLogger("supervisor.worker.process")
+log = logging.getLogger(__name__)
 
 
 class Mode(enum.Enum):

@@ -47,7 +47,7 @@ from supervisor.worker.providers import build_provider, rate_limits
 from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
 from supervisor.worker.watch import CallWatch
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger(__name__)
 
 #: How often a paused worker looks at the breaker again.
 PAUSE_SLICE_SECONDS = 1.0

@@ -40,7 +40,7 @@ from supervisor.worker.sink import ChapterSink, prepare
 from supervisor.worker.story import memory_after
 from supervisor.worker.usage import JobUsage
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger(__name__)
 
 
 class Abandon(BaseException):

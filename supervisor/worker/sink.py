@@ -28,7 +28,7 @@ from supervisor.worker.live import FLUSH_INTERVAL_SECONDS, LiveText, RowText
 from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
 from supervisor.worker.story import story_context
 
-log = logging.getLogger("supervisor.worker.process")
+log = logging.getLogger(__name__)
 
 __all__ = ["FLUSH_INTERVAL_SECONDS", "ChapterSink", "JobRejected", "PreparedJob", "prepare"]
 

@@ -126,3 +126,22 @@ def test_the_cli_does_not_load_prometheus_before_its_multiprocess_directory_is_s
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_every_module_logs_under_its_own_name():
+    # A module split from another keeps logging under the old name unless it uses
+    # __name__; its lines would then be filed under the wrong module.
+    stale = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "getLogger"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value != name
+                and name.split(".")[0] != "generation"  # the lead's, in issue 25 item 4
+            ):
+                stale.append(f"{name} logs as {node.args[0].value!r}")
+    assert stale == []
