@@ -218,34 +218,6 @@ def create_app(config: HealthConfig) -> Flask:
     return app
 
 
-def create_app_from_env() -> Flask:
-    """For `gunicorn 'health.app:create_app_from_env()'` with no supervisor code: the
-    table at STORYWORKER_HEARTBEAT_PATH (opened read-only), WORKER_TIMEOUT_SECONDS
-    (default 300) and PROMETHEUS_MULTIPROC_DIR from the environment. Its only
-    readiness check is that the table is still there and readable;
-    `supervisor.health_wiring:app_from_env()` adds the database and API key checks
-    and queue statistics."""
-    path = os.environ.get("STORYWORKER_HEARTBEAT_PATH", "")
-    if not path:
-        raise SystemExit("STORYWORKER_HEARTBEAT_PATH is not set (the supervisor logs it at start)")
-    raw = os.environ.get("WORKER_TIMEOUT_SECONDS", "300")
-    try:
-        timeout = float(raw)
-    except ValueError:
-        raise SystemExit(
-            f"WORKER_TIMEOUT_SECONDS must be a number of seconds, not {raw!r}"
-        ) from None
-    table = HeartbeatTable.open(path, readonly=True)
-    return create_app(
-        HealthConfig(
-            table=table,
-            worker_timeout_seconds=timeout,
-            readiness_checks={"heartbeat_table": table_check(table)},
-            multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
-        )
-    )
-
-
 def table_check(table: HeartbeatTable) -> Callable[[], CheckResult]:
     """Ready while the table's file still exists (the supervisor removes it when it
     exits, and a new supervisor makes a new one) and its header reads."""

@@ -1,7 +1,7 @@
 """Logging: one line per event with stable keys, every secret masked (supervisor.redact).
 
 Call sites log an event name plus fields: ``log.info("job claimed", extra=fields(job_id=…))``.
-Text lines read ``2026-11-28T10:00:00Z INFO worker job claimed job_id=… attempt=1``;
+Text lines read ``2026-11-28T10:00:00Z INFO worker.process job claimed job_id=… attempt=1``;
 ``LOG_FORMAT=json`` makes each line one JSON object with the same keys.
 """
 

@@ -4,6 +4,7 @@ InMemoryConnector is the model)."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from generation.types import Passage
 from supervisor.arbiter.procs import Exit
 from supervisor.db.jobs import ChapterContext, Claim, Outcome, Status
 from supervisor.db.memory import StoryMemory
+from supervisor.db.retries import failed_attempt
 from supervisor.errors import LeaseLostError
 
 
@@ -76,9 +78,11 @@ class MemoryJob:
 
 
 class MemoryQueue:
-    """The worker's statements (`supervisor.worker.runner.JobQueue`) over jobs held in
-    memory. Every write on behalf of a claim matches only while the job is processing
-    under the same owner and attempt, else raises LeaseLostError, as the SQL does."""
+    """The worker's statements (`supervisor.db.seam.JobQueue`, every one of them:
+    tests/unit/test_seam.py checks) over jobs held in memory. Every write on behalf of
+    a claim matches only while `Claim.holds` (the SQL's fence) says so, else raises
+    LeaseLostError; a failed attempt is settled by the queue's own rule
+    (`retries.failed_attempt`)."""
 
     def __init__(self) -> None:
         self.jobs: dict[uuid.UUID, MemoryJob] = {}
@@ -108,11 +112,7 @@ class MemoryQueue:
 
     def _held(self, claim: Claim) -> MemoryJob:
         job = self.jobs.get(claim.job_id)
-        if (
-            job is None
-            or job.status is not Status.PROCESSING
-            or (job.owner, job.attempts) != (claim.owner, claim.attempt)
-        ):
+        if job is None or not claim.holds(job.id, job.status, job.owner, job.attempts):
             raise LeaseLostError(f"job {claim.job_id} is no longer held by {claim.owner}")
         return job
 
@@ -194,19 +194,28 @@ class MemoryQueue:
         max_retries: int,
         backoff_base: float,
         retry_after: float | None = None,
+        rng: random.Random | None = None,
         usage: Any = None,
         cut_to: int | None = None,
     ) -> Outcome:
         job = self._held(claim)
+        failed = failed_attempt(
+            claim,
+            message,
+            retryable=retryable,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            retry_after=retry_after,
+            rng=rng,
+        )
         job.usage = usage if usage is not None else job.usage
         if cut_to is not None:
             job.content = job.content[:cut_to]
-        requeue = retryable and claim.attempt <= max_retries
-        job.status = Status.PENDING if requeue else Status.FAILED
-        job.owner = None if requeue else job.owner
-        job.error = message
+        job.status = failed.status
+        job.owner = None if failed.requeue else job.owner
+        job.error = message  # what the caller said; the queue stores `failed.message`
         job.writes.append(("fail", message))
-        return Outcome(job.id, job.status, backoff_base if requeue else None)
+        return failed.outcome(job.id)
 
     def release(self, claim: Claim, usage: Any = None) -> bool:
         try:

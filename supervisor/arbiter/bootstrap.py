@@ -19,22 +19,21 @@ from setproctitle import setproctitle
 
 from generation import providers
 from supervisor import exitcodes, logs
-from supervisor.arbiter.procs import SignalQueue, unblock_signals
+from supervisor.arbiter.procs import SignalQueue
 from supervisor.config import MAX_CONCURRENCY, Settings, load_settings, require_api_key
 from supervisor.db.startup import wait_until_ready
 from supervisor.errors import ConfigError
-from supervisor.launch import release_early_signals
 from supervisor.logs import fields
+from supervisor.signals import release_early_signals, unblock_signals
 from supervisor.worker import live
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 #: Runtime directories are named PREFIX + the supervisor's pid + "-" + a random part.
 RUNTIME_PREFIX = "storyworker-"
 #: The file a live supervisor keeps locked in its runtime directory.
 RUNTIME_LOCK = ".lock"
 _held_locks: list[int] = []
-
 
 
 def preflight(overrides: dict[str, Any], signals: SignalQueue) -> Settings | None:

@@ -16,7 +16,7 @@ from supervisor.arbiter.procs import Processes
 from supervisor.arbiter.slots import Slot
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 0.5
 STOP_TIMEOUT_SECONDS = 10.0

@@ -14,7 +14,7 @@ import psycopg
 from flask import Flask
 
 from generation import providers
-from health.app import HealthConfig, create_app
+from health.app import HealthConfig, create_app, table_check
 from health.breaker import Breaker
 from health.checks import CachedCheck, CheckResult
 from health.heartbeat import HeartbeatTable
@@ -23,6 +23,7 @@ from supervisor.config import Settings, load_settings
 from supervisor.db import queue, sql
 from supervisor.db.connection import PROBE_CONNECT_TIMEOUT_SECONDS, connect_for
 from supervisor.db.migrate import require_migrated
+from supervisor.errors import ConfigError
 from supervisor.redact import redact
 
 API_KEY_RECHECK_SECONDS = 300.0
@@ -138,15 +139,40 @@ def build_health_app(
     )
 
 
-def app_from_env() -> Flask:
-    """For `gunicorn 'supervisor.health_wiring:app_from_env()'` run apart from the
-    supervisor: the table's path comes from STORYWORKER_HEARTBEAT_PATH."""
+def _heartbeat_path() -> str:
     path = os.environ.get("STORYWORKER_HEARTBEAT_PATH")
     if not path:
         raise SystemExit("STORYWORKER_HEARTBEAT_PATH is not set (the supervisor logs it at start)")
+    return path
+
+
+def app_from_env() -> Flask:
+    """For `gunicorn 'supervisor.health_wiring:app_from_env()'` run apart from the
+    supervisor: the table's path comes from STORYWORKER_HEARTBEAT_PATH."""
     return build_health_app(
         load_settings(),
-        path,
+        _heartbeat_path(),
         os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
         os.environ.get("STORYWORKER_BREAKER_PATH"),
+    )
+
+
+def table_app_from_env() -> Flask:
+    """For `gunicorn 'supervisor.health_wiring:table_app_from_env()'`: the health app
+    over the heartbeat table alone (opened read-only), with no database, key or queue
+    checks; its only readiness check is that the table is still there and readable.
+    WORKER_TIMEOUT_SECONDS is read as `storyworker run` reads it (`load_settings`)."""
+    path = _heartbeat_path()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    table = HeartbeatTable.open(path, readonly=True)
+    return create_app(
+        HealthConfig(
+            table=table,
+            worker_timeout_seconds=settings.worker_timeout_seconds,
+            readiness_checks={"heartbeat_table": table_check(table)},
+            multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        )
     )

@@ -26,7 +26,7 @@ from supervisor.db.jobs import Outcome
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3
 

@@ -27,17 +27,17 @@ from collections.abc import Callable
 import psycopg
 
 from supervisor.arbiter.procs import SignalQueue
-from supervisor.arbiter.wakeups import WakeChannel
 from supervisor.config import Settings
 from supervisor.db import sql
 from supervisor.db.backoff import Backoff
 from supervisor.db.connection import connect, connect_for, translated
+from supervisor.db.listen import CHANNEL, PROBE_PREFIX, probe_payload, probe_returns
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
 from supervisor.redact import redact_dsn
-from supervisor.worker.listener import PROBE_PREFIX, probe_payload, probe_returns
+from supervisor.wakeups import WakeChannel
 
-log = logging.getLogger("supervisor.arbiter.listener")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 
@@ -162,7 +162,7 @@ class HostListener:
         probe = probe_payload()
         settings = self._settings()
         with connect_for(settings, "listener probe", short_lived=True) as other:
-            sql.one(other, "notify", {"channel": "generation_jobs", "payload": probe})
+            sql.one(other, "notify", {"channel": CHANNEL, "payload": probe})
         return probe_returns(self._conn, probe)
 
     def _unavailable(self) -> None:

@@ -31,7 +31,7 @@ from supervisor.config import Settings
 from supervisor.db.jobs import owner_name
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 LOOP_SECONDS = 0.5
 ABORT_TO_KILL_SECONDS = 5.0

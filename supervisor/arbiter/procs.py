@@ -14,22 +14,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from supervisor import exitcodes
-
-HANDLED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGHUP,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-    signal.SIGCHLD,
-)
-
-
-def unblock_signals() -> None:
-    """In a child of `Processes.spawn`, once its handlers are installed: let the
-    signals that were held back since the fork arrive."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+from supervisor.signals import HANDLED_SIGNALS
 
 
 @dataclass(frozen=True)

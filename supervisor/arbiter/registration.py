@@ -25,7 +25,7 @@ from supervisor.errors import ConnectionLostError, StatementError
 from supervisor.logs import fields
 from supervisor.redact import redact
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 #: A change of the workers' state is published at most this often.
 PUBLISH_SECONDS = 2.0

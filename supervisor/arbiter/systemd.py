@@ -11,7 +11,7 @@ import os
 import socket
 import time
 
-log = logging.getLogger("supervisor.arbiter.systemd")
+log = logging.getLogger(__name__)
 
 
 class Notifier:

@@ -20,7 +20,7 @@ from supervisor.db import dashboard
 from supervisor.errors import InvalidStateError
 
 if TYPE_CHECKING:
-    from supervisor.dashboard.app import Context
+    from supervisor.dashboard.context import Context
 
 SESSION_SECONDS = 12 * 3600
 

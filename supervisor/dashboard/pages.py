@@ -13,8 +13,8 @@ from supervisor.db import dashboard, registry
 from supervisor.errors import JobNotFoundError
 
 if TYPE_CHECKING:
-    from supervisor.dashboard.app import Context
     from supervisor.dashboard.cache import TtlCache
+    from supervisor.dashboard.context import Context
 
 HOUR, DAY = 3600, 86400
 TOP_USERS = 10

@@ -119,6 +119,13 @@ class ChapterContext:
         )
 
 
+#: What every statement written on behalf of a claim matches on (queries.sql), so a
+#: worker that lost its lease, or whose job was cancelled, changes nothing.
+FENCE = (
+    "id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s and status = 'processing'"
+)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A job this worker holds. Every write on its behalf is fenced by
@@ -156,8 +163,17 @@ class Claim:
 
     @property
     def fence(self) -> dict[str, Any]:
-        """The query parameters every fenced statement matches on."""
+        """The query parameters every fenced statement matches on (`FENCE`)."""
         return {"job_id": self.job_id, "owner": self.owner, "attempt": self.attempt}
+
+    def holds(self, job_id: UUID, status: Status, locked_by: str | None, attempts: int) -> bool:
+        """Whether a job in this state is still this claim's: `FENCE`, in Python."""
+        return (job_id, status, locked_by, attempts) == (
+            self.job_id,
+            Status.PROCESSING,
+            self.owner,
+            self.attempt,
+        )
 
 
 @dataclass(frozen=True)

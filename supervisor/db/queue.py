@@ -8,6 +8,7 @@ meanwhile they change nothing and raise LeaseLostError, which tells the worker t
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,12 +17,13 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from generation.types import Passage
 from health.stats import QueueStats
 from supervisor.db import realtime, sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Claim, Job, Outcome, Status
-from supervisor.db.memory import StoryMemory, recall, remember
+from supervisor.db.memory import StoryMemory, recall, remember  # noqa: F401 (recall: a statement)
+from supervisor.db.retries import failed_attempt
+from supervisor.db.seam import STATEMENTS
 from supervisor.errors import (
     ChapterNotFoundError,
     ConstraintViolation,
@@ -30,8 +32,6 @@ from supervisor.errors import (
     LeaseLostError,
 )
 
-#: Longest delay between two attempts, however many retries are configured.
-MAX_RETRY_DELAY_SECONDS = 3600.0
 #: The latest earlier chapters' summaries a claim returns (the context builder shows
 #: what of them fits its budget; the arc summary covers the rest).
 CONTINUITY_SUMMARIES = 8
@@ -233,7 +233,7 @@ def append_text(conn: psycopg.Connection, claim: Claim, text: str) -> None:
 
 
 def send_live(
-    conn: psycopg.Connection, claim: Claim, *, event: str, payload: Mapping[str, Any]
+    conn: psycopg.Connection, claim: Claim, event: str, payload: Mapping[str, Any]
 ) -> list[str]:
     """Send one event of live text on the chapter's Realtime topic (LIVE_TEXT=broadcast),
     fenced like every write; the chapter is not touched. Returns the WARNINGs
@@ -315,13 +315,6 @@ def finish(
     return None if row is None else Claim.from_row(row)
 
 
-def retry_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
-    """Seconds before the next attempt after `attempt` failed: exponential with
-    "equal jitter", so each delay is random yet always longer than the one before."""
-    ceiling = min(base * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-
-
 def fail(
     conn: psycopg.Connection,
     claim: Claim,
@@ -335,29 +328,30 @@ def fail(
     usage: Any = None,
     cut_to: int | None = None,
 ) -> Outcome:
-    """Record a failed attempt: back to pending after a delay while retries remain
-    (retryable errors only), otherwise failed; with `cut_to`, the chapter is cut back
-    to that length (its last checkpoint) in the same statement. Returns what happened."""
-    requeue = retryable and claim.attempt <= max_retries
-    delay = max(retry_delay(claim.attempt, backoff_base, rng), retry_after or 0.0)
-    total = max_retries + 1
-    if requeue:
-        text = f"attempt {claim.attempt} of {total} failed: {message} (retrying in {delay:.0f}s)"
-    elif retryable:
-        text = f"failed after {claim.attempt} attempts: {message}"
-    else:
-        text = message
+    """Record a failed attempt as `retries.failed_attempt` decides: back to pending
+    after a delay while retries remain (retryable errors only), otherwise failed.
+    With `cut_to`, the chapter is cut back to that length (its last checkpoint) in the
+    same statement. Returns what happened."""
+    failed = failed_attempt(
+        claim,
+        message,
+        retryable=retryable,
+        max_retries=max_retries,
+        backoff_base=backoff_base,
+        retry_after=retry_after,
+        rng=rng,
+    )
     params = {
-        "requeue": requeue,
-        "delay": delay,
-        "message": text,
+        "requeue": failed.requeue,
+        "delay": failed.delay,
+        "message": failed.message,
         "usage": _jsonb(usage),
         "cut_to": cut_to,
     }
     row = _one(conn, "fail", {**claim.fence, **params})
     if row is None:
         raise LeaseLostError(_why_lost(conn, claim))
-    return Outcome(row["id"], Status(row["status"]), delay if requeue else None)
+    return Outcome(row["id"], Status(row["status"]), failed.retry_in_seconds)
 
 
 def release(conn: psycopg.Connection, claim: Claim, usage: Any = None) -> bool:
@@ -394,40 +388,13 @@ def rescue_owner(
 
 
 class WorkerQueue:
-    """The worker's statements bound to its connection: what `JobRunner` and
-    `ChapterSink` call (see `supervisor.worker.runner.JobQueue`)."""
+    """`seam.JobQueue` over one connection: each of the worker's statements is the
+    function of the same name above, with this connection bound."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
 
-    def claim(self, owner: str) -> Claim | None:
-        return claim(self.conn, owner)
-
-    def start_chapter(self, claim: Claim, **changes: Any) -> None:
-        start_chapter(self.conn, claim, **changes)
-
-    def cut_back(self, claim: Claim, length: int) -> None:
-        cut_back(self.conn, claim, length)
-
-    def append_text(self, claim: Claim, text: str) -> None:
-        append_text(self.conn, claim, text)
-
-    def send_live(self, claim: Claim, event: str, payload: Mapping[str, Any]) -> list[str]:
-        return send_live(self.conn, claim, event=event, payload=payload)
-
-    def checkpoint(self, claim: Claim, **changes: Any) -> None:
-        checkpoint(self.conn, claim, **changes)
-
-    def finish(self, claim: Claim, **result: Any) -> Claim | None:
-        return finish(self.conn, claim, **result)
-
-    def fail(self, claim: Claim, message: str, **policy: Any) -> Outcome:
-        return fail(self.conn, claim, message, **policy)
-
-    def release(self, claim: Claim, usage: Any = None) -> bool:
-        return release(self.conn, claim, usage)
-
-    def recall(
-        self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
-    ) -> list[list[Passage]]:
-        return recall(self.conn, claim, queries, config=config, limit=limit)
+    def __getattr__(self, name: str) -> Any:
+        if name not in STATEMENTS:
+            raise AttributeError(f"{name!r} is not one of the worker's statements")
+        return functools.partial(globals()[name], self.conn)

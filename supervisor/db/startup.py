@@ -24,7 +24,7 @@ from supervisor.db.trust import require_worker_role
 from supervisor.errors import DatabaseError, NotMigratedError
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.arbiter.loop")
+log = logging.getLogger(__name__)
 
 #: While waiting, a line in the log this often (and at the first failure).
 LOG_EVERY_SECONDS = 10.0

@@ -25,43 +25,19 @@ from __future__ import annotations
 import enum
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 import psycopg
 
 from health.heartbeat import HeartbeatTable
-from supervisor.arbiter.wakeups import WakeChannel
 from supervisor.db import sql
 from supervisor.db.connection import translated
+from supervisor.db.listen import CHANNEL, probe_payload, probe_returns
 from supervisor.errors import DatabaseError
 from supervisor.logs import fields
+from supervisor.wakeups import WakeChannel
 
-log = logging.getLogger("supervisor.worker.process")
-
-CHANNEL = "generation_jobs"
-PROBE_TIMEOUT_SECONDS = 2.0
-PROBE_PREFIX = "probe:"
-
-
-def probe_returns(
-    conn: psycopg.Connection, probe: str, timeout: float = PROBE_TIMEOUT_SECONDS
-) -> bool:
-    """Whether our own probe arrives on the listening `conn` within `timeout`. Other
-    notifications may come first (a sibling's probe, a new job's NOTIFY): look past
-    them."""
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        with translated("waiting for the LISTEN probe"):
-            for note in conn.notifies(timeout=remaining):
-                if note.payload == probe:
-                    return True
-    return False
-
-
-def probe_payload() -> str:
-    """A probe's NOTIFY payload: unique, and never mistaken for a job."""
-    return f"{PROBE_PREFIX}{uuid.uuid4()}"
+log = logging.getLogger(__name__)
 
 
 class Mode(enum.Enum):

@@ -25,19 +25,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from supervisor.config import Settings
 from supervisor.db import realtime
 from supervisor.db.connection import connect_for
 from supervisor.db.jobs import Claim
+from supervisor.db.seam import JobQueue
 from supervisor.errors import StatementError
 from supervisor.logs import fields
 
-if TYPE_CHECKING:
-    from supervisor.worker.runner import JobQueue
-
-log = logging.getLogger("supervisor.worker.live")
+log = logging.getLogger(__name__)
 
 #: Row mode: live text is appended to the chapter at most this often.
 FLUSH_INTERVAL_SECONDS = 0.5

@@ -31,7 +31,6 @@ from health.breaker import Breaker
 from health.heartbeat import HeartbeatTable, WorkerState, current_rss_bytes
 from health.lifecycle import die_with_parent
 from supervisor import exitcodes, metrics
-from supervisor.arbiter.procs import unblock_signals
 from supervisor.config import Settings
 from supervisor.db import queue, sql
 from supervisor.db.backoff import Backoff
@@ -41,13 +40,14 @@ from supervisor.db.queue import WorkerQueue
 from supervisor.errors import DatabaseError, StatementError
 from supervisor.logs import fields
 from supervisor.redact import redact
+from supervisor.signals import unblock_signals
 from supervisor.worker import live
 from supervisor.worker.listener import Mode, Waiter, Wake, wakeups_for
 from supervisor.worker.providers import build_provider, rate_limits
 from supervisor.worker.runner import Abandon, JobRunner, Settled, Tally
 from supervisor.worker.watch import CallWatch
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger(__name__)
 
 #: How often a paused worker looks at the breaker again.
 PAUSE_SLICE_SECONDS = 1.0

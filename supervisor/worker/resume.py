@@ -23,7 +23,7 @@ from generation.types import Checkpoint, Outline
 from supervisor.db.jobs import Claim
 from supervisor.logs import fields
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger(__name__)
 
 #: The checkpoint key holding `content_digest` of the committed text.
 DIGEST_KEY = "content_sha256"

@@ -1,8 +1,9 @@
 """Runs one claimed job from its claim to its end: check it, write the chapter
 through the generation package, and settle it (completed, retried, failed, lost).
 
-It talks to the queue only through `JobQueue`, the worker's statements bound to its
-connection, so it can be driven in unit tests by an in-memory queue. A statement the
+It talks to the queue only through `JobQueue` (`supervisor.db.seam`), the worker's
+statements bound to its connection, so it can be driven in unit tests by an in-memory
+queue. A statement the
 database refused (StatementError: a constraint, bad data, a deadlock) is the job's
 failure and is settled here; a lost connection (any other DatabaseError) and Abandon
 (SIGQUIT) are not: they belong to the process, which reconnects or exits.
@@ -13,9 +14,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from generation.errors import GenerationError, ProviderUnavailableError
 from generation.story import SectionStats, write_chapter
@@ -30,8 +31,8 @@ from generation.types import (
     Provider,
 )
 from supervisor import metrics
-from supervisor.db.jobs import Claim, Outcome
-from supervisor.db.memory import StoryMemory
+from supervisor.db.jobs import Claim
+from supervisor.db.seam import JobQueue
 from supervisor.errors import DatabaseError, LeaseLostError, StatementError
 from supervisor.logs import fields
 from supervisor.worker.live import LiveTextFactory, RowText
@@ -39,7 +40,7 @@ from supervisor.worker.sink import ChapterSink, prepare
 from supervisor.worker.story import memory_after
 from supervisor.worker.usage import JobUsage
 
-log = logging.getLogger("supervisor.worker")
+log = logging.getLogger(__name__)
 
 
 class Abandon(BaseException):
@@ -61,66 +62,6 @@ class Settled(enum.StrEnum):
     LOST = "lost"
     #: Given back untouched: the provider, not the job, is at fault.
     PAUSED = "paused"
-
-
-class JobQueue(Protocol):
-    """The statements a worker runs on behalf of its claims (`supervisor.db.queue`
-    over one connection; an in-memory fake in the unit tests)."""
-
-    def claim(self, owner: str) -> Claim | None: ...
-    def start_chapter(
-        self,
-        claim: Claim,
-        *,
-        outline: Mapping[str, Any],
-        title: str | None,
-        checkpoint: Mapping[str, Any],
-        progress: int,
-        usage: Any = None,
-    ) -> None: ...
-    def cut_back(self, claim: Claim, length: int) -> None: ...
-    def append_text(self, claim: Claim, text: str) -> None: ...
-    def send_live(self, claim: Claim, event: str, payload: Mapping[str, Any]) -> list[str]: ...
-    def checkpoint(
-        self,
-        claim: Claim,
-        *,
-        text: str,
-        progress: int,
-        step: str,
-        checkpoint: Mapping[str, Any],
-        usage: Any = None,
-    ) -> None: ...
-    def finish(
-        self,
-        claim: Claim,
-        *,
-        summary: str,
-        embedding: Sequence[float],
-        embedding_model: str,
-        word_count: int,
-        checkpoint: Mapping[str, Any],
-        next_owner: str | None = None,
-        usage: Any = None,
-        context: Mapping[str, Any] | None = None,
-        memory: StoryMemory | None = None,
-    ) -> Claim | None: ...
-    def fail(
-        self,
-        claim: Claim,
-        message: str,
-        *,
-        retryable: bool,
-        max_retries: int,
-        backoff_base: float,
-        retry_after: float | None = None,
-        usage: Any = None,
-        cut_to: int | None = None,
-    ) -> Outcome: ...
-    def release(self, claim: Claim, usage: Any = None) -> bool: ...
-    def recall(
-        self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
-    ) -> list[list[Passage]]: ...
 
 
 def verdict(exc: Exception) -> tuple[str, bool]:

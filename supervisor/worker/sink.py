@@ -16,21 +16,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from generation.errors import PermanentError
 from generation.story import SectionStats, parse_preferences
 from generation.types import DEFAULT_BUDGET_TOKENS, ChapterRequest, Checkpoint, Outline
 from supervisor.db.jobs import Claim
+from supervisor.db.seam import JobQueue
 from supervisor.logs import fields
 from supervisor.worker.live import FLUSH_INTERVAL_SECONDS, LiveText, RowText
 from supervisor.worker.resume import DIGEST_KEY, new_digest, resume_point
 from supervisor.worker.story import story_context
 
-if TYPE_CHECKING:
-    from supervisor.worker.runner import JobQueue
-
-log = logging.getLogger("supervisor.worker.process")
+log = logging.getLogger(__name__)
 
 __all__ = ["FLUSH_INTERVAL_SECONDS", "ChapterSink", "JobRejected", "PreparedJob", "prepare"]
 

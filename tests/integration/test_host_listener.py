@@ -10,9 +10,9 @@ import pytest
 
 from supervisor.arbiter.listener import HostListener, State
 from supervisor.arbiter.procs import SignalQueue
-from supervisor.arbiter.wakeups import WakeChannel
 from supervisor.config import Settings
-from supervisor.worker.listener import CHANNEL
+from supervisor.db.listen import CHANNEL
+from supervisor.wakeups import WakeChannel
 
 
 @pytest.fixture

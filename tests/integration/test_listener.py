@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from supervisor.db.connection import connect
-from supervisor.worker.listener import CHANNEL, Mode, Waiter
+from supervisor.db.listen import CHANNEL
+from supervisor.worker.listener import Mode, Waiter
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from supervisor.db import queue
+from supervisor.db import queue, retries
 from supervisor.db.jobs import Claim, Status
 from supervisor.errors import InvalidStateError, JobNotFoundError, LeaseLostError
 
@@ -253,7 +253,7 @@ def test_retryable_failures_back_off_with_jitter_until_retries_are_spent(conn, j
 
 
 def test_jitter_differs_between_jobs():
-    delays = {queue.retry_delay(3, 10.0, random.Random(seed)) for seed in range(20)}
+    delays = {retries.retry_delay(3, 10.0, random.Random(seed)) for seed in range(20)}
     assert len(delays) > 15
     assert all(20 <= d <= 40 for d in delays)
 

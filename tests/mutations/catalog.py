@@ -239,11 +239,11 @@ ALREADY_CAUGHT = (
     ),
     Mutation(
         "retry-delay-without-jitter",
-        "queue.retry_delay returns the ceiling: no jitter",
+        "retries.retry_delay returns the ceiling: no jitter",
         "return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)",
         "return ceiling",
         (QUEUE,),
-        "queue.py",
+        "retries.py",
         CAUGHT,
     ),
     Mutation(
@@ -284,11 +284,11 @@ ALREADY_CAUGHT = (
     ),
     Mutation(
         "fail-retry-budget-off-by-one",
-        "queue.fail: `claim.attempt <= max_retries` made `<` (one retry too few)",
+        "retries.failed_attempt: `claim.attempt <= max_retries` made `<` (one retry too few)",
         "requeue = retryable and claim.attempt <= max_retries",
         "requeue = retryable and claim.attempt < max_retries",
         (QUEUE,),
-        "queue.py",
+        "retries.py",
         CAUGHT,
     ),
 )

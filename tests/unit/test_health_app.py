@@ -518,7 +518,7 @@ def test_a_slot_that_never_beat_has_no_age(client, table, clock):
 
 
 def test_create_app_from_env(table, clock, monkeypatch):
-    from health.app import create_app_from_env
+    from supervisor.health_wiring import table_app_from_env as create_app_from_env
 
     run_healthy(table, clock, workers=1)
     table.set_supervisor(now=time.monotonic())
@@ -547,8 +547,8 @@ def test_create_app_from_env(table, clock, monkeypatch):
     ],
 )
 def test_create_app_from_env_says_what_is_wrong(table, monkeypatch, env, message):
-    from health.app import create_app_from_env
     from health.heartbeat import HeartbeatTableError
+    from supervisor.health_wiring import table_app_from_env as create_app_from_env
 
     monkeypatch.setenv("STORYWORKER_HEARTBEAT_PATH", table.path)
     monkeypatch.delenv("WORKER_TIMEOUT_SECONDS", raising=False)

@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from supervisor.arbiter.procs import Processes, unblock_signals
+from supervisor.arbiter.procs import Processes
+from supervisor.signals import unblock_signals
 
 HANDLED_BY_CHILD = 0
 NOT_HANDLED = 1

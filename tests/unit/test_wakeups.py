@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from supervisor.arbiter.listener import HostListener, State
-from supervisor.arbiter.wakeups import WakeChannel
 from supervisor.config import Settings
 from supervisor.errors import ConnectionLostError
+from supervisor.wakeups import WakeChannel
 from supervisor.worker.listener import HostWakeup, Mode
 
 
