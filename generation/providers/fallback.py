@@ -40,7 +40,7 @@ from generation.types import ChapterRequest, Outline, Provider, Source, served_b
 
 T = TypeVar("T")
 
-log = logging.getLogger("generation.providers.fallback")
+log = logging.getLogger(__name__)
 
 PROBE_BASE_SECONDS = 15.0
 PROBE_MAX_SECONDS = 300.0

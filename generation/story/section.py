@@ -18,14 +18,11 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from generation.errors import MalformedOutputError, OutputLimitError, SectionRestart
+from generation.story.callbacks import ChapterCallbacks, SectionStats
 from generation.story.guards import ProseCleaner, count_words, repeats_opening
-from generation.types import ChapterRequest, Outline, Provider, Source, served_by
-
-if TYPE_CHECKING:
-    from generation.story.writer import ChapterCallbacks
+from generation.types import ChapterRequest, Outline, Provider, served_by
 
 SECTION_SEPARATOR = "\n\n"
 MAX_CONTINUATIONS = 3
@@ -35,23 +32,6 @@ MAX_RESTARTS = 3
 MIN_SHARE = 0.5
 #: A section with more than this many times its target is taken, and said so.
 MAX_SHARE = 2.0
-
-
-@dataclass(frozen=True)
-class SectionStats:
-    """How one section went, for progress reports and metrics."""
-
-    index: int
-    elapsed_seconds: float
-    characters: int
-    words: int
-    #: Who wrote it, when the provider says (a fallback may serve some sections).
-    source: Source | None = None
-    #: Continuations joined after an output limit, and times it was written again.
-    continuations: int = 0
-    restarts: int = 0
-    #: What was still wrong with it when it was taken ("" when nothing).
-    note: str = ""
 
 
 def write_section(

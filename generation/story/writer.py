@@ -10,11 +10,11 @@ resumed run, given that text, carries on as if never interrupted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from generation.errors import MalformedOutputError
+from generation.story.callbacks import ChapterCallbacks
 from generation.story.guards import clean, count_words
 from generation.story.prompts import step_context
 from generation.story.section import SECTION_SEPARATOR, SectionStats, write_section
@@ -55,27 +55,6 @@ Recall = Callable[[Sequence[str]], Sequence[Sequence[Passage]]]
 
 def _no_recall(queries: Sequence[str]) -> Sequence[Sequence[Passage]]:
     return [() for _ in queries]
-
-
-class ChapterCallbacks(Protocol):
-    """What the writer tells its caller as it goes. Exceptions raised here propagate."""
-
-    def on_context(self, step: str, manifest: Mapping[str, Any]) -> None:
-        """What the model is about to be sent of the story so far for `step`
-        ("outline", "section 2"): the manifest of the prompt's context."""
-
-    def on_outline(self, outline: Outline) -> None:
-        """A new outline was written (not called when the checkpoint had one)."""
-
-    def on_chunk(self, text: str) -> None:
-        """`text` was appended to the chapter."""
-
-    def on_section_done(self, index: int, stats: SectionStats) -> None:
-        """Section `index` is complete; the chunks so far are its final text."""
-
-    def on_section_restart(self, index: int, why: str) -> None:
-        """What was streamed of section `index` since the last section done is void:
-        the section is written again (`why` says why)."""
 
 
 def write_chapter(

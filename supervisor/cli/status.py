@@ -25,20 +25,6 @@ WATCH_SECONDS = 2.0
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _workers(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """A supervisor's workers as it last published them; a dead one's are dead too."""
-    keys = ("index", "pid", "state", "job_id", "progress")
-    workers = [{k: w.get(k) for k in keys} for w in row["workers"] or []]
-    if row["state"] == "dead":
-        for worker in workers:
-            worker["state"] = "dead"
-    return workers
-
-
 def overview(conn: psycopg.Connection) -> dict[str, Any]:
     """Everything `status` shows. The keys of `--json` come first; `rate_limits` and
     each supervisor's `extra` are for the table only (see `as_json`)."""
@@ -54,26 +40,8 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def supervisors(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Every supervisor on every host with its workers, as `status` shows them (also
-    the dashboard's Workers page); `extra` is for the table, not `--json`."""
-    return [
-        {
-            "host": row["host"],
-            "pid": row["pid"],
-            "state": row["state"],
-            "started_at": _iso(row["started_at"]),
-            "heartbeat_age_seconds": round(max(row["heartbeat_age"], 0.0), 3),
-            "workers": _workers(row),
-            "extra": {k: row[k] for k in ("version", "provider", "concurrency")}
-            | {"paused": row["paused"], "paused_reason": row["paused_reason"]}
-            | {
-                "live_text_warnings": sum(
-                    w.get("live_text_warnings", 0) for w in row["workers"] or []
-                )
-            },
-        }
-        for row in registry.supervisors(conn)
-    ]
+    """Every supervisor on every host with its workers (db/registry.py's `view`)."""
+    return registry.view(conn)
 
 
 def as_json(view: dict[str, Any]) -> dict[str, Any]:

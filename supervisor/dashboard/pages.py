@@ -94,10 +94,9 @@ def _story_and_workers(app: Flask, context: Context) -> None:
 
     @app.get("/workers")
     def workers() -> str:
-        from supervisor.cli.status import supervisors
 
         with connection() as conn:
-            found = supervisors(conn)
+            found = registry.view(conn)
             limits = registry.rate_limits(conn)
         return context.render("workers.html", page="workers", supervisors=found, limits=limits)
 
@@ -105,7 +104,6 @@ def _story_and_workers(app: Flask, context: Context) -> None:
 def overview_values(conn: Any, cap: int, cache: TtlCache) -> dict[str, Any]:
     """Everything the Overview shows: counts, the last hour and the registry fresh,
     the rest from `cache` (see `slow_figures`)."""
-    from supervisor.cli.status import supervisors
 
     hour = dashboard.series(conn, HOUR, 300)
     slow, computed = cache.get("overview", lambda: slow_figures(conn))
@@ -126,7 +124,7 @@ def overview_values(conn: Any, cap: int, cache: TtlCache) -> dict[str, Any]:
         ],
         "ended_hour": (sum(hour.completed), sum(hour.failed)),
         "ended_day": (sum(day.completed), sum(day.failed)),
-        "supervisors": supervisors(conn),
+        "supervisors": registry.view(conn),
     }
 
 

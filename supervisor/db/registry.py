@@ -91,3 +91,40 @@ def supervisors(conn: psycopg.Connection) -> list[dict[str, Any]]:
 def rate_limits(conn: psycopg.Connection) -> dict[str, float]:
     """Each shared rate limiter by name: seconds until it allows the next call."""
     return {row["name"]: float(row["wait"]) for row in sql.all_rows(conn, "rate_limit_state")}
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _workers(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A supervisor's workers as it last published them; a dead one's are dead too."""
+    keys = ("index", "pid", "state", "job_id", "progress")
+    workers = [{k: w.get(k) for k in keys} for w in row["workers"] or []]
+    if row["state"] == "dead":
+        for worker in workers:
+            worker["state"] = "dead"
+    return workers
+
+
+def view(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every supervisor on every host with its workers, as `storyworker status` and the
+    dashboard's Workers page show them; `extra` is for tables, not `status --json`."""
+    return [
+        {
+            "host": row["host"],
+            "pid": row["pid"],
+            "state": row["state"],
+            "started_at": _iso(row["started_at"]),
+            "heartbeat_age_seconds": round(max(row["heartbeat_age"], 0.0), 3),
+            "workers": _workers(row),
+            "extra": {k: row[k] for k in ("version", "provider", "concurrency")}
+            | {"paused": row["paused"], "paused_reason": row["paused_reason"]}
+            | {
+                "live_text_warnings": sum(
+                    w.get("live_text_warnings", 0) for w in row["workers"] or []
+                )
+            },
+        }
+        for row in supervisors(conn)
+    ]

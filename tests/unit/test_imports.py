@@ -78,19 +78,9 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     assert imports(lazy, modules()) == {"supervisor.launch"}
 
 
-#: Known circles, each owned by work in progress; every one is checked to still be
-#: there, so it is taken off this list the day it is mended. generation/ is being
-#: reorganised by the lead (issue 25 item 4): section.py takes ChapterCallbacks from
-#: writer.py under TYPE_CHECKING while writer.py imports section.py.
-KNOWN_CIRCLES = {("generation.story.section", "generation.story.writer")}
-
-
 def test_no_import_cycle_among_the_projects_modules():
     edges = graph()
     assert len(edges) > 30  # the walk found the packages
-    for source, target in KNOWN_CIRCLES:
-        assert target in edges.get(source, set()), f"mended: drop {source} from KNOWN_CIRCLES"
-        edges[source] = edges[source] - {target}
     assert find_cycle(edges) is None
 
 
@@ -151,7 +141,6 @@ def test_every_module_logs_under_its_own_name():
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
                 and node.args[0].value != name
-                and name.split(".")[0] != "generation"  # the lead's, in issue 25 item 4
             ):
                 stale.append(f"{name} logs as {node.args[0].value!r}")
     assert stale == []
