@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from generation import streams
 from generation.errors import GenerationError, RefusedError, SectionRestart
 from generation.types import ChapterRequest, Outline, Provider, Source, served_by
 
@@ -198,7 +199,7 @@ class FallbackProvider:
                 failures.append((position, exc))
                 continue
             finally:
-                _close(stream)
+                streams.close(stream)
             self._succeeded(position)
             self.served_by = served_by(member) or Source(member.name, "")
             return
@@ -258,10 +259,3 @@ def _same_kind(error: GenerationError, message: str) -> GenerationError:
     # What the error carries besides its message (retry_after, ...) goes along.
     combined.__dict__.update(vars(error))
     return combined
-
-
-def _close(stream: Iterator[str]) -> None:
-    # Closing a generator runs its finally blocks (HTTP responses, call records) now.
-    close = getattr(stream, "close", None)
-    if callable(close):
-        close()

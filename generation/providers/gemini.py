@@ -27,6 +27,7 @@ from typing import Any
 from google import genai
 from google.genai import types
 
+from generation import streams
 from generation.errors import (
     GenerationError,
     MalformedOutputError,
@@ -285,7 +286,7 @@ class GeminiProvider(ChatProvider):
             try:
                 return chunks, until_text(chunks, _has_text)
             except BaseException:
-                _close(chunks)
+                streams.close(chunks)
                 raise
 
         chunks, head = self._runner.send(op, request, tries=None if retry else 1)
@@ -314,7 +315,7 @@ def _rest_of_stream(
                 raise broken_stream(exc, model) from exc
             yield chunk
     finally:
-        _close(stream)
+        streams.close(stream)
 
 
 def _has_text(chunk: types.GenerateContentResponse) -> bool:
@@ -324,13 +325,6 @@ def _has_text(chunk: types.GenerateContentResponse) -> bool:
             if part.text:
                 return True
     return False
-
-
-def _close(stream: Any) -> None:
-    # Closing the SDK's generator releases the HTTP response now, not at garbage collection.
-    close = getattr(stream, "close", None)
-    if callable(close):
-        close()
 
 
 def _millis(seconds: float) -> int:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+from generation import streams
 from generation.errors import MalformedOutputError, OutputLimitError, SectionRestart
 from generation.story.callbacks import ChapterCallbacks, SectionStats
 from generation.story.guards import ProseCleaner, count_words, repeats_opening
@@ -113,7 +113,7 @@ def _stream(
             cleaner.resume()
             step = dataclasses.replace(step, continuing=True)
         finally:
-            _close(stream)
+            streams.close(stream)
     _forward(cleaner.finish(), callbacks)
     return cleaner, hop
 
@@ -153,11 +153,3 @@ def _long(text: str, request: ChapterRequest) -> str:
 def _forward(piece: str, callbacks: ChapterCallbacks) -> None:
     if piece:
         callbacks.on_chunk(piece)
-
-
-def _close(stream: Iterator[str]) -> None:
-    # Closing a generator runs its finally blocks (HTTP responses, call records) now
-    # rather than whenever it is garbage collected.
-    close = getattr(stream, "close", None)
-    if callable(close):
-        close()
