@@ -68,11 +68,14 @@ class PermanentError(GenerationError):
 class InvalidPreferencesError(PermanentError):
     """user_preferences is invalid."""
 
-    def __init__(self, field: str, rule: str) -> None:
-        where = f"user_preferences.{field}" if field else "user_preferences"
+    def __init__(self, field: str, rule: str, *, source: str = "user_preferences") -> None:
+        where = f"{source}.{field}" if field else source
         super().__init__(f"{where} {rule}")
         self.field = field
         self.rule = rule
+        #: Where the bad value came from: the job's `user_preferences`, or the story's
+        #: defaults (`sequences.preferences`).
+        self.source = source
 
 
 class RefusedError(PermanentError):

@@ -6,13 +6,20 @@ Nothing here knows a provider's wire format; providers render the prompts built 
 
 from __future__ import annotations
 
-from generation.story.preferences import Preferences, parse_preferences
+from generation.story.preferences import (
+    Preferences,
+    Resolved,
+    parse_preferences,
+    resolve_preferences,
+)
 from generation.story.writer import SECTION_SEPARATOR, SectionStats, write_chapter
 
 __all__ = [
     "SECTION_SEPARATOR",
     "Preferences",
+    "Resolved",
     "SectionStats",
     "parse_preferences",
+    "resolve_preferences",
     "write_chapter",
 ]

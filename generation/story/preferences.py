@@ -2,8 +2,13 @@
 
 The rules, which `parse_preferences` enforces and the tests check by property:
 
-- The value must be a JSON object (or null, which means "all defaults"). Unknown keys are
-  ignored. A key whose value is null counts as absent and takes its default.
+- The value must be a JSON object (or null, which means "all defaults"). A key whose
+  value is null counts as absent and takes its default. Unknown keys change nothing;
+  `unknown_keys` names them, for the worker to record on the job.
+- A story's own defaults (`sequences.preferences`) are merged under the job's
+  (`resolve_preferences`): a key the job gives wins; a key it leaves out, null or blank
+  text, takes the story's. The merged object is validated as one, and a bad value that
+  came from the story is named as `sequences.preferences.<field>`.
 - Text is cleaned first, then measured: control characters, lone surrogates and bidi
   override characters are removed; in the short fields (genre, tone, pov, tense,
   language, character names, themes) every run of whitespace becomes one space; in the
@@ -14,16 +19,21 @@ The rules, which `parse_preferences` enforces and the tests check by property:
 - Blank text means "not given": a blank short field takes its default, a blank setting or
   instructions becomes None, a blank theme is dropped. A character's name is required.
 - Integers must be JSON integers: booleans and decimal numbers such as 4.0 are rejected.
+  `temperature` is any JSON number from 0 to 2 (never a boolean, a string or NaN).
+- `pov`, `tense` and `language` must be known values, brought to their canonical form
+  (generation/story/known_values.py); `ending` and `content_rating` are choices.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from generation.errors import InvalidPreferencesError
+from generation.story import known_values
 
 SHORT_TEXT_MAX = 100
 SETTING_MAX = 1000
@@ -35,6 +45,14 @@ WORDS_PER_BULLET_RANGE = (50, 2000)
 #: How a chapter ends: leading on to the next (the default), on a cliffhanger, or
 #: closing the story.
 ENDINGS = ("hook", "cliffhanger", "resolve")
+#: How mature the chapter may be; on Gemini also the safety settings' threshold
+#: (generation/providers/gemini_config.py).
+CONTENT_RATINGS = ("general", "teen", "mature", "explicit")
+STYLE_SAMPLE_MAX = 4000
+CHAPTER_BEATS_MAX = 4000
+TEMPERATURE_RANGE = (0.0, 2.0)
+#: Unknown keys named on the job at most (each cut to SHORT_TEXT_MAX characters).
+UNKNOWN_KEYS_MAX = 20
 
 SHORT_FIELD_DEFAULTS: dict[str, str] = {
     "genre": "literary fiction",
@@ -43,6 +61,20 @@ SHORT_FIELD_DEFAULTS: dict[str, str] = {
     "tense": "past",
     "language": "English",
 }
+#: The short fields that take known values: their normaliser and the rule when a value
+#: is not one of them.
+_KNOWN: dict[str, tuple[Callable[[str], str | None], str]] = {
+    "pov": (known_values.pov, f"must be one of {', '.join(known_values.POV_VALUES)}"),
+    "tense": (known_values.tense, f"must be one of {', '.join(known_values.TENSE_VALUES)}"),
+    "language": (
+        known_values.language,
+        "must be a language name (such as English, French or 日本語) or a BCP 47 tag "
+        "(such as en, pt-BR or zh-Hant-TW)",
+    ),
+}
+#: Optional fields left out of `to_json` while unset, so a job that does not use them
+#: is sent (and seeded, offline) exactly as before they existed.
+_OPTIONAL = ("pov_character", "style_sample", "content_rating", "chapter_beats", "temperature")
 
 # Bidi embedding/override/isolate marks and the BOM: invisible, and the classic way to
 # make text read differently to a model (or a reviewer) than it is stored.
@@ -79,13 +111,36 @@ class Preferences:
     bullet_count: int = 4
     words_per_bullet: int = 300
     ending: str = ENDINGS[0]
+    pov_character: str | None = None
+    style_sample: str | None = None
+    content_rating: str | None = None
+    chapter_beats: str | None = None
+    #: The sampling temperature of every generation request; None: the provider's.
+    temperature: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict with the same keys as `user_preferences`."""
+        """A JSON-ready dict with the same keys as `user_preferences` (the optional
+        ones only when set)."""
         data = asdict(self)
         data["characters"] = [asdict(c) for c in self.characters]
         data["themes"] = list(self.themes)
+        for name in _OPTIONAL:
+            if data[name] is None:
+                del data[name]
         return data
+
+
+#: Every key `user_preferences` knows.
+KNOWN_KEYS = frozenset(Preferences.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A job's preferences with its story's defaults under them, and the unknown keys
+    the two objects held (for the job's record)."""
+
+    preferences: Preferences
+    unknown: tuple[str, ...] = field(default=())
 
 
 def parse_preferences(raw: object) -> Preferences:
@@ -98,12 +153,9 @@ def parse_preferences(raw: object) -> Preferences:
         return Preferences()
     if not isinstance(raw, Mapping):
         raise InvalidPreferencesError("", "must be a JSON object")
-    short = {
-        name: _short_text(raw.get(name), name) or default
-        for name, default in SHORT_FIELD_DEFAULTS.items()
-    }
     return Preferences(
-        **short,
+        **{name: _short_field(raw.get(name), name) or default
+           for name, default in SHORT_FIELD_DEFAULTS.items()},
         setting=_long_text(raw.get("setting"), "setting", SETTING_MAX) or None,
         characters=_characters(raw.get("characters")),
         themes=_themes(raw.get("themes")),
@@ -113,7 +165,61 @@ def parse_preferences(raw: object) -> Preferences:
             raw.get("words_per_bullet"), "words_per_bullet", 300, WORDS_PER_BULLET_RANGE
         ),
         ending=_choice(raw.get("ending"), "ending", ENDINGS),
-    )
+        pov_character=_short_text(raw.get("pov_character"), "pov_character") or None,
+        style_sample=_long_text(raw.get("style_sample"), "style_sample", STYLE_SAMPLE_MAX)
+        or None,
+        content_rating=_optional_choice(
+            raw.get("content_rating"), "content_rating", CONTENT_RATINGS
+        ),
+        chapter_beats=_long_text(raw.get("chapter_beats"), "chapter_beats", CHAPTER_BEATS_MAX)
+        or None,
+        temperature=_temperature(raw.get("temperature")),
+    )  # fmt: skip
+
+
+def resolve_preferences(job: object, story: object = None) -> Resolved:
+    """The job's `user_preferences` merged over its story's defaults (`story`, the
+    sequence's `preferences`; None: it has none), validated as one object.
+
+    A key the job leaves out, sets to null or to blank text takes the story's value.
+    Raises `InvalidPreferencesError`: a non-object, or a bad value, from the story is
+    named as `sequences.preferences[.field]`; anything else as `user_preferences...`.
+    """
+    if story is None:
+        return Resolved(parse_preferences(job), unknown_keys(job))
+    if not isinstance(story, Mapping):
+        raise InvalidPreferencesError("", "must be a JSON object", source=STORY_SOURCE)
+    if job is not None and not isinstance(job, Mapping):
+        raise InvalidPreferencesError("", "must be a JSON object")
+    own = {key: value for key, value in (job or {}).items() if _given(value)}
+    merged = {**{key: value for key, value in story.items() if _given(value)}, **own}
+    try:
+        preferences = parse_preferences(merged)
+    except InvalidPreferencesError as exc:
+        top = _TOP_KEY.match(exc.field)
+        if top is None or top.group() in own:
+            raise
+        raise InvalidPreferencesError(exc.field, exc.rule, source=STORY_SOURCE) from None
+    return Resolved(preferences, unknown_keys(merged))
+
+
+def unknown_keys(raw: object) -> tuple[str, ...]:
+    """The keys of `raw` (a decoded `user_preferences`) that no field reads, sorted and
+    cleaned to one line; at most UNKNOWN_KEYS_MAX, each at most SHORT_TEXT_MAX long."""
+    if not isinstance(raw, Mapping):
+        return ()
+    names = {clean_short_text(str(key))[:SHORT_TEXT_MAX] for key in raw if key not in KNOWN_KEYS}
+    return tuple(sorted(names))[:UNKNOWN_KEYS_MAX]
+
+
+#: How an error names a field that came from the story's defaults.
+STORY_SOURCE = "sequences.preferences"
+_TOP_KEY = re.compile(r"[^.\[]+")
+
+
+def _given(value: object) -> bool:
+    """Whether a job's value counts as given: not null, not blank text."""
+    return value is not None and not (isinstance(value, str) and not clean_long_text(value))
 
 
 def clean_short_text(text: str) -> str:
@@ -138,6 +244,18 @@ def _drop_invisible(text: str, *, keep: str) -> str:
 
 def _short_text(raw: object, field: str) -> str:
     return _checked_text(raw, field, SHORT_TEXT_MAX, clean_short_text)
+
+
+def _short_field(raw: object, field: str) -> str:
+    """A short field's text; `pov`, `tense` and `language` in their canonical form."""
+    text = _short_text(raw, field)
+    if not text or field not in _KNOWN:
+        return text
+    normalise, rule = _KNOWN[field]
+    value = normalise(text)
+    if value is None:
+        raise InvalidPreferencesError(field, rule)
+    return value
 
 
 def _long_text(raw: object, field: str, limit: int) -> str:
@@ -182,6 +300,27 @@ def _choice(raw: object, field: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidPreferencesError(field, f"must be one of {', '.join(choices)}")
     return value
+
+
+def _optional_choice(raw: object, field: str, choices: tuple[str, ...]) -> str | None:
+    """One of `choices`, or None for null or blank text."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _choice(raw, field, choices)
+
+
+def _temperature(raw: object) -> float | None:
+    """A JSON number from 0 to 2 as a float; None for null."""
+    if raw is None:
+        return None
+    low, high = TEMPERATURE_RANGE
+    rule = f"must be a number from {low:g} to {high:g}"
+    if isinstance(raw, bool):
+        raise InvalidPreferencesError("temperature", f"{rule}, not a boolean")
+    # NaN and the infinities fail the range test (and a huge integer never becomes a float).
+    if not isinstance(raw, int | float) or not low <= raw <= high:
+        raise InvalidPreferencesError("temperature", rule)
+    return float(raw)
 
 
 def _list(raw: object, field: str, what: str) -> list[object]:

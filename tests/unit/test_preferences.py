@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generation.errors import InvalidPreferencesError
+from generation.story.known_values import POV_VALUES, TENSE_VALUES
 from generation.story.preferences import (
     SHORT_FIELD_DEFAULTS,
     Character,
@@ -20,10 +21,12 @@ from generation.story.preferences import (
 )
 
 SHORT_FIELDS = tuple(SHORT_FIELD_DEFAULTS)
+NEW_KEYS = ("pov_character", "style_sample", "content_rating", "chapter_beats", "temperature")
 FIELD_NAME = re.compile(
     r"^user_preferences(\.(genre|tone|pov|tense|language|setting|instructions|bullet_count"
     r"|words_per_bullet|characters|characters\[\d+\](\.(name|description))?|themes"
-    r"|themes\[\d+\]))? "
+    r"|themes\[\d+\]|ending|pov_character|style_sample|content_rating|chapter_beats"
+    r"|temperature))? "
 )
 
 json_scalars = (
@@ -57,7 +60,15 @@ field_values = st.one_of(json_values, nasty_text, long_text)
 @st.composite
 def preference_objects(draw: st.DrawFn) -> dict[str, Any]:
     """Objects whose known keys get plausible, borderline and hostile values."""
-    keys = [*SHORT_FIELDS, "setting", "instructions", "bullet_count", "words_per_bullet"]
+    keys = [
+        *SHORT_FIELDS,
+        *NEW_KEYS,
+        "setting",
+        "instructions",
+        "bullet_count",
+        "words_per_bullet",
+        "ending",
+    ]
     obj: dict[str, Any] = draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3))
     for key in draw(st.lists(st.sampled_from(keys), unique=True)):
         obj[key] = draw(field_values | st.integers(min_value=-5, max_value=2100))
@@ -106,7 +117,19 @@ def assert_valid(prefs: Preferences) -> None:
         assert_clean(theme, 100, multiline=False)
     assert type(prefs.bullet_count) is int and 1 <= prefs.bullet_count <= 12
     assert type(prefs.words_per_bullet) is int and 50 <= prefs.words_per_bullet <= 2000
-    json.dumps(prefs.to_json())
+    assert prefs.pov in POV_VALUES and prefs.tense in TENSE_VALUES
+    for name, limit, multiline in (
+        ("pov_character", 100, False),
+        ("style_sample", 4000, True),
+        ("chapter_beats", 4000, True),
+    ):
+        value = getattr(prefs, name)
+        assert value is None or (value and assert_clean(value, limit, multiline=multiline) is None)
+    assert prefs.content_rating in (None, "general", "teen", "mature", "explicit")
+    assert prefs.temperature is None or (
+        type(prefs.temperature) is float and 0 <= prefs.temperature <= 2
+    )
+    json.dumps(prefs.to_json(), allow_nan=False)
 
 
 def check_any(raw: object) -> None:
@@ -208,11 +231,24 @@ def test_words_per_bullet_bounds(value: int, ok: bool) -> None:
             parse_preferences({"words_per_bullet": value})
 
 
+# pov, tense and language take known values (test_preference_values.py): their messy
+# spelling of one is cleaned to it, and only the free-text fields take any 100 characters.
+MESSY = {
+    "genre": ("  dark\t\tand\nstormy\x00\u202e ", "dark and stormy"),
+    "tone": ("  dark\t\tand\nstormy\x00\u202e ", "dark and stormy"),
+    "pov": ("  first\t\tperson\x00\u202e ", "first person"),
+    "tense": ("  present\n\x00\u202e ", "present"),
+    "language": ("  Brazilian\t\tPortuguese\x00\u202e ", "Brazilian Portuguese"),
+}
+
+
 @pytest.mark.parametrize("name", SHORT_FIELDS)
 def test_short_fields(name: str) -> None:
-    prefs = parse_preferences({name: "  dark\t\tand\nstormy\x00\u202e "})
-    assert getattr(prefs, name) == "dark and stormy"
-    assert getattr(parse_preferences({name: "x" * 100}), name) == "x" * 100
+    messy, clean = MESSY[name]
+    prefs = parse_preferences({name: messy})
+    assert getattr(prefs, name) == clean
+    if name in ("genre", "tone"):
+        assert getattr(parse_preferences({name: "x" * 100}), name) == "x" * 100
     assert getattr(parse_preferences({name: " \n "}), name) == SHORT_FIELD_DEFAULTS[name]
     with pytest.raises(InvalidPreferencesError) as info:
         parse_preferences({name: "x" * 101})
