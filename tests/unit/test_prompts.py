@@ -45,6 +45,9 @@ def hostile_request(text: str) -> ChapterRequest:
             "instructions": text,
             "themes": [text],
             "characters": [{"name": text, "description": text}],
+            "pov_character": text,
+            "style_sample": text,
+            "chapter_beats": text,
         }
     )
     return ChapterRequest(
@@ -196,3 +199,41 @@ def test_summary_prompt_carries_the_whole_chapter() -> None:
     before, data, _ = split_prompt(prompts.summary_prompt(request, Outline("T", ("a",)), text))
     assert data["chapter_text"] == text
     assert f"at most {prompts.SUMMARY_TARGET_WORDS} words" in before
+
+
+def test_the_new_preferences_reach_every_prompt_as_data_and_temperature_does_not() -> None:
+    prefs = parse_preferences(
+        {
+            "pov_character": "Mara",
+            "style_sample": "Rain. Then more rain.",
+            "content_rating": "teen",
+            "chapter_beats": "Mara finds the key.",
+            "temperature": 1.3,
+        }
+    )
+    request = ChapterRequest(chapter_number=3, preferences=prefs)
+    for prompt in all_prompts(request, "text"):
+        before, data, _ = split_prompt(prompt)
+        sent = data["preferences"]
+        assert sent["pov_character"] == "Mara"
+        assert sent["style_sample"] == "Rain. Then more rain."
+        assert sent["content_rating"] == "teen"
+        assert sent["chapter_beats"] == "Mara finds the key."
+        assert "temperature" not in sent
+        assert "Mara" not in before and "Mara" not in prompt.system
+
+
+def test_the_system_prompt_explains_the_new_preferences() -> None:
+    system = prompts.outline_prompt(ChapterRequest(1, parse_preferences({}))).system
+    for name in ("pov_character", "style_sample", "content_rating", "chapter_beats"):
+        assert f'"{name}"' in system
+    for rating in ("general", "teen", "mature", "explicit"):
+        assert f'"{rating}"' in system
+    assert "Never copy its sentences" in system
+    assert "Never go beyond it" in system
+
+
+def test_the_outline_must_cover_the_chapter_beats() -> None:
+    prompt = prompts.outline_prompt(ChapterRequest(1, parse_preferences({})))
+    before, _, _ = split_prompt(prompt)
+    assert '"chapter_beats", the bullets must cover every one of them' in before
