@@ -14,7 +14,10 @@ What the SDK leaves open, or would do on its own, is settled here on purpose:
   generation/providers/calls.py, honouring Retry-After and RetryInfo (read in gemini_wire.py),
   and follow continuation tokens ourselves;
 - one Client for the provider's lifetime: a temporary one closes its HTTP connection
-  under you.
+  under you;
+- a job's temperature and content rating on each of its generation requests
+  (gemini_wire.sampling_controls): the rating's safety threshold, never laxer than
+  GEMINI_SAFETY_THRESHOLD (gemini_config.rated_threshold).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from generation.providers.calls import (
     text_deadline,
     until_text,
 )
-from generation.providers.chat import ChatProvider
+from generation.providers.chat import ChatProvider, Sampling
 from generation.providers.gemini_config import (
     GEMINI_EMBEDDING_MODEL,
     GEMINI_MODEL,
@@ -58,6 +61,7 @@ from generation.providers.gemini_wire import (
     outline_schema,
     parse_outline,
     refusal,
+    sampling_controls,
     supports,
     usage_of,
 )
@@ -133,6 +137,7 @@ class GeminiProvider(ChatProvider):
         count = request.preferences.bullet_count
         config = self._content_config(
             prompt,
+            Sampling.of(request),
             response_mime_type="application/json",
             response_schema=outline_schema(count),
             max_output_tokens=self._limit(OUTLINE_WORDS_PER_BULLET * (count + 1)),
@@ -147,7 +152,7 @@ class GeminiProvider(ChatProvider):
         prompt = prompts.summary_prompt(request, outline, text)
         limit = self._limit(prompts.SUMMARY_TARGET_WORDS)
         with self._runner.operation("summary", self._config.model) as op:
-            config = self._content_config(prompt, max_output_tokens=limit)
+            config = self._content_config(prompt, Sampling.of(request), max_output_tokens=limit)
             response = self._generate(op, prompt, config)
             finish = finish_reason(response)
             summary = (response.text or "").strip()
@@ -204,14 +209,20 @@ class GeminiProvider(ChatProvider):
     # --- requests -----------------------------------------------------------------
 
     def _content_config(
-        self, prompt: prompts.Prompt, **options: Any
+        self, prompt: prompts.Prompt, sampling: Sampling, **options: Any
     ) -> types.GenerateContentConfig:
+        """A request's config: the operator's controls, then what the job asks
+        (`sampling`: its temperature, its rating's safety settings), then `options`."""
+        controls = {
+            **self._controls,
+            **sampling_controls(sampling, self._config.safety_threshold),
+            **options,
+        }
         return types.GenerateContentConfig(
             system_instruction=prompt.system,
             automatic_continuation=False,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-            **self._controls,
-            **options,
+            **controls,
         )
 
     def _generate(
@@ -236,11 +247,14 @@ class GeminiProvider(ChatProvider):
         added to the answer's own (calls.max_output_tokens)."""
         return max_output_tokens(words) + THINKING_ALLOWANCE[self._config.thinking_level]
 
-    def _stream(self, prompt: prompts.Prompt, limit: int) -> Iterator[str]:
+    def _stream(self, prompt: prompts.Prompt, limit: int, sampling: Sampling) -> Iterator[str]:
         with self._runner.operation("prose", self._config.model) as op:
             hop, yielded = StreamHop(), False
             for _ in range(MAX_CONTINUATIONS + 1):
-                chunks = self._open_stream(op, prompt, hop.token, retry=not yielded, limit=limit)
+                config = self._content_config(
+                    prompt, sampling, continuation_token=hop.token, max_output_tokens=limit
+                )
+                chunks = self._open_stream(op, prompt, config, retry=not yielded)
                 hop = StreamHop()
                 try:
                     for chunk in chunks:
@@ -264,17 +278,13 @@ class GeminiProvider(ChatProvider):
         self,
         op: Operation,
         prompt: prompts.Prompt,
-        token: bytes | None,
+        config: types.GenerateContentConfig,
         *,
         retry: bool,
-        limit: int,
     ) -> Generator[types.GenerateContentResponse, None, None]:
-        """Start one streamed response (continuing from `token` when given) and read it up
-        to its first text, retrying failures up to there when `retry` (nothing yielded
-        yet)."""
-        config = self._content_config(
-            prompt, continuation_token=token, max_output_tokens=limit
-        )
+        """Start one streamed response (`config` says from which continuation token, if
+        any) and read it up to its first text, retrying failures up to there when
+        `retry` (nothing yielded yet)."""
 
         def request() -> tuple[Iterator[types.GenerateContentResponse], list[Any]]:
             stream = self._client.models.generate_content_stream(

@@ -27,6 +27,15 @@ SAFETY_THRESHOLDS = (
     "BLOCK_MEDIUM_AND_ABOVE",
     "BLOCK_LOW_AND_ABOVE",
 )
+#: The block threshold a job's `content_rating` asks for. The operator's
+#: GEMINI_SAFETY_THRESHOLD is a floor the app cannot go below: a request carries the
+#: stricter of the two (`rated_threshold`).
+RATING_THRESHOLDS = {
+    "general": "BLOCK_LOW_AND_ABOVE",
+    "teen": "BLOCK_MEDIUM_AND_ABOVE",
+    "mature": "BLOCK_ONLY_HIGH",
+    "explicit": "BLOCK_NONE",
+}
 #: The environment variables that may hold the key, in the order they are tried.
 API_KEY_VARIABLES = ("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 
@@ -103,3 +112,14 @@ def _check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> Non
         raise ValueError(
             f"GeminiConfig.{name} must be one of {', '.join(allowed)} (or None), got {value!r}"
         )
+
+
+def rated_threshold(operator: str | None, rating: str | None) -> str | None:
+    """The block threshold of a request for a job rated `rating` (None: unrated) under
+    the operator's GEMINI_SAFETY_THRESHOLD (`operator`, None: unset): the stricter of
+    the two, so a rating can make a request stricter but never laxer than the operator
+    set. None when neither says anything (the API's defaults apply)."""
+    asked = RATING_THRESHOLDS.get(rating) if rating is not None else None
+    if asked is None or operator is None:
+        return asked or operator
+    return max(asked, operator, key=SAFETY_THRESHOLDS.index)

@@ -36,6 +36,8 @@ from generation.errors import (
     RefusedError,
 )
 from generation.providers.calls import Usage, parse_retry_after
+from generation.providers.chat import Sampling
+from generation.providers.gemini_config import rated_threshold
 from generation.types import Outline
 
 #: Candidate finish reasons that mean the model would not write this content.
@@ -305,11 +307,31 @@ def generation_controls(thinking_level: str | None, safety_threshold: str | None
         level = types.ThinkingLevel(thinking_level.upper())
         options["thinking_config"] = types.ThinkingConfig(thinking_level=level)
     if safety_threshold is not None:
-        threshold = types.HarmBlockThreshold(safety_threshold)
-        options["safety_settings"] = [
-            types.SafetySetting(category=category, threshold=threshold)
-            for category in ADJUSTABLE_HARM_CATEGORIES
-        ]
+        options["safety_settings"] = safety_settings(safety_threshold)
+    return options
+
+
+def safety_settings(threshold: str) -> list[types.SafetySetting]:
+    """One SafetySetting at `threshold` for every adjustable harm category."""
+    level = types.HarmBlockThreshold(threshold)
+    return [
+        types.SafetySetting(category=category, threshold=level)
+        for category in ADJUSTABLE_HARM_CATEGORIES
+    ]
+
+
+def sampling_controls(sampling: Sampling, operator_threshold: str | None) -> dict[str, Any]:
+    """GenerateContentConfig options for what a job's preferences ask: its temperature,
+    and for a rated job the safety settings at the stricter of its rating's threshold
+    and the operator's (gemini_config.rated_threshold). Empty for a job that asks
+    neither, so the provider's own controls (generation_controls) stand."""
+    options: dict[str, Any] = {}
+    if sampling.temperature is not None:
+        options["temperature"] = sampling.temperature
+    if sampling.content_rating is not None:
+        threshold = rated_threshold(operator_threshold, sampling.content_rating)
+        if threshold is not None:
+            options["safety_settings"] = safety_settings(threshold)
     return options
 
 

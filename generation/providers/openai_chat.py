@@ -10,7 +10,7 @@ What the SDK would do on its own is settled here on purpose:
 - one timeout for connect, write and each read (`timeout=` seconds; the SDK's default
   is 600 s); a stream must also send text within that time (keep-alives renew the
   socket's timeout but not this deadline, calls.text_deadline), or it is cut;
-- an output limit on every request (calls.max_output_tokens of the words wanted);
+- an output limit on every request (calls.max_output_tokens), the job's temperature if set;
 - the outline as structured output (`response_format` json_schema). A server that
   refuses that form (a 4xx, or a 5xx naming response_format) is asked with the next
   of openai_wire.OUTLINE_FORMS (JSON mode with the schema, which llama.cpp enforces;
@@ -50,7 +50,7 @@ from generation.providers.calls import (
     text_deadline,
     until_text,
 )
-from generation.providers.chat import ChatProvider
+from generation.providers.chat import ChatProvider, Sampling
 from generation.providers.openai_config import OpenAIConfig
 from generation.providers.openai_wire import (
     OUTLINE_FORMS,
@@ -145,7 +145,10 @@ class OpenAIProvider(ChatProvider):
         count = request.preferences.bullet_count
         with self._runner.operation("outline", self._config.model) as op:
             return ask_twice(
-                op, lambda: parse_outline(self._outline_text(op, prompt, count), count, self._label)
+                op,
+                lambda: parse_outline(
+                    self._outline_text(op, prompt, count, Sampling.of(request)), count, self._label
+                ),
             )
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
@@ -153,7 +156,7 @@ class OpenAIProvider(ChatProvider):
         prompt = prompts.summary_prompt(request, outline, text)
         limit = max_output_tokens(prompts.SUMMARY_TARGET_WORDS)
         with self._runner.operation("summary", self._config.model) as op:
-            summary = self._complete(op, prompt, limit).strip()
+            summary = self._complete(op, prompt, limit, Sampling.of(request)).strip()
             if not summary:
                 raise MalformedOutputError(f"{self._label} returned an empty summary")
             return summary
@@ -210,7 +213,9 @@ class OpenAIProvider(ChatProvider):
             {"role": "user", "content": prompt.user},
         ]
 
-    def _outline_text(self, op: Operation, prompt: prompts.Prompt, count: int) -> str:
+    def _outline_text(
+        self, op: Operation, prompt: prompts.Prompt, count: int, sampling: Sampling
+    ) -> str:
         """The outline's raw answer, in the form this server takes: from the one that
         worked last, on to the next whenever the server refuses the form itself."""
         limit = max_output_tokens(OUTLINE_TITLE_WORDS + OUTLINE_WORDS_PER_BULLET * count)
@@ -218,7 +223,7 @@ class OpenAIProvider(ChatProvider):
         for form in forms:
             asked = outline_prompt(prompt, count, form)
             try:
-                text = self._complete(op, asked, limit, outline_format(count, form))
+                text = self._complete(op, asked, limit, sampling, outline_format(count, form))
             except GenerationError as exc:
                 if not schema_rejected(exc) or form == forms[-1]:
                     raise
@@ -233,12 +238,25 @@ class OpenAIProvider(ChatProvider):
             return text
         raise AssertionError("unreachable: the last form raises")
 
+    def _options(self, limit: int, sampling: Sampling) -> dict[str, Any]:
+        """A generation request's output limit, and the job's temperature when set (a
+        reasoning model that takes only its default answers 400: a permanent failure)."""
+        options: dict[str, Any] = output_limit(limit, self._config.is_openai)
+        if sampling.temperature is not None:
+            options["temperature"] = sampling.temperature
+        return options
+
     def _complete(
-        self, op: Operation, prompt: prompts.Prompt, limit: int, response_format: Any = None
+        self,
+        op: Operation,
+        prompt: prompts.Prompt,
+        limit: int,
+        sampling: Sampling,
+        response_format: Any = None,
     ) -> str:
         """One non-streamed completion of at most `limit` tokens under the retry policy:
         its text. A refusal is RefusedError; no choice at all, MalformedOutputError."""
-        options: dict[str, Any] = output_limit(limit, self._config.is_openai)
+        options = self._options(limit, sampling)
         if response_format is not None:
             options["response_format"] = response_format
 
@@ -261,13 +279,13 @@ class OpenAIProvider(ChatProvider):
             raise MalformedOutputError(f"{self._label} returned no choices")
         return choice.message.content or ""
 
-    def _stream(self, prompt: prompts.Prompt, limit: int) -> Iterator[str]:
+    def _stream(self, prompt: prompts.Prompt, limit: int, sampling: Sampling) -> Iterator[str]:
         with self._runner.operation("prose", self._config.model) as op:
-            chunks, head = self._open_stream(op, prompt, limit)
+            chunks, head = self._open_stream(op, prompt, limit, sampling)
             if not head:  # nothing at all: ask without streaming, to answer or say why
                 chunks.close()
                 op.retries += 1
-                yield self._complete(op, prompt, limit)
+                yield self._complete(op, prompt, limit, sampling)
                 return
             finish: str | None = None
             usage: Usage | None = None
@@ -297,7 +315,7 @@ class OpenAIProvider(ChatProvider):
                 )
 
     def _open_stream(
-        self, op: Operation, prompt: prompts.Prompt, limit: int
+        self, op: Operation, prompt: prompts.Prompt, limit: int, sampling: Sampling
     ) -> tuple[Generator[Any, None, None], list[Any]]:
         """Start one streamed completion and read it up to its first text, retrying
         failures up to there (nothing has been yielded yet); the chunks come within the
@@ -309,7 +327,7 @@ class OpenAIProvider(ChatProvider):
                 messages=self._messages(prompt),
                 stream=True,
                 stream_options={"include_usage": True},
-                **output_limit(limit, self._config.is_openai),
+                **self._options(limit, sampling),
             )
             chunks = text_deadline(
                 stream,
