@@ -91,6 +91,8 @@ class MemoryQueue:
         self.sequence_id, self.user_id = uuid.uuid4(), uuid.uuid4()
         #: Earlier chapters' passages a test plants for `recall`.
         self.passages: list[Passage] = []
+        #: The story's default preferences (sequences.preferences) every claim reads.
+        self.story_preferences: Any = None
 
     def add(self, preferences: Any = None, **state: Any) -> MemoryJob:
         job = MemoryJob(preferences if preferences is not None else {}, **state)
@@ -103,8 +105,9 @@ class MemoryQueue:
             return None
         job.status, job.owner, job.attempts = Status.PROCESSING, owner, job.attempts + 1
         context = ChapterContext(
-            self.sequence_id, self.user_id, 1, job.content, "The Keeper", None, ()
-        )
+            self.sequence_id, self.user_id, 1, job.content, "The Keeper", None, (),
+            story_preferences=self.story_preferences,
+        )  # fmt: skip
         return Claim(
             job.id, owner, job.attempts, job.id, self.sequence_id, self.user_id,
             job.preferences, job.checkpoint, context, job.usage,
@@ -131,6 +134,13 @@ class MemoryQueue:
         job.outline, job.content, job.checkpoint = outline, "", checkpoint
         job.progress, job.step = progress, "outline"
         job.writes.append(("start_chapter", outline))
+
+    def note_unknown_preferences(self, claim: Claim, keys: Sequence[str]) -> bool:
+        job = self._held(claim)
+        before = (job.context or {}).get("unknown_preferences")
+        job.context = {**(job.context or {}), "unknown_preferences": list(keys)}
+        job.writes.append(("note_unknown_preferences", list(keys)))
+        return before != list(keys)
 
     def cut_back(self, claim: Claim, length: int) -> None:
         job = self._held(claim)
@@ -181,7 +191,11 @@ class MemoryQueue:
         job.usage = usage if usage is not None else job.usage
         job.status, job.progress, job.step = Status.COMPLETED, 100, "completed"
         job.summary, job.embedding, job.checkpoint = summary, list(embedding), checkpoint
-        job.context, job.memory = context, memory
+        # As the statement does: the steps merged over what the job holds (its
+        # unknown_preferences).
+        if context is not None:
+            job.context = {**(job.context or {}), **context}
+        job.memory = memory
         job.writes.append(("finish", word_count))
         return None if next_owner is None else self.claim(next_owner)
 

@@ -85,6 +85,9 @@ class ChapterContext:
     characters: Any = None
     facts: Any = None
     stale_after: int | None = None
+    #: The story's default preferences (sequences.preferences) as stored, raw; None
+    #: when it has none.
+    story_preferences: Any = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ChapterContext:
@@ -107,6 +110,7 @@ class ChapterContext:
             characters=data.get("characters"),
             facts=data.get("facts"),
             stale_after=data.get("stale_after"),
+            story_preferences=data.get("story_preferences"),
         )
 
     @property

@@ -69,6 +69,8 @@ returning j.id, j.locked_by, j.attempts, j.chapter_id, j.sequence_id, j.user_id,
     select row_to_json(ctx) from (
         select c.sequence_id, c.chapter_number, coalesce(c.content, '') as content, s.user_id,
                s.title as sequence_title, s.premise,
+               -- The story's default preferences, merged under the job's own.
+               s.preferences as story_preferences,
                -- The app's own title: not one the worker wrote from a model's outline.
                case when c.outline is null or c.outline ->> 'title_source' = 'app'
                          or c.title is distinct from c.outline ->> 'title'
@@ -138,6 +140,19 @@ with job as (
 )
 select (select count(*) from job) as jobs, (select count(*) from chapter) as chapters;
 
+-- name: note_unknown_preferences
+-- The job's preferences (or its story's) held keys no field reads: named on the job,
+-- under `context`'s "unknown_preferences", not silently dropped. `noted` is false when
+-- an earlier attempt named the same keys already (the worker logs them once a job).
+update generation_jobs
+   set context = coalesce(context, '{}'::jsonb)
+                 || jsonb_build_object('unknown_preferences', %(keys)s::jsonb)
+  from (select context -> 'unknown_preferences' as keys
+          from generation_jobs where id = %(job_id)s) as before
+ where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
+   and status = 'processing'
+returning 1 as jobs, before.keys is distinct from %(keys)s::jsonb as noted;
+
 -- name: cut_back
 -- Resume: drop the half-written section a dead attempt left after the last checkpoint.
 with job as (
@@ -198,7 +213,7 @@ with job as (
            completed_at = now(), heartbeat_at = now(), updated_at = now(),
            error_message = null, checkpoint = %(checkpoint)s,
            usage = coalesce(%(usage)s::jsonb, usage),
-           context = coalesce(%(context)s::jsonb, context)
+           context = coalesce(context || %(context)s::jsonb, %(context)s::jsonb, context)
      where id = %(job_id)s and locked_by = %(owner)s and attempts = %(attempt)s
        and status = 'processing'
     returning chapter_id

@@ -180,10 +180,11 @@ def renew_leases(conn: psycopg.Connection, held: Sequence[tuple[str, UUID | str]
     )
 
 
-def _fenced(conn: psycopg.Connection, name: str, claim: Claim, **params: Any) -> None:
+def _fenced(conn: psycopg.Connection, name: str, claim: Claim, **params: Any) -> Any:
     row = _one(conn, name, {**claim.fence, **params})
     if row is None or not row["jobs"]:
         raise LeaseLostError(_why_lost(conn, claim))
+    return row
 
 
 def _why_lost(conn: psycopg.Connection, claim: Claim) -> str:
@@ -220,6 +221,12 @@ def start_chapter(
         progress=progress,
         usage=_jsonb(usage),
     )
+
+
+def note_unknown_preferences(conn: psycopg.Connection, claim: Claim, keys: Sequence[str]) -> bool:
+    """Name `keys` on the job (`context`'s "unknown_preferences"); whether they were new
+    to it (False: an earlier attempt named the same)."""
+    return bool(_fenced(conn, "note_unknown_preferences", claim, keys=Jsonb(list(keys)))["noted"])
 
 
 def cut_back(conn: psycopg.Connection, claim: Claim, length: int) -> None:

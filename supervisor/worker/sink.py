@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generation.errors import PermanentError
-from generation.story import SectionStats, parse_preferences
+from generation.story import Preferences, SectionStats, resolve_preferences
 from generation.types import DEFAULT_BUDGET_TOKENS, ChapterRequest, Checkpoint, Outline
-from supervisor.db.jobs import Claim
+from supervisor.db.jobs import ChapterContext, Claim
 from supervisor.db.seam import JobQueue
 from supervisor.logs import fields
 from supervisor.worker.live import FLUSH_INTERVAL_SECONDS, LiveText, RowText
@@ -79,7 +79,7 @@ def prepare(
         )
     if context.user_id != claim.user_id:
         raise JobRejected(f"sequence {claim.sequence_id} does not belong to user {claim.user_id}")
-    preferences = parse_preferences(claim.user_preferences)
+    preferences = _preferences(queue, claim, context)
     point = resume_point(claim, preferences, context.content)
     checkpoint, length = point.checkpoint, point.length
     if length < len(context.content) and checkpoint.outline is not None and not point.restart:
@@ -93,6 +93,18 @@ def prepare(
     )
     written = context.content[:length] if checkpoint.outline is not None else ""
     return PreparedJob(request, checkpoint, written, len(written), point.restart)
+
+
+def _preferences(queue: JobQueue, claim: Claim, context: ChapterContext) -> Preferences:
+    """The job's preferences over its story's defaults; keys no field reads are named
+    on the job, and logged the first time they are."""
+    resolved = resolve_preferences(claim.user_preferences, context.story_preferences)
+    if resolved.unknown and queue.note_unknown_preferences(claim, resolved.unknown):
+        log.warning(
+            "user_preferences has keys no field reads; they are recorded on the job",
+            extra=fields(job_id=claim.job_id, keys=",".join(resolved.unknown)),
+        )
+    return resolved.preferences
 
 
 @dataclass

@@ -77,6 +77,9 @@ FENCED: dict[str, Callable[[psycopg.Connection, Claim], object]] = {
         conn, c, "stale failure", retryable=True, max_retries=3, backoff_base=1
     ),
     "release": queue.release,
+    "note_unknown_preferences": lambda conn, c: queue.note_unknown_preferences(
+        conn, c, ["stale"]
+    ),
 }  # fmt: skip
 
 

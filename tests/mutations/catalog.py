@@ -61,7 +61,8 @@ CHECKPOINT_FENCE = (
 FINISH_FENCE = (
     "error_message = null, checkpoint = %(checkpoint)s,\n"
     "           usage = coalesce(%(usage)s::jsonb, usage),\n"
-    "           context = coalesce(%(context)s::jsonb, context)\n" + FENCE
+    "           context = coalesce(context || %(context)s::jsonb, %(context)s::jsonb, context)\n"
+    + FENCE
 )
 APPEND_FENCE = "       set heartbeat_at = now()\n" + FENCE
 PROCESSING = "\n       and status = 'processing'"

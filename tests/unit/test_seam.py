@@ -32,6 +32,7 @@ def test_the_seam_lists_the_workers_statements():
     assert seam.STATEMENTS == (
         "claim",
         "start_chapter",
+        "note_unknown_preferences",
         "cut_back",
         "append_text",
         "send_live",
