@@ -13,7 +13,7 @@ import click
 
 from supervisor import exitcodes
 from supervisor.cli.common import connect, fail, friendly_errors
-from supervisor.cli.manifest import describe
+from supervisor.cli.manifest import describe, unknown_preferences
 from supervisor.cli.term import Duration, Term
 from supervisor.db import memory, queue, timestamps
 from supervisor.db.jobs import Job, Status
@@ -159,6 +159,8 @@ def show(job_id: UUID, as_json: bool) -> None:
     click.echo(f"{'context:':16} {'' if steps else '(none recorded)'}")
     for line in steps:
         click.echo(f"  {line}")
+    if unknown := unknown_preferences(job.context):
+        click.echo(f"{'unknown prefs:':16} {', '.join(unknown)} (ignored; see the README)")
     if stale is not None:
         click.echo(
             f"{'memory:':16} stale: chapter {stale} was rewritten after this chapter was "

@@ -6,12 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+#: The key of `context` that names the job's unknown preference keys (not a step).
+UNKNOWN_PREFERENCES = "unknown_preferences"
+
 
 def describe(context: Any) -> list[str]:
     """One line per step ("outline", "section 1", ...), in the order they ran."""
     if not isinstance(context, Mapping) or not context:
         return []
-    return [f"{step}: {_step(manifest)}" for step, manifest in sorted(context.items(), key=_order)]
+    steps = sorted((i for i in context.items() if i[0] != UNKNOWN_PREFERENCES), key=_order)
+    return [f"{step}: {_step(manifest)}" for step, manifest in steps]
+
+
+def unknown_preferences(context: Any) -> list[str]:
+    """The keys of the job's preferences (and its story's) that no field reads."""
+    keys = context.get(UNKNOWN_PREFERENCES) if isinstance(context, Mapping) else None
+    return [str(key) for key in keys] if isinstance(keys, list) else []
 
 
 def _order(item: tuple[str, Any]) -> tuple[int, int]:

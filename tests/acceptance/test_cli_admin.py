@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import pytest
+from psycopg.types.json import Jsonb
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +132,25 @@ def test_enqueue_show_cancel_retry(tmp_path, database_url, chapter_factory, conn
     assert conn.execute(
         "select status from generation_jobs where id = %s", (job_id,)
     ).fetchone() == {"status": "pending"}
+
+
+def test_jobs_show_names_the_unknown_preferences_apart_from_the_steps(
+    database_url, job_factory, conn
+):
+    env = {"DATABASE_URL": database_url}
+    job = job_factory()
+    context = {"unknown_preferences": ["mood", "house_style"], "outline": {"used_tokens": 5}}
+    conn.execute(
+        "update generation_jobs set context = %s where id = %s", (Jsonb(context), job["id"])
+    )
+    shown = storyworker("jobs", "show", str(job["id"]), env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "unknown prefs:   mood, house_style (ignored; see the README)" in lines
+    assert not any(line.strip().startswith("unknown_preferences") for line in lines)
+    assert any(line.startswith("  outline: 5 of ? tokens") for line in lines)
+    data = json.loads(storyworker("jobs", "show", str(job["id"]), "--json", env=env).stdout)
+    assert data["context"]["unknown_preferences"] == ["mood", "house_style"]
 
 
 def test_friendly_errors_for_bad_ids_and_prefs(database_url, chapter_factory):
