@@ -417,4 +417,61 @@ STORY = (
     ),
 )
 
-MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY
+PREFERENCE_VALUES = "tests/unit/test_preference_values.py"
+PREPARE_PREFERENCES = "tests/unit/test_prepare_preferences.py"
+STORY_PREFERENCES = "tests/integration/test_story_preferences.py"
+SAMPLING_WIRE = "tests/unit/test_sampling_wire.py"
+
+#: What a story app sends (issue 23 items 5 and 6): preferences checked and honoured.
+PREFERENCES = (
+    Mutation(
+        "prefs-job-under-the-story",
+        "a story's defaults override the job's own preferences",
+        "    merged = {**{key: value for key, value in story.items() if _given(value)}, **own}",
+        "    merged = {**own, **{key: value for key, value in story.items() if _given(value)}}",
+        (PREFERENCE_VALUES, STORY_PREFERENCES),
+        "preferences.py",
+    ),
+    Mutation(
+        "prefs-story-defaults-unread",
+        "a job sent with {} switches its story to the defaults",
+        "    resolved = resolve_preferences(claim.user_preferences, context.story_preferences)",
+        "    resolved = resolve_preferences(claim.user_preferences, None)",
+        (PREPARE_PREFERENCES, STORY_PREFERENCES),
+        "sink.py",
+    ),
+    Mutation(
+        "prefs-known-values-unchecked",
+        "any text is taken as pov, tense or language",
+        "    if not text or field not in _KNOWN:",
+        "    if True:",
+        (PREFERENCE_VALUES,),
+        "preferences.py",
+    ),
+    Mutation(
+        "prefs-unknown-keys-dropped",
+        "unknown preference keys are silently dropped",
+        "    if resolved.unknown and queue.note_unknown_preferences(claim, resolved.unknown):",
+        "    if False:",
+        (PREPARE_PREFERENCES, STORY_PREFERENCES),
+        "sink.py",
+    ),
+    Mutation(
+        "prefs-operator-safety-loosened",
+        "a job's content rating loosens the operator's GEMINI_SAFETY_THRESHOLD",
+        "    return max(asked, operator, key=SAFETY_THRESHOLDS.index)",
+        "    return asked",
+        (SAMPLING_WIRE,),
+        "gemini_config.py",
+    ),
+    Mutation(
+        "prefs-temperature-not-sent",
+        "a job's temperature never reaches an OpenAI-compatible server",
+        '            options["temperature"] = sampling.temperature\n        return options',
+        "            pass\n        return options",
+        (SAMPLING_WIRE,),
+        "openai_chat.py",
+    ),
+)
+
+MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY + PREFERENCES
