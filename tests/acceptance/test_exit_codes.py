@@ -117,7 +117,9 @@ CASES: dict[str, list[tuple[tuple[str, ...], dict[str, str], int, str]]] = {
 def storyworker(args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "supervisor", *args],
-        env=cli_env({"GENERATION_PROVIDER": "offline", **env}),
+        # `run` gives up on an unreachable database at once (waiting for one is
+        # test_database_outage's).
+        env=cli_env({"GENERATION_PROVIDER": "offline", "DATABASE_WAIT_SECONDS": "0", **env}),
         capture_output=True,
         text=True,
         timeout=60,
