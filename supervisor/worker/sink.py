@@ -213,7 +213,7 @@ class ChapterSink:
         """The section is written again: what was streamed of it is taken back, from
         the chapter (row mode) and from readers (a reset event in broadcast mode)."""
         self.section.clear()
-        self._live.owed("")
+        self._live.owed("")  # live text not yet sent: dropped with the rest
         self.queue.cut_back(self.claim, self.content_length)
         self._live.begin(self.content_length)
         log.info(

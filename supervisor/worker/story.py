@@ -4,6 +4,9 @@ story's memory after it (`StoryMemory`, stored with the chapter's `finish`)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any
+
 from generation.story import Preferences
 from generation.story.memory import (
     arc_entries,
@@ -13,7 +16,7 @@ from generation.story.memory import (
     update_arc,
     update_bible,
 )
-from generation.types import ChapterSummary, StoryContext
+from generation.types import BibleEntry, ChapterSummary, StoryContext
 from supervisor.db.jobs import ChapterContext
 from supervisor.db.memory import StoryMemory
 
@@ -22,7 +25,6 @@ def story_context(
     context: ChapterContext, preferences: Preferences, budget_tokens: int
 ) -> StoryContext:
     """What the claim read of the story, as the writer's StoryContext."""
-    facts = context.facts if isinstance(context.facts, list) else []
     return StoryContext(
         chapter_title=context.chapter_title,
         chapter_count=context.chapter_count,
@@ -31,18 +33,24 @@ def story_context(
         written=context.written,
         missing=context.missing,
         previous_ending=context.previous_ending,
-        characters=tuple(_seeded(context, preferences)),
-        facts=tuple(str(f) for f in facts if f),
+        characters=tuple(_bible(context, preferences)),
+        facts=tuple(str(f) for f in _facts(context) if f),
         stale_after=context.stale_after,
         budget_tokens=budget_tokens,
     )
 
 
-def _seeded(context: ChapterContext, preferences: Preferences):
-    """The bible's characters, with the preferences' own merged in (a story's first
-    chapter has only those)."""
+def _bible(
+    context: ChapterContext, preferences: Preferences, chapter: int = 0, summary: str = ""
+) -> list[BibleEntry]:
+    """The stored characters with the preferences' own merged in (a story's first
+    chapter has only those), their state updated from `chapter`'s `summary` if given."""
     seeds = [(c.name, c.description) for c in preferences.characters]
-    return update_bible(bible_entries(context.characters), seeds, 0, "")
+    return update_bible(bible_entries(context.characters), seeds, chapter, summary)
+
+
+def _facts(context: ChapterContext) -> list[Any]:
+    return context.facts if isinstance(context.facts, list) else []
 
 
 def memory_after(
@@ -53,8 +61,6 @@ def memory_after(
     chapter than the latest written one."""
     number = context.chapter_number
     arc = update_arc(arc_entries(context.arc), number, summary)
-    seeds = [(c.name, c.description) for c in preferences.characters]
-    bible = update_bible(bible_entries(context.characters), seeds, number, summary)
     stale_after = context.stale_after
     if context.later_written:
         stale_after = number if stale_after is None else min(stale_after, number)
@@ -62,11 +68,7 @@ def memory_after(
         passages=passages(text),
         config=search_config(preferences.language),
         arc=[entry.to_json() for entry in arc],
-        characters=[_entry_json(entry) for entry in bible],
-        facts=context.facts if isinstance(context.facts, list) else [],
+        characters=[asdict(e) for e in _bible(context, preferences, number, summary)],
+        facts=_facts(context),
         stale_after=stale_after,
     )
-
-
-def _entry_json(entry) -> dict[str, str]:
-    return {"name": entry.name, "about": entry.about, "state": entry.state}
