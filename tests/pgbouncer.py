@@ -27,6 +27,7 @@ listen_port = {port}
 unix_socket_dir =
 auth_type = trust
 auth_file = {dir}/users.txt
+admin_users = {user}
 pool_mode = transaction
 max_client_conn = 500
 default_pool_size = {pool_size}
@@ -72,17 +73,20 @@ def pgbouncer(
     workdir = Path(tempfile.mkdtemp(prefix="storyworker-pgbouncer-"))
     workdir.chmod(0o777)  # pgbouncer, started as root, drops to an unprivileged user
     port = free_port()
-    (workdir / "users.txt").write_text(f'"{params.get("user", "postgres")}" ""\n')
+    user = params.get("user", "postgres")
+    (workdir / "users.txt").write_text(f'"{user}" ""\n')
     ini = workdir / "pgbouncer.ini"
     extra = "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
-    ini.write_text(INI.format(server=server, port=port, dir=workdir, pool_size=pool_size) + extra)
+    ini.write_text(
+        INI.format(server=server, port=port, dir=workdir, pool_size=pool_size, user=user) + extra
+    )
     ini.chmod(0o600)  # it may hold the server's password
     command = ["pgbouncer", str(ini)]
     if os.geteuid() == 0:
         # pgserver's own user can reach its socket directory; any other will do for TCP.
         command[1:1] = ["-u", "pgserver" if _user_exists("pgserver") else "nobody"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    dsn = f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{port}/app"
+    dsn = f"postgresql://{user}@127.0.0.1:{port}/app"
 
     def reachable() -> bool:
         try:
@@ -98,3 +102,14 @@ def pgbouncer(
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def admin(dsn: str, command: str) -> None:
+    """Runs one command (e.g. `KILL app`, `RESUME app`) on the admin console of the
+    PgBouncer at `dsn`. The console speaks only the simple query protocol: a client-side
+    cursor sends it."""
+    console = conninfo_to_dict(dsn) | {"dbname": "pgbouncer"}
+    with psycopg.connect(
+        **console, autocommit=True, prepare_threshold=None, cursor_factory=psycopg.ClientCursor
+    ) as conn:
+        conn.execute(command)

@@ -47,8 +47,14 @@ RECONNECT_EVENTS = (
 
 
 @contextlib.contextmanager
-def logins_refused(pg: PgServer, database_url: str) -> Iterator[None]:
-    """While inside: no new session on the test's database, and none left open."""
+def logins_refused(
+    pg: PgServer, database_url: str, pooler_dsn: str | None = None
+) -> Iterator[None]:
+    """While inside: no new session on the test's database, and none left open. With
+    `pooler_dsn`, the pooler's clients are dropped too, as a restart drops those caught
+    in a transaction: a client merely waiting for a server is queued by PgBouncer until
+    a login succeeds and never sees the outage, so without this whether a worker meets
+    `server login has been failing` would depend on where it was when the server went."""
     name = conninfo_to_dict(database_url)["dbname"]
     with pg.admin() as admin:
         admin.execute(f'alter database "{name}" allow_connections false')
@@ -58,6 +64,10 @@ def logins_refused(pg: PgServer, database_url: str) -> Iterator[None]:
                 " where datname = %s and pid <> pg_backend_pid()",
                 (name,),
             )
+            if pooler_dsn is not None:
+                pooled = conninfo_to_dict(pooler_dsn)["dbname"]
+                pooler.admin(pooler_dsn, f"KILL {pooled}")  # which leaves it paused
+                pooler.admin(pooler_dsn, f"RESUME {pooled}")
             yield
         finally:
             admin.execute(f'alter database "{name}" allow_connections true')
@@ -98,7 +108,7 @@ def test_logins_refused_behind_the_pooler_cost_no_crash_and_no_job(
     }
     svc = service(**behind_pooler, WORKER_CONCURRENCY="3", OFFLINE_LATENCY_MS="30").start()
     wait_for(lambda: busy_worker(svc, min_progress=30), 30, "jobs in hand")
-    with logins_refused(pg, database_url):
+    with logins_refused(pg, database_url, pgbouncer):
         time.sleep(0.5)  # the pooler has seen a server login fail
         gives_up = service(**behind_pooler, DATABASE_WAIT_SECONDS="1").start(ready=False)
         waits = service(**behind_pooler, WORKER_CONCURRENCY="1").start(ready=False)
