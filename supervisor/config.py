@@ -166,6 +166,10 @@ class Settings:
         doc="broadcast: at most one delta per interval",
         default=250,
     )
+    #: At most this many jobs of one user in flight on every host (None: no cap).
+    max_jobs_per_user: int | None = setting(
+        "MAX_JOBS_PER_USER", integer(minimum=1), doc="jobs in flight per user", default=None
+    )
 
     def __repr__(self) -> str:
         shown = ", ".join(

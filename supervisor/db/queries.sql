@@ -13,48 +13,115 @@ select c.sequence_id, c.id, s.user_id, %(preferences)s
 returning id;
 
 -- name: claim
--- The oldest runnable job whose chapter nobody is writing. SKIP LOCKED lets any
--- number of workers on any number of hosts claim side by side without waiting.
+-- Claim the next runnable job (the rule is the contract's, README "Claim order"):
+-- pending and due; no other job of its story processing and no earlier chapter of its
+-- story pending or processing, so a story's chapters are written one at a time, in
+-- order. Among runnable jobs: higher priority first, then the user with the fewest
+-- jobs in flight on every host (none, for users not in `inflight`), then the oldest;
+-- `max_per_user` (null: no cap) leaves out users at the cap. The candidates are ranked
+-- without locks (the first few jobs of users with nothing in flight, walked in claim
+-- order, and the best job of each user in flight), then the best one nobody else is
+-- claiming is locked with SKIP LOCKED; when every candidate is being claimed at that
+-- instant, the first free one of the next 16 runnable jobs in priority and age order
+-- is (locks are taken on generation_jobs itself: a locking clause on a CTE locks
+-- nothing). The unique index
+-- generation_jobs_one_writer_per_story_idx refuses a second writer for one story that
+-- two snapshots could let through (the caller claims again).
 -- It also returns what the job needs to start (its chapter, the sequence's owner, and
 -- the story so far: the latest earlier summaries (newest first) and which earlier
 -- chapters are written, how chapter N-1 ended, the story's memory), saving a round
 -- trip per job. Missing chapters are those below this one not in `written`.
 -- A session with `storyworker.claim_sequence` set (the demo on a database it was
--- given) claims only that sequence's jobs.
--- The plan must read the oldest pending jobs from generation_jobs_runnable_idx and
--- stop at the first free one; the planner does so only while it expects more than
--- one runnable row, else it sorts every pending job on each claim (n² for a drain).
--- Hence the scope is two branches, each gated by a test of the setting alone (a
--- one-time filter, never part of the row estimate), and "not scheduled for later" is
--- written `(run_after > now()) is not true` (estimated at 2/3, where `run_after is
--- null or run_after <= now()` is estimated at 1/3 on a table without statistics).
-with anywhere as (
-    select j.id
+-- given: one sequence id, or several separated by commas) claims only those
+-- sequences' jobs.
+with inflight as materialized (
+    select user_id, count(*)::int as running
+      from generation_jobs
+     where status = 'processing'
+     group by user_id
+), runnable as not materialized (
+    select j.id, j.user_id, j.priority, j.created_at
       from generation_jobs j
-     where nullif(current_setting('storyworker.claim_sequence', true), '') is null
-       and j.status = 'pending'
+     where j.status = 'pending'
        and (j.run_after > now()) is not true
-       and not exists (
-           select 1 from generation_jobs busy
-            where busy.chapter_id = j.chapter_id and busy.status = 'processing')
-     order by j.created_at, j.id
-     limit 1
-       for update skip locked
-), in_sequence as (
-    select j.id
-      from generation_jobs j
-     where nullif(current_setting('storyworker.claim_sequence', true), '') is not null
-       and j.sequence_id = current_setting('storyworker.claim_sequence', true)::uuid
-       and j.status = 'pending'
-       and (j.run_after > now()) is not true
-       and not exists (
-           select 1 from generation_jobs busy
-            where busy.chapter_id = j.chapter_id and busy.status = 'processing')
-     order by j.created_at, j.id
-     limit 1
-       for update skip locked
+       -- One scalar subquery, not a join: checked row by row as an index is walked in
+       -- claim order, so the walk stops at the first runnable job (and the planner,
+       -- which cannot guess how many pass, does not sort them all instead).
+       and (select (nullif(current_setting('storyworker.claim_sequence', true), '') is null
+                    or j.sequence_id = any(string_to_array(
+                        current_setting('storyworker.claim_sequence', true), ',')::uuid[]))
+               and not exists (
+                   select 1
+                     from generation_jobs s
+                     left join chapters sc on sc.id = s.chapter_id
+                    where s.sequence_id = j.sequence_id and s.id <> j.id
+                      and s.status in ('pending', 'processing')
+                      and (s.status = 'processing'
+                           or sc.chapter_number < (select jc.chapter_number from chapters jc
+                                                    where jc.id = j.chapter_id))))
+), others_waiting as (
+    -- Whether a user with nothing in flight has a pending job at all, without walking
+    -- the backlog of users in flight: the first user with a pending job, and the next
+    -- one after each user in flight (one ordered index probe each); any of them not in
+    -- flight is such a user, and if there is one, one of them is.
+    select exists (
+        select 1
+          from (select (select g.user_id from generation_jobs g
+                         where g.status = 'pending'
+                         order by g.user_id limit 1) as next_user
+                union all
+                select (select g.user_id from generation_jobs g
+                         where g.status = 'pending' and g.user_id > f.user_id
+                         order by g.user_id limit 1)
+                  from inflight f) probe
+         where probe.next_user is not null
+           and probe.next_user not in (select user_id from inflight)
+    ) as found
+), candidates as (
+    (select r.id, r.priority, 0 as running, r.created_at
+       from runnable r
+      where (select found from others_waiting)
+        and r.user_id not in (select user_id from inflight)
+      order by r.priority desc, r.created_at, r.id
+      limit 4)
+    union all
+    select best.*
+      from inflight f
+     cross join lateral (
+         select r.id, r.priority, f.running, r.created_at
+           from runnable r
+          where r.user_id = f.user_id
+          order by r.priority desc, r.created_at, r.id
+          limit 1) best
+     where f.running < coalesce(%(max_per_user)s::int, f.running + 1)
+), ranked as (
+    select id, row_number() over (order by priority desc, running, created_at, id) as rank
+      from candidates
 ), next as (
-    select id from anywhere union all select id from in_sequence
+    select id from (
+        select id from (
+            select j.id
+              from ranked c join generation_jobs j on j.id = c.id
+             where j.status = 'pending'
+             order by c.rank
+             limit 1
+               for update of j skip locked) best_free
+        union all
+        select id from (
+            select j.id
+              from (select r.id, r.priority, r.created_at
+                      from runnable r
+                     where coalesce((select f.running from inflight f where f.user_id = r.user_id),
+                                    0) < coalesce(%(max_per_user)s::int, 2147483647)
+                     order by r.priority desc, r.created_at, r.id
+                     limit 16) c
+              join generation_jobs j on j.id = c.id
+             where j.status = 'pending'
+             order by c.priority desc, c.created_at, c.id
+             limit 1
+               for update of j skip locked) next_free
+    ) first_free
+    limit 1
 )
 update generation_jobs j
    set status = 'processing', attempts = j.attempts + 1, locked_by = %(owner)s,
@@ -110,6 +177,16 @@ returning j.id, j.locked_by, j.attempts, j.chapter_id, j.sequence_id, j.user_id,
          where c.id = j.chapter_id
     ) ctx
 ) as chapter_context;
+
+-- name: claim_user_lock
+-- MAX_JOBS_PER_USER: claims for one user, on every host, count its jobs in flight one
+-- at a time (a lock held to the end of the claim's transaction).
+select pg_advisory_xact_lock(21, hashtext(%(user_id)s::text));
+
+-- name: user_in_flight
+-- MAX_JOBS_PER_USER: one user's jobs in flight, the claim in hand included.
+select count(*)::int as running
+  from generation_jobs where user_id = %(user_id)s and status = 'processing';
 
 -- name: renew_leases
 -- The supervisor's lease renewal: only the jobs its live workers say they hold (owner
@@ -346,7 +423,8 @@ with expired as (
       from generation_jobs
      where status = 'processing'
        and (nullif(current_setting('storyworker.claim_sequence', true), '') is null
-            or sequence_id = current_setting('storyworker.claim_sequence', true)::uuid)
+            or sequence_id = any(string_to_array(
+                current_setting('storyworker.claim_sequence', true), ',')::uuid[]))
        and (heartbeat_at is null or heartbeat_at < now() - make_interval(secs => %(lease)s)
             or heartbeat_at > now() + make_interval(secs => %(lease)s))
        for update skip locked

@@ -148,25 +148,59 @@ def last_hour(conn: psycopg.Connection) -> dict[str, int]:
 # --- the worker's side ----------------------------------------------------------
 
 
-#: The unique index that lets only one job write a chapter at a time.
+#: The unique indexes that let only one job write a chapter, and one a story, at a
+#: time: a claim that meets one raced another claim for the same story, and claims again.
 ONE_WRITER_PER_CHAPTER = "generation_jobs_one_writer_per_chapter_idx"
+ONE_WRITER_PER_STORY = "generation_jobs_one_writer_per_story_idx"
+ONE_WRITER = (ONE_WRITER_PER_CHAPTER, ONE_WRITER_PER_STORY)
+#: Claims in a row that may lose such a race (or find their user at the cap) before
+#: the worker waits for the next wake-up instead.
+CLAIM_TRIES = 3
+#: A claim undone because its user was already at MAX_JOBS_PER_USER.
+_OVER_CAP: Any = object()
 
 
-def _claim_params(owner: str) -> dict[str, Any]:
-    return {"owner": owner, "summaries": CONTINUITY_SUMMARIES, "ending_chars": ENDING_CHARS}
+def _claim_params(owner: str, max_per_user: int | None = None) -> dict[str, Any]:
+    return {
+        "owner": owner,
+        "summaries": CONTINUITY_SUMMARIES,
+        "ending_chars": ENDING_CHARS,
+        "max_per_user": max_per_user,
+    }
 
 
-def claim(conn: psycopg.Connection, owner: str) -> Claim | None:
-    """Claim the oldest runnable pending job for `owner`, or None when there is none."""
-    try:
-        row = _one(conn, "claim", _claim_params(owner))
-    except ConstraintViolation as exc:
-        if exc.constraint != ONE_WRITER_PER_CHAPTER:
-            raise
-        # Another worker claimed a job for the same chapter in the same instant; the
-        # next claim skips that chapter.
-        return None
-    return None if row is None else Claim.from_row(row)
+def claim(conn: psycopg.Connection, owner: str, max_per_user: int | None = None) -> Claim | None:
+    """Claim the next runnable job for `owner` (see `claim` in queries.sql), or None
+    when there is none. `max_per_user` caps one user's jobs in flight on every host."""
+    for _ in range(CLAIM_TRIES):
+        try:
+            row = _claim_row(conn, owner, max_per_user)
+        except ConstraintViolation as exc:
+            if exc.constraint not in ONE_WRITER:
+                raise
+            continue  # another claim took a chapter of the same story this instant
+        if row is not _OVER_CAP:
+            return None if row is None else Claim.from_row(row)
+    return None
+
+
+def _claim_row(conn: psycopg.Connection, owner: str, max_per_user: int | None) -> Any:
+    params = _claim_params(owner, max_per_user)
+    if max_per_user is None:
+        return _one(conn, "claim", params)
+    # Two claims for one user, each seeing the other's as not yet committed, could both
+    # pass the claim's own check: the count is taken again after a per-user lock, in a
+    # statement whose snapshot sees every committed claim (a savepoint inside `finish`).
+    undone = False
+    with conn.transaction() as tx:
+        row = _one(conn, "claim", params)
+        if row is not None:
+            _one(conn, "claim_user_lock", {"user_id": row["user_id"]})
+            running = _one(conn, "user_in_flight", {"user_id": row["user_id"]})["running"]
+            if running > max_per_user:
+                undone = True
+                raise psycopg.Rollback(tx)
+    return _OVER_CAP if undone else row
 
 
 def renew_leases(conn: psycopg.Connection, held: Sequence[tuple[str, UUID | str]]) -> int:
@@ -287,13 +321,15 @@ def finish(
     usage: Any = None,
     context: Mapping[str, Any] | None = None,
     memory: StoryMemory | None = None,
+    max_per_user: int | None = None,
 ) -> Claim | None:
     """Mark the job completed and store the chapter's summary and embedding, what its
     prompts held of the story (`context`), and the story's memory after it (`memory`),
     all in one transaction: a finish that lost its claim stores nothing.
 
     With `next_owner`, the next job is claimed for it in the same transaction (one
-    commit for both, which is what a busy queue spends its time on) and returned.
+    commit for both, which is what a busy queue spends its time on) and returned;
+    `max_per_user` as for `claim`.
     """
     params = {
         "summary": summary,
@@ -313,13 +349,13 @@ def finish(
                 remember(conn, claim, memory)
             if next_owner is None:
                 return None
-            row = _one(conn, "claim", _claim_params(next_owner))
+            row = _claim_row(conn, next_owner, max_per_user)
     except ConstraintViolation as exc:
-        if exc.constraint != ONE_WRITER_PER_CHAPTER:
+        if exc.constraint not in ONE_WRITER:
             raise
-        # A claim race on one chapter (see `claim`) undid the whole transaction.
+        # A claim race on one story (see `claim`) undid the whole transaction.
         return finish(conn, claim, **{**params, "memory": memory, "next_owner": None})
-    return None if row is None else Claim.from_row(row)
+    return None if row is None or row is _OVER_CAP else Claim.from_row(row)
 
 
 def fail(
@@ -398,10 +434,14 @@ class WorkerQueue:
     """`seam.JobQueue` over one connection: each of the worker's statements is the
     function of the same name above, with this connection bound."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, max_per_user: int | None = None) -> None:
         self.conn = conn
+        #: MAX_JOBS_PER_USER (None: no cap), applied to every claim.
+        self.max_per_user = max_per_user
 
     def __getattr__(self, name: str) -> Any:
         if name not in STATEMENTS:
             raise AttributeError(f"{name!r} is not one of the worker's statements")
+        if name in ("claim", "finish"):
+            return functools.partial(globals()[name], self.conn, max_per_user=self.max_per_user)
         return functools.partial(globals()[name], self.conn)

@@ -115,7 +115,7 @@ class Worker:
         self._check_provider()
         self._connect()
         self.runner = JobRunner(
-            queue=WorkerQueue(self.conn),
+            queue=WorkerQueue(self.conn, self.settings.max_jobs_per_user),
             provider=self.provider,
             owner=self.owner,
             max_retries=self.settings.max_retries,
@@ -178,7 +178,7 @@ class Worker:
     def _open(self) -> None:
         self.conn = connect_for(self.settings, f"worker {self.index}")
         if hasattr(self, "runner"):  # a reconnect
-            self.runner.queue = WorkerQueue(self.conn)
+            self.runner.queue = WorkerQueue(self.conn, self.settings.max_jobs_per_user)
         self.wakeup = self.make_wakeup(
             self.conn, self.settings.poll_interval_ms / 1000, self._notify
         )
