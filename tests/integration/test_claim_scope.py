@@ -37,8 +37,15 @@ def test_a_scoped_session_claims_and_rescues_only_its_sequence(
         for _ in range(3):
             claimed.append(queue.claim(demo, "demo/1"))
             if claimed[-1] is not None:
-                queue.finish(demo, claimed[-1], summary="s", embedding=[], embedding_model="",
-                             word_count=0, checkpoint={})
+                queue.finish(
+                    demo,
+                    claimed[-1],
+                    summary="s",
+                    embedding=[],
+                    embedding_model="",
+                    word_count=0,
+                    checkpoint={},
+                )
         assert {c.job_id for c in claimed if c} == {mine["id"], mine_stale["id"]}
         assert claimed[-1] is None
     states = {r["id"]: r for r in conn.execute("select id, status, locked_by from generation_jobs")}
