@@ -153,8 +153,10 @@ def test_a_double_click_while_writing_leaves_none_of_the_older_text(
     older = job_factory(chapter=chapter)
     first = queue.claim(conn, "w1")
     outline = {"title": "Older", "bullets": ["a", "b"]}
-    queue.start_chapter(conn, first, outline=outline, title="Older",
-                        checkpoint={"outline": outline, "sections_done": 0}, progress=10)  # fmt: skip
+    checkpoint = {"outline": outline, "sections_done": 0}
+    queue.start_chapter(
+        conn, first, outline=outline, title="Older", checkpoint=checkpoint, progress=10
+    )
     queue.append_text(conn, first, "text of the older job")
     newer = job_factory(chapter=chapter)
     assert job(conn, older["id"])["status"] == "cancelled"
