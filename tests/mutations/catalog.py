@@ -112,8 +112,8 @@ SURVIVORS = (
     Mutation(
         "claim-without-skip-locked",
         "claim: plain FOR UPDATE, so claimers wait on each other's locked rows",
-        "     limit 1\n       for update skip locked\n), in_sequence as (",
-        "     limit 1\n       for update\n), in_sequence as (",
+        "order by c.rank\n             limit 1\n               for update of j skip locked",
+        "order by c.rank\n             limit 1\n               for update of j",
         (*FENCING, SUPERVISOR),
         "queries.sql",
         SURVIVED,
@@ -215,16 +215,8 @@ ALREADY_CAUGHT = (
     Mutation(
         "claim-ignores-run-after",
         "claim takes jobs whose run_after is still in the future",
-        "       and (j.run_after > now()) is not true\n       and not exists (\n"
-        "           select 1 from generation_jobs busy\n"
-        "            where busy.chapter_id = j.chapter_id and busy.status = 'processing')\n"
-        "     order by j.created_at, j.id\n     limit 1\n       for update skip locked\n"
-        "), in_sequence",
-        "       and not exists (\n"
-        "           select 1 from generation_jobs busy\n"
-        "            where busy.chapter_id = j.chapter_id and busy.status = 'processing')\n"
-        "     order by j.created_at, j.id\n     limit 1\n       for update skip locked\n"
-        "), in_sequence",
+        "       and (j.run_after > now()) is not true\n       -- One scalar subquery",
+        "       -- One scalar subquery",
         (QUEUE,),
         "queries.sql",
         CAUGHT,
@@ -474,4 +466,37 @@ PREFERENCES = (
     ),
 )
 
-MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY + PREFERENCES
+STORY_ORDER = "tests/integration/test_story_order.py"
+STORY_ORDER_SERVICE = "tests/acceptance/test_story_order.py"
+
+#: Issue 21: a story's chapters in order, users served fairly, the newer job wins.
+ORDER = (
+    Mutation(
+        "claim-ignores-chapter-order",
+        "claim: an earlier chapter still pending no longer holds back a later one",
+        "                      and (s.status = 'processing'\n"
+        "                           or sc.chapter_number < (select jc.chapter_number",
+        "                      and (s.status = 'processing'\n"
+        "                           or false and sc.chapter_number < (select jc.chapter_number",
+        (STORY_ORDER, STORY_ORDER_SERVICE),
+        "queries.sql",
+    ),
+    Mutation(
+        "claim-ignores-fairness",
+        "claim: candidates ranked by priority and age only, not by jobs in flight",
+        "row_number() over (order by priority desc, running, created_at, id)",
+        "row_number() over (order by priority desc, created_at, id)",
+        (STORY_ORDER, STORY_ORDER_SERVICE),
+        "queries.sql",
+    ),
+    Mutation(
+        "double-click-keeps-the-older",
+        "a second live job for one chapter no longer cancels the older one",
+        "and o.status in ('pending', 'processing')\n            returning o.checkpoint",
+        "and o.status in ('none')\n            returning o.checkpoint",
+        (STORY_ORDER,),
+        "0010_story_order.sql",
+    ),
+)
+
+MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY + PREFERENCES + ORDER
