@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,10 +72,20 @@ class MemoryJob:
     usage: Any = None
     context: Mapping[str, Any] | None = None
     memory: Any = None
+    #: Its story (its own unless given), owner, chapter number and priority: what the
+    #: claim orders by, as the SQL does.
+    sequence_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    user_id: uuid.UUID | None = None
+    chapter_number: int = 1
+    priority: int = 0
     #: The writes that changed something, in order: (statement, detail).
     writes: list[tuple[str, Any]] = field(default_factory=list)
     #: Live text events sent on the chapter's topic: (event, payload).
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return self.status in (Status.PENDING, Status.PROCESSING)
 
 
 class MemoryQueue:
@@ -84,11 +95,12 @@ class MemoryQueue:
     LeaseLostError; a failed attempt is settled by the queue's own rule
     (`retries.failed_attempt`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_user: int | None = None) -> None:
         self.jobs: dict[uuid.UUID, MemoryJob] = {}
         #: What every send_live answers: the WARNINGs realtime.send would raise.
         self.live_warnings: list[str] = []
-        self.sequence_id, self.user_id = uuid.uuid4(), uuid.uuid4()
+        self.user_id = uuid.uuid4()
+        self.max_per_user = max_per_user
         #: Earlier chapters' passages a test plants for `recall`.
         self.passages: list[Passage] = []
         #: The story's default preferences (sequences.preferences) every claim reads.
@@ -96,20 +108,45 @@ class MemoryQueue:
 
     def add(self, preferences: Any = None, **state: Any) -> MemoryJob:
         job = MemoryJob(preferences if preferences is not None else {}, **state)
+        job.user_id = job.user_id or self.user_id
         self.jobs[job.id] = job
         return job
 
+    def _runnable(self, job: MemoryJob) -> bool:
+        """The claim's rule: pending, nothing else of its story processing, no earlier
+        chapter of it live."""
+        story = [o for o in self.jobs.values() if o.sequence_id == job.sequence_id and o is not job]
+        return job.status is Status.PENDING and not any(
+            o.status is Status.PROCESSING or (o.live and o.chapter_number < job.chapter_number)
+            for o in story
+        )
+
     def claim(self, owner: str) -> Claim | None:
-        job = next((j for j in self.jobs.values() if j.status is Status.PENDING), None)
-        if job is None:
+        """The claim's order: priority, then the user's jobs in flight, then age
+        (insertion order); MAX_JOBS_PER_USER leaves out users at the cap."""
+        running = Counter(j.user_id for j in self.jobs.values() if j.status is Status.PROCESSING)
+        cap = self.max_per_user
+        order = list(self.jobs.values())
+        candidates = [
+            j for j in order if self._runnable(j) and (cap is None or running[j.user_id] < cap)
+        ]
+        if not candidates:
             return None
+        job = min(candidates, key=lambda j: (-j.priority, running[j.user_id], order.index(j)))
         job.status, job.owner, job.attempts = Status.PROCESSING, owner, job.attempts + 1
+        earlier = sorted(
+            (o for o in order if o.sequence_id == job.sequence_id and o.summary
+             and o.chapter_number < job.chapter_number),
+            key=lambda o: o.chapter_number,
+        )  # fmt: skip
         context = ChapterContext(
-            self.sequence_id, self.user_id, 1, job.content, "The Keeper", None, (),
+            job.sequence_id, job.user_id, job.chapter_number, job.content, "The Keeper", None,
+            recent_summaries=tuple((o.chapter_number, o.summary) for o in earlier),
+            written=tuple(o.chapter_number for o in earlier),
             story_preferences=self.story_preferences,
         )  # fmt: skip
         return Claim(
-            job.id, owner, job.attempts, job.id, self.sequence_id, self.user_id,
+            job.id, owner, job.attempts, job.id, job.sequence_id, job.user_id,
             job.preferences, job.checkpoint, context, job.usage,
         )  # fmt: skip
 

@@ -1,15 +1,17 @@
 """`storyworker demo`: everything at once on this machine, with no configuration.
 
-A throwaway PostgreSQL of its own, migrations, a demo user with a sequence of three
-chapters, the real supervisor with two workers, live progress bars read from the
-database, the first lines of a finished chapter, and a clean shutdown.
+A throwaway PostgreSQL of its own, migrations, two demo users with a story of three
+chapters each, the real supervisor with two workers writing both stories side by side
+(each story's chapters one at a time, in order: issue 21), live progress bars read
+from the database, the order each story was written in, the first lines of a finished
+chapter, and a clean shutdown.
 
 The demo never uses DATABASE_URL (from the environment or a `.env`): its workers write
 placeholder prose and would take that database's pending jobs. `--database-url URL`
 opts into another database on purpose; the demo then touches only what it created
-there: its supervisor's claims and rescues are scoped to the demo's own story (the
+there: its supervisor's claims and rescues are scoped to the demo's own stories (the
 session setting `storyworker.claim_sequence`, sent in the connection string), and the
-demo's user, story, chapters and jobs are deleted at the end.
+demo's users, stories, chapters and jobs are deleted at the end.
 
 Everything the demo puts on disk (the database, the supervisor's log) lives in one
 temporary folder, removed however the demo ends. A supervisor that exits early (a
@@ -29,6 +31,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import click
@@ -43,17 +46,29 @@ from supervisor.db.connection import connect_for
 from supervisor.db.migrate import migrate
 from supervisor.redact import redact, remember
 
-PREMISE = (
-    "A lighthouse keeper on a dying island finds a door in the sea that opens only at low tide."
+#: Two users' stories: (who, title, premise, chapter titles).
+STORIES = (
+    (
+        "Ada",
+        "The Keeper",
+        "A lighthouse keeper on a dying island finds a door in the sea that opens only at"
+        " low tide.",
+        ("The Door at Low Tide", "What the Sea Keeps", "The Last Lamp"),
+    ),
+    (
+        "Ben",
+        "The Salt Road",
+        "A mapmaker hired to chart a desert road finds that the road redraws itself at night.",
+        ("The Commission", "Night Ink", "Where the Road Ends"),
+    ),
 )
-CHAPTERS = ("The Door at Low Tide", "What the Sea Keeps", "The Last Lamp")
 PREFERENCES = {
     "genre": "literary mystery",
     "tone": "wistful",
     "bullet_count": 4,
     "words_per_bullet": 120,
 }
-#: The session setting that scopes a supervisor's claims and rescues to one sequence.
+#: The session setting that scopes a supervisor's claims and rescues to some sequences.
 CLAIM_SCOPE = "storyworker.claim_sequence"
 #: How often the progress display looks at the supervisor between changes.
 ALIVE_CHECK_SECONDS = 0.5
@@ -61,11 +76,13 @@ ALIVE_CHECK_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class Seeded:
-    """What the demo created in its database."""
+    """What the demo created in its database: per story its user, sequence and jobs
+    (chapter order), and a label per job for the progress bars."""
 
-    user_id: uuid.UUID
-    sequence_id: uuid.UUID
+    user_ids: list[uuid.UUID]
+    sequence_ids: list[uuid.UUID]
     jobs: list[uuid.UUID]
+    labels: list[str]
 
 
 class SupervisorExited(Exception):
@@ -103,30 +120,54 @@ def _connect(dsn: str, purpose: str = "demo") -> psycopg.Connection:
 
 
 def seed(dsn: str) -> Seeded:
-    """Migrate, create a demo user, sequence and chapters, and queue one job each."""
+    """Migrate, create the demo's users, stories and chapters, and queue one job each,
+    the first story's chapters first."""
+    seeded = Seeded([], [], [], [])
     with _connect(dsn) as conn:
         migrate(conn)
-        user = sql.one(conn, "demo_user")["id"]
-        story = {"user_id": user, "title": "The Keeper", "premise": PREMISE}
-        sequence = sql.one(conn, "demo_sequence", story)["id"]
-        jobs = []
-        for number, title in enumerate(CHAPTERS, start=1):
-            chapter = {"sequence_id": sequence, "number": number, "title": title}
-            chapter_id = sql.one(conn, "demo_chapter", chapter)["id"]
-            jobs.append(queue.enqueue(conn, chapter_id, PREFERENCES))
-        return Seeded(user, sequence, jobs)
+        for who, title, premise, chapters in STORIES:
+            user = sql.one(conn, "demo_user")["id"]
+            story = {"user_id": user, "title": title, "premise": premise}
+            sequence = sql.one(conn, "demo_sequence", story)["id"]
+            seeded.user_ids.append(user)
+            seeded.sequence_ids.append(sequence)
+            for number, name in enumerate(chapters, start=1):
+                chapter = {"sequence_id": sequence, "number": number, "title": name}
+                chapter_id = sql.one(conn, "demo_chapter", chapter)["id"]
+                seeded.jobs.append(queue.enqueue(conn, chapter_id, PREFERENCES))
+                seeded.labels.append(f"{who} ch {number}")
+    return seeded
 
 
 def unseed(dsn: str, seeded: Seeded) -> None:
-    """Delete the demo's user and, with it, its story, chapters and jobs."""
+    """Delete the demo's users and, with them, their stories, chapters and jobs."""
     with _connect(dsn, "demo cleanup") as conn:
-        sql.run(conn, "demo_cleanup", {"user_id": seeded.user_id})
+        for user in seeded.user_ids:
+            sql.run(conn, "demo_cleanup", {"user_id": user})
 
 
-def scoped(dsn: str, sequence_id: uuid.UUID) -> str:
-    """`dsn` with its sessions' claims and rescues scoped to `sequence_id`."""
+def scoped(dsn: str, *sequence_ids: uuid.UUID) -> str:
+    """`dsn` with its sessions' claims and rescues scoped to `sequence_ids`."""
+    scope = ",".join(str(s) for s in sequence_ids)
     options = conninfo_to_dict(dsn).get("options") or ""
-    return make_conninfo(dsn, options=f"{options} -c {CLAIM_SCOPE}={sequence_id}".strip())
+    return make_conninfo(dsn, options=f"{options} -c {CLAIM_SCOPE}={scope}".strip())
+
+
+def story_order(dsn: str, seeded: Seeded) -> list[str]:
+    """For each story, the chapters in the order they were started, and whether each
+    started only after the one before it had ended."""
+    lines = []
+    with _connect(dsn) as conn:
+        for (who, title, *_), sequence in zip(STORIES, seeded.sequence_ids, strict=True):
+            rows = sql.all_rows(conn, "demo_story_order", {"sequence_id": sequence})
+            numbers = ", ".join(str(r["chapter_number"]) for r in rows)
+            serial = all(b["started_at"] >= a["completed_at"] for a, b in pairwise(rows))
+            in_order = [r["chapter_number"] for r in rows] == sorted(
+                r["chapter_number"] for r in rows
+            )
+            verdict = "one at a time, in order" if serial and in_order else "NOT in order"
+            lines.append(f"{who}'s {title}: chapters {numbers}, {verdict}")
+    return lines
 
 
 def free_port(preferred: int) -> int:
@@ -171,10 +212,11 @@ def supervisor(dsn: str, settings: Settings, log_path: Path) -> Iterator[subproc
 
 
 def show_progress(
-    dsn: str, jobs: list[uuid.UUID], proc: subprocess.Popen, log_path: Path
+    dsn: str, seeded: Seeded, proc: subprocess.Popen, log_path: Path
 ) -> dict[uuid.UUID, progress.JobProgress]:
     """Draw one live bar per job until every job is settled. Raises SupervisorExited
     as soon as the supervisor is gone with jobs unsettled."""
+    jobs, labels = seeded.jobs, seeded.labels
     term = Term.detect()
     live = term.live
     drawn = 0
@@ -184,8 +226,8 @@ def show_progress(
         for state in progress.follow(conn, jobs, alive=alive, poll_seconds=ALIVE_CHECK_SECONDS):
             final = state
             lines = [
-                term.show(f"chapter {i + 1}  {progress.describe(state[j], term.width - 11)}")
-                for i, j in enumerate(jobs)
+                term.show(f"{label}  {progress.describe(state[j], term.width - 11)}")
+                for label, j in zip(labels, jobs, strict=True)
                 if j in state
             ]
             if live and drawn:
@@ -250,11 +292,14 @@ def choose_provider(settings: Settings) -> Settings:
     return settings.with_overrides(provider="offline")
 
 
-def follow_and_stop(dsn: str, jobs: list[uuid.UUID], proc: subprocess.Popen, log: Path) -> int:
-    """Show the jobs to their end, stop the supervisor, quote a chapter; the exit code."""
-    final = show_progress(dsn, jobs, proc, log)
+def follow_and_stop(dsn: str, seeded: Seeded, proc: subprocess.Popen, log: Path) -> int:
+    """Show the jobs to their end, stop the supervisor, say in what order each story
+    was written, quote a chapter; the exit code."""
+    jobs = seeded.jobs
+    final = show_progress(dsn, seeded, proc, log)
     code = stop(proc)
     click.echo(f"\nSupervisor stopped (exit code {code}).")
+    click.echo("\n".join(story_order(dsn, seeded)))
     done = [j for j in jobs if final[j].status is progress.Status.COMPLETED]
     if done:
         click.echo("\nThe first lines of " + excerpt(dsn, done[0]))
@@ -274,11 +319,11 @@ def run_demo(settings: Settings, database_url: str | None = None) -> int:
             seeded = seed(dsn)
             if database_url:  # runs after the supervisor has stopped
                 stack.callback(unseed, dsn, seeded)
-            worker_dsn = scoped(dsn, seeded.sequence_id) if database_url else dsn
+            worker_dsn = scoped(dsn, *seeded.sequence_ids) if database_url else dsn
             remember(dsns=[worker_dsn])
             log = Path(root, "storyworker.log")
             proc = stack.enter_context(supervisor(worker_dsn, settings, log))
-            return follow_and_stop(dsn, seeded.jobs, proc, log)
+            return follow_and_stop(dsn, seeded, proc, log)
     except SupervisorExited as exc:
         click.echo(f"storyworker: error: {redact(str(exc))}", err=True)
         return exc.code or exitcodes.FAILURE

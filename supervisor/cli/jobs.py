@@ -86,6 +86,7 @@ def _rows(job: Job, term: Term) -> list[str]:
 @jobs.command("list")
 @click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
 @click.option("--user", "user_id", type=click.UUID, help="Only this user's jobs.")
+@click.option("--sequence", "sequence_id", type=click.UUID, help="Only this story's jobs.")
 @click.option("--chapter", "chapter_id", type=click.UUID, help="Only this chapter's jobs.")
 @click.option("--since", type=Duration(), help=SINCE_HELP)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)

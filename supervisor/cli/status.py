@@ -34,6 +34,7 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
         "queue": {s: stats.depth_by_status.get(s, 0) for s in STATUSES},
         "oldest_pending_seconds": None if oldest is None else round(oldest, 3),
         "last_hour": queue.last_hour(conn),
+        "stories": queue.story_stats(conn),
         "supervisors": supervisors(conn),
         "rate_limits": registry.rate_limits(conn),
     }
@@ -47,7 +48,7 @@ def supervisors(conn: psycopg.Connection) -> list[dict[str, Any]]:
 def as_json(view: dict[str, Any]) -> dict[str, Any]:
     """The `--json` answer: exactly its documented keys."""
     supervisors = [{k: v for k, v in s.items() if k != "extra"} for s in view["supervisors"]]
-    keys = ("queue", "oldest_pending_seconds", "last_hour")
+    keys = ("queue", "oldest_pending_seconds", "last_hour", "stories")
     return {**{k: view[k] for k in keys}, "supervisors": supervisors}
 
 
@@ -62,6 +63,27 @@ def _wrapped(label: str, items: list[str], width: int) -> list[str]:
             line = indent
         line += ("" if line.endswith(" ") else "  ") + item
     return [*lines, line]
+
+
+def _stories(stories: dict[str, Any]) -> list[str]:
+    waiting = stories["waiting_on_story"]
+    if not waiting:
+        return ["no job waits on an earlier chapter"]
+    return [
+        f"waiting on an earlier chapter {waiting}",
+        f"oldest {age(stories['oldest_wait_seconds'])}",
+    ]
+
+
+def _users(users: list[dict[str, Any]]) -> list[str]:
+    """`id… N pending N running AGE`: the top users' backlogs, oldest pending job's age."""
+    if not users:
+        return ["none with jobs pending"]
+    return [
+        f"{u['user_id'][:8]} {u['pending']} pending {u['processing']} running"
+        f" {age(u['oldest_pending_seconds'])}"
+        for u in users
+    ]
 
 
 def _rate_limits(limits: dict[str, float]) -> list[str]:
@@ -81,6 +103,8 @@ def status_lines(view: dict[str, Any], width: int = 100) -> list[str]:
         *_wrapped("queue", pairs(view["queue"]), width),
         *_wrapped("oldest", [f"runnable pending {age(view['oldest_pending_seconds'])}"], width),
         *_wrapped("last hour", pairs(view["last_hour"]), width),
+        *_wrapped("stories", _stories(view["stories"]), width),
+        *_wrapped("top users", _users(view["stories"]["top_users"]), width),
         *_wrapped("rate limits", _rate_limits(view["rate_limits"]), width),
         f"supervisors  {len(view['supervisors'])}" + (f" ({dead} dead)" if dead else ""),
     ]

@@ -450,12 +450,13 @@ returning j.id, j.status;
 select * from generation_jobs where id = %(job_id)s;
 
 -- name: list
--- The newest jobs first, each filter optional: status, user, chapter, and `since`
--- (seconds): jobs that ended that recently, or that have not ended and were created
--- that recently. `jobs retry` and `jobs cancel --status` match jobs the same way.
+-- The newest jobs first, each filter optional: status, user, story (sequence), chapter,
+-- and `since` (seconds): jobs that ended that recently, or that have not ended and were
+-- created that recently. `jobs retry` and `jobs cancel --status` match jobs the same way.
 select * from generation_jobs
  where (%(status)s::text is null or status = %(status)s)
    and (%(user_id)s::uuid is null or user_id = %(user_id)s)
+   and (%(sequence_id)s::uuid is null or sequence_id = %(sequence_id)s)
    and (%(chapter_id)s::uuid is null or chapter_id = %(chapter_id)s)
    and (%(since)s::float8 is null
         or coalesce(completed_at, created_at) >= now() - make_interval(secs => %(since)s))
@@ -548,6 +549,37 @@ select s.status, coalesce(c.n, 0) as jobs,
   from unnest(array['pending', 'processing', 'completed', 'failed', 'cancelled']) as s(status)
   left join (select status, count(*) as n from generation_jobs group by status) c
     on c.status = s.status;
+
+-- name: story_waits
+-- `storyworker status`: pending jobs held back by their story (an earlier chapter live,
+-- or another chapter being written), and the age of the oldest of them.
+select count(*) as waiting,
+       extract(epoch from now() - min(j.created_at) filter (where isfinite(j.created_at)))
+           as oldest_wait
+  from generation_jobs j
+  left join chapters jc on jc.id = j.chapter_id
+ where j.status = 'pending'
+   and exists (
+       select 1
+         from generation_jobs s
+         left join chapters sc on sc.id = s.chapter_id
+        where s.sequence_id = j.sequence_id and s.id <> j.id
+          and s.status in ('pending', 'processing')
+          and (s.status = 'processing' or sc.chapter_number < jc.chapter_number));
+
+-- name: user_backlog
+-- `storyworker status`: the users with the most jobs pending, with their jobs in flight
+-- and the age of their oldest pending job.
+select user_id,
+       count(*) filter (where status = 'pending') as pending,
+       count(*) filter (where status = 'processing') as processing,
+       extract(epoch from now() - min(created_at) filter (
+           where status = 'pending' and isfinite(created_at))) as oldest_pending
+  from generation_jobs
+ where status in ('pending', 'processing')
+ group by user_id
+ order by pending desc, processing desc, user_id
+ limit %(limit)s;
 
 -- name: rate_limit_init
 -- Create a limiter's row the first time a worker uses it (or again, if it vanished).
@@ -784,6 +816,13 @@ values (%(sequence_id)s, %(number)s, %(title)s) returning id;
 select c.title, c.content, c.word_count
   from generation_jobs j join chapters c on c.id = j.chapter_id
  where j.id = %(job_id)s;
+
+-- name: demo_story_order
+-- The demo's report: one story's jobs in the order they started, with their chapters.
+select c.chapter_number, j.started_at, j.completed_at
+  from generation_jobs j join chapters c on c.id = j.chapter_id
+ where j.sequence_id = %(sequence_id)s
+ order by j.started_at, c.chapter_number;
 
 -- name: demo_cleanup
 -- The demo, on a database it was given, deletes its user: its story, chapters and

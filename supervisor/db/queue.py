@@ -65,7 +65,7 @@ def list_jobs(
     conn: psycopg.Connection, status: Status | None = None, limit: int = 50, **match: Any
 ) -> list[Job]:
     """The newest jobs first, optionally only those in `status`; `match` narrows
-    further by `user_id`, `chapter_id` and `since` (see `matching`)."""
+    further by `user_id`, `sequence_id`, `chapter_id` and `since` (see `matching`)."""
     rows = _all(conn, "list", {**_filter(status, **match), "limit": limit})
     return [Job.from_row(row) for row in rows]
 
@@ -76,10 +76,12 @@ def _filter(
     user_id: UUID | None = None,
     chapter_id: UUID | None = None,
     since: float | None = None,
+    sequence_id: UUID | None = None,
 ) -> dict[str, Any]:
     return {
         "status": status and status.value,
         "user_id": user_id,
+        "sequence_id": sequence_id,
         "chapter_id": chapter_id,
         "since": since,
     }
@@ -143,6 +145,26 @@ def last_hour(conn: psycopg.Connection) -> dict[str, int]:
     """Jobs completed and failed in the last hour."""
     row = _one(conn, "last_hour") or {}
     return {"completed": int(row.get("completed") or 0), "failed": int(row.get("failed") or 0)}
+
+
+def story_stats(conn: psycopg.Connection, top: int = 5) -> dict[str, Any]:
+    """Jobs held back by their story, the oldest one's age (seconds), and the `top`
+    users by pending jobs: {user_id, pending, processing, oldest_pending_seconds}."""
+    waits = _one(conn, "story_waits") or {}
+    users = [
+        {"user_id": str(r["user_id"]), "pending": r["pending"], "processing": r["processing"],
+         "oldest_pending_seconds": _seconds(r["oldest_pending"])}
+        for r in _all(conn, "user_backlog", {"limit": top})
+    ]  # fmt: skip
+    return {
+        "waiting_on_story": int(waits.get("waiting") or 0),
+        "oldest_wait_seconds": _seconds(waits.get("oldest_wait")),
+        "top_users": users,
+    }
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
 
 
 # --- the worker's side ----------------------------------------------------------

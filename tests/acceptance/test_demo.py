@@ -6,6 +6,7 @@ leaves a temporary folder behind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -86,8 +87,12 @@ def demo(cwd: Path, env: dict[str, str], *args: str, timeout: float = 120):
 
 def assert_completed_demo(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
-    final = [line for line in result.stdout.splitlines() if line.startswith("chapter ")][-3:]
-    assert all("100%" in line and "completed" in line for line in final), final
+    # Two users' stories side by side (issue 21): six bars, each story in order.
+    bars = [line for line in result.stdout.splitlines() if re.match(r"(Ada|Ben) ch \d  ", line)]
+    final = bars[-6:]
+    assert len(final) == 6 and all("100%" in line and "completed" in line for line in final), final
+    assert "Ada's The Keeper: chapters 1, 2, 3, one at a time, in order" in result.stdout
+    assert "Ben's The Salt Road: chapters 1, 2, 3, one at a time, in order" in result.stdout
 
 
 def test_the_demo_never_writes_into_database_url(own, tmpdir_env, database_url, conn, job_factory):

@@ -93,8 +93,10 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path, own):
     assert time.monotonic() - started < 60
     out = result.stdout
     assert "offline provider" in out and "Health: http://127.0.0.1:" in out
-    final_lines = [line for line in out.splitlines() if line.startswith("chapter ")][-3:]
+    final_lines = [line for line in out.splitlines() if line.startswith(("Ada ch", "Ben ch"))][-6:]
+    assert len(final_lines) == 6
     assert all("100%" in line and "completed" in line for line in final_lines), final_lines
+    assert "chapters 1, 2, 3, one at a time, in order" in out
     assert "The first lines of" in out and "words)" in out
     assert "Supervisor stopped (exit code 0)" in out
     time.sleep(0.5)

@@ -35,6 +35,18 @@ VIEW = {
     "queue": {"pending": 3, "processing": 1, "completed": 12, "failed": 2, "cancelled": 0},
     "oldest_pending_seconds": 75.0,
     "last_hour": {"completed": 12, "failed": 2},
+    "stories": {
+        "waiting_on_story": 4,
+        "oldest_wait_seconds": 130.0,
+        "top_users": [
+            {
+                "user_id": "9d1c0b2a-0000-4000-8000-000000000000",
+                "pending": 3,
+                "processing": 1,
+                "oldest_pending_seconds": 75.0,
+            }
+        ],
+    },
     "supervisors": [SUPERVISOR, {**SUPERVISOR, "pid": 77, "state": "dead"}],
     "rate_limits": {"gemini": 0.0, "openai": 0.4},
 }
@@ -49,11 +61,20 @@ def test_the_table_fits_and_says_why_it_is_paused(width):
     assert "supervisors  2 (1 dead)" in text
     assert "gemini free" in text and "openai next call in 0.4s" in text
     assert "pending 3" in text and "cancelled 0" in text and "runnable pending 1m" in text
+    assert "waiting on an earlier chapter 4" in text and "oldest 2m" in text
+    assert "9d1c0b2a 3 pending 1 running 1m" in text
 
 
 def test_json_keys_are_exactly_the_documented_ones():
     data = as_json(VIEW)
-    assert set(data) == {"queue", "oldest_pending_seconds", "last_hour", "supervisors"}
+    assert set(data) == {"queue", "oldest_pending_seconds", "last_hour", "stories", "supervisors"}
+    assert set(data["stories"]) == {"waiting_on_story", "oldest_wait_seconds", "top_users"}
+    assert set(data["stories"]["top_users"][0]) == {
+        "user_id",
+        "pending",
+        "processing",
+        "oldest_pending_seconds",
+    }
     for sup in data["supervisors"]:
         assert set(sup) == {
             "host",
