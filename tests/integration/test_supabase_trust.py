@@ -485,3 +485,31 @@ def test_a_table_another_role_owns_is_named(pg):
             assert "role sb_postgres: must be owner of table chapters" in str(refused.value)
             assert "owner to postgres" in str(refused.value)
             assert applied(conn) == set()
+
+
+def test_an_app_double_click_cancels_the_older_job_and_priority_is_the_apps(supa, world):
+    """Issue 21: the app's own insert (authenticated, through PostgREST) supersedes the
+    older live job of the chapter, though the app may not write worker columns itself;
+    it may set priority; a job naming someone else's chapter cancels nothing of theirs."""
+    alice, bob = world["alice"], world["bob"]
+    insert = (
+        "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences,"
+        " priority) values (%s, %s, %s, '{}', 7)"
+    )
+    user = alice["user"]
+    assert (
+        supa.attempt("authenticated", user, insert, alice["sequence"], alice["chapter"], user) == ""
+    )
+    older = job(supa, alice["job"])
+    assert older["status"] == "cancelled" and older["error_message"].startswith("superseded by job")
+    with supa.connect() as conn:
+        newer = conn.execute(
+            "select * from generation_jobs where chapter_id = %s and status = 'pending'",
+            (alice["chapter"],),
+        ).fetchone()
+    assert newer["priority"] == 7 and str(newer["id"]) in older["error_message"]
+    reprioritise = "update generation_jobs set priority = 1 where id = %s"
+    assert supa.attempt("authenticated", user, reprioritise, newer["id"]) == ""
+    # Alice naming Bob's chapter in her own story: Bob's job is left alone.
+    supa.attempt("authenticated", user, insert, alice["sequence"], bob["chapter"], user)
+    assert job(supa, bob["job"])["status"] == "pending"
