@@ -13,13 +13,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.benchmarks import dashboard, livetext, ours, peers, pooled, story
+from tests.benchmarks import dashboard, livetext, order, ours, peers, pooled, story
 from tests.benchmarks.harness import Bench, Result
 from tests.pg import throwaway_server
 
 SECTIONS = (
-    "pickup", "overhead", "jobcost", "scaling", "memory", "ttft", "pooler", "livetext", "dashboard",
+    "pickup",
+    "overhead",
+    "jobcost",
+    "scaling",
+    "memory",
+    "ttft",
+    "pooler",
+    "livetext",
+    "dashboard",
     "story",
+    "order",
 )
 
 
@@ -253,6 +262,7 @@ def main() -> None:
             "livetext": lambda: livetext.run(bench, logs),
             "dashboard": lambda: dashboard.run(bench),
             "story": lambda: story.run(bench),
+            "order": lambda: order.run(bench, logs),
         }
         for name in args.only:
             steps[name]()

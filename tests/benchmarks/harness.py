@@ -67,48 +67,46 @@ def connect(dsn: str) -> psycopg.Connection:
 def seed_chapters(
     dsn: str, count: int, prefs: dict | None = None, *, with_jobs: bool = True
 ) -> list[uuid.UUID]:
-    """`count` chapters of one sequence, each with a pending job (ids returned)."""
+    """`count` chapters of one user, each the first chapter of a story of its own (a
+    story's chapters are written one at a time, so chapters of one story would not
+    measure the queue), each with a pending job unless not `with_jobs` (ids returned)."""
     import json
 
     with connect(dsn) as conn:
         user = conn.execute(
             "insert into auth.users values (gen_random_uuid()) returning id"
         ).fetchone()["id"]
-        seq = conn.execute(
-            "insert into sequences (user_id, title, premise)"
-            " values (%s, 'Bench', 'p') returning id",
-            (user,),
-        ).fetchone()["id"]
         conn.execute(
-            "insert into chapters (sequence_id, chapter_number)"
-            " select %s, n from generate_series(1, %s) n",
-            (seq, count),
+            "with s as (insert into sequences (user_id, title, premise)"
+            " select %s, 'Bench', 'p' from generate_series(1, %s) returning id)"
+            " insert into chapters (sequence_id, chapter_number) select id, 1 from s",
+            (user, count),
         )
         if not with_jobs:
             return []
         rows = conn.execute(
             "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences)"
-            " select %s, c.id, %s, %s from chapters c"
-            " where c.sequence_id = %s order by c.chapter_number"
-            " returning id",
-            (seq, user, json.dumps(prefs or {}), seq),
+            " select c.sequence_id, c.id, %s, %s from chapters c"
+            " join sequences s on s.id = c.sequence_id where s.user_id = %s"
+            " order by c.created_at, c.id returning id",
+            (user, json.dumps(prefs or {}), user),
         ).fetchall()
         return [r["id"] for r in rows]
 
 
 def empty_jobs(dsn: str, count: int) -> None:
-    """Jobs with no chapter: the queue's own cost, nothing else."""
+    """Jobs with no chapter, each in a story of its own: the queue's own cost, nothing
+    else."""
     with connect(dsn) as conn:
         user = conn.execute(
             "insert into auth.users values (gen_random_uuid()) returning id"
         ).fetchone()["id"]
-        seq = conn.execute(
-            "insert into sequences (user_id) values (%s) returning id", (user,)
-        ).fetchone()["id"]
         conn.execute(
-            "insert into generation_jobs (sequence_id, user_id, user_preferences)"
-            " select %s, %s, '{}' from generate_series(1, %s)",
-            (seq, user, count),
+            "with s as (insert into sequences (user_id) select %s from generate_series(1, %s)"
+            " returning id)"
+            " insert into generation_jobs (sequence_id, user_id, user_preferences)"
+            " select id, %s, '{}' from s",
+            (user, count, user),
         )
 
 
@@ -193,4 +191,4 @@ def enqueue_jobs(
 
 
 def chapter_ids(conn: psycopg.Connection) -> list[uuid.UUID]:
-    return [r["id"] for r in conn.execute("select id from chapters order by chapter_number")]
+    return [r["id"] for r in conn.execute("select id from chapters order by created_at, id")]
