@@ -121,11 +121,12 @@ class MemoryQueue:
             for o in story
         )
 
-    def claim(self, owner: str) -> Claim | None:
+    def claim(self, owner: str, max_per_user: int | None = None) -> Claim | None:
         """The claim's order: priority, then the user's jobs in flight, then age
-        (insertion order); MAX_JOBS_PER_USER leaves out users at the cap."""
+        (insertion order); MAX_JOBS_PER_USER (this queue's, or `max_per_user`) leaves
+        out users at the cap."""
         running = Counter(j.user_id for j in self.jobs.values() if j.status is Status.PROCESSING)
-        cap = self.max_per_user
+        cap = self.max_per_user if max_per_user is None else max_per_user
         order = list(self.jobs.values())
         candidates = [
             j for j in order if self._runnable(j) and (cap is None or running[j.user_id] < cap)
@@ -223,6 +224,7 @@ class MemoryQueue:
         usage: Any = None,
         context: Mapping[str, Any] | None = None,
         memory: StoryMemory | None = None,
+        max_per_user: int | None = None,
     ) -> Claim | None:
         job = self._held(claim)
         job.usage = usage if usage is not None else job.usage
@@ -234,7 +236,7 @@ class MemoryQueue:
             job.context = {**(job.context or {}), **context}
         job.memory = memory
         job.writes.append(("finish", word_count))
-        return None if next_owner is None else self.claim(next_owner)
+        return None if next_owner is None else self.claim(next_owner, max_per_user)
 
     def fail(
         self,

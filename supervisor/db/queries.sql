@@ -19,7 +19,7 @@ returning id;
 -- order. Among runnable jobs: higher priority first, then the user with the fewest
 -- jobs in flight on every host (none, for users not in `inflight`), then the oldest;
 -- `max_per_user` (null: no cap) leaves out users at the cap. The candidates are ranked
--- without locks (the first few jobs of users with nothing in flight, walked in claim
+-- without locks (the first job of a user with nothing in flight, walked in claim
 -- order, and the best job of each user in flight), then the best one nobody else is
 -- claiming is locked with SKIP LOCKED; when every candidate is being claimed at that
 -- instant, the first free one of the next 16 runnable jobs in priority and age order
@@ -50,15 +50,21 @@ with inflight as materialized (
        and (select (nullif(current_setting('storyworker.claim_sequence', true), '') is null
                     or j.sequence_id = any(string_to_array(
                         current_setting('storyworker.claim_sequence', true), ',')::uuid[]))
+               -- Nothing of its story being written (one probe of a unique index).
+               and not exists (
+                   select 1 from generation_jobs s
+                    where s.sequence_id = j.sequence_id and s.status = 'processing')
+               -- No earlier chapter of its story live: its earlier chapters, each
+               -- probed for a live job (none to look at for a job with no chapter).
                and not exists (
                    select 1
-                     from generation_jobs s
-                     left join chapters sc on sc.id = s.chapter_id
-                    where s.sequence_id = j.sequence_id and s.id <> j.id
-                      and s.status in ('pending', 'processing')
-                      and (s.status = 'processing'
-                           or sc.chapter_number < (select jc.chapter_number from chapters jc
-                                                    where jc.id = j.chapter_id))))
+                     from chapters sc
+                    where sc.sequence_id = j.sequence_id
+                      and sc.chapter_number < (select jc.chapter_number from chapters jc
+                                                where jc.id = j.chapter_id)
+                      and exists (select 1 from generation_jobs s
+                                   where s.chapter_id = sc.id
+                                     and s.status in ('pending', 'processing'))))
 ), others_waiting as (
     -- Whether a user with nothing in flight has a pending job at all, without walking
     -- the backlog of users in flight: the first user with a pending job, and the next
@@ -83,7 +89,7 @@ with inflight as materialized (
       where (select found from others_waiting)
         and r.user_id not in (select user_id from inflight)
       order by r.priority desc, r.created_at, r.id
-      limit 4)
+      limit 1)
     union all
     select best.*
       from inflight f
@@ -94,30 +100,33 @@ with inflight as materialized (
           order by r.priority desc, r.created_at, r.id
           limit 1) best
      where f.running < coalesce(%(max_per_user)s::int, f.running + 1)
-), ranked as (
-    select id, row_number() over (order by priority desc, running, created_at, id) as rank
-      from candidates
+), ranked as materialized (
+    -- The candidates, best first, as an array: each is then fetched by its primary
+    -- key, whatever the planner guesses of how many there are.
+    select array(select id from candidates
+                  order by priority desc, running, created_at, id) as best
+), after as materialized (
+    -- Read only when every candidate is being claimed by another worker this instant.
+    select array(select r.id from runnable r
+                  where coalesce((select f.running from inflight f where f.user_id = r.user_id),
+                                 0) < coalesce(%(max_per_user)s::int, 2147483647)
+                  order by r.priority desc, r.created_at, r.id
+                  limit 16) as ids
 ), next as (
     select id from (
         select id from (
             select j.id
-              from ranked c join generation_jobs j on j.id = c.id
-             where j.status = 'pending'
-             order by c.rank
+              from generation_jobs j, ranked c
+             where j.id = any(c.best) and j.status = 'pending'
+             order by array_position(c.best, j.id)
              limit 1
                for update of j skip locked) best_free
         union all
         select id from (
             select j.id
-              from (select r.id, r.priority, r.created_at
-                      from runnable r
-                     where coalesce((select f.running from inflight f where f.user_id = r.user_id),
-                                    0) < coalesce(%(max_per_user)s::int, 2147483647)
-                     order by r.priority desc, r.created_at, r.id
-                     limit 16) c
-              join generation_jobs j on j.id = c.id
-             where j.status = 'pending'
-             order by c.priority desc, c.created_at, c.id
+              from generation_jobs j, after c
+             where j.id = any(c.ids) and j.status = 'pending'
+             order by array_position(c.ids, j.id)
              limit 1
                for update of j skip locked) next_free
     ) first_free

@@ -464,6 +464,6 @@ class WorkerQueue:
     def __getattr__(self, name: str) -> Any:
         if name not in STATEMENTS:
             raise AttributeError(f"{name!r} is not one of the worker's statements")
-        if name in ("claim", "finish"):
+        if name in ("claim", "finish") and self.max_per_user is not None:
             return functools.partial(globals()[name], self.conn, max_per_user=self.max_per_user)
         return functools.partial(globals()[name], self.conn)

@@ -27,7 +27,8 @@ class JobQueue(Protocol):
     """The statements a worker runs on behalf of its claims (`supervisor.db.queue`
     over one connection; an in-memory fake in the unit tests)."""
 
-    def claim(self, owner: str) -> Claim | None: ...
+    #: `max_per_user`: MAX_JOBS_PER_USER (None: no cap); WorkerQueue binds its own.
+    def claim(self, owner: str, max_per_user: int | None = None) -> Claim | None: ...
     def start_chapter(
         self,
         claim: Claim,
@@ -65,6 +66,7 @@ class JobQueue(Protocol):
         usage: Any = None,
         context: Mapping[str, Any] | None = None,
         memory: StoryMemory | None = None,
+        max_per_user: int | None = None,
     ) -> Claim | None: ...
     def fail(
         self,

@@ -59,9 +59,9 @@ def test_each_chapter_is_sent_the_summaries_of_every_earlier_one(conn, story):
     story(3)
     seen = []
     while (claim := queue.claim(conn, "w1")) is not None:
-        seen.append(claim.context.previous_summaries)
+        seen.append(claim.context.recent_summaries)
         done(conn, claim, summary=f"summary {claim.context.chapter_number}")
-    assert seen == [(), ("summary 1",), ("summary 1", "summary 2")]
+    assert seen == [(), ((1, "summary 1"),), ((1, "summary 1"), (2, "summary 2"))]
 
 
 def test_a_chapter_waiting_for_its_retry_holds_back_the_next(conn, story):
@@ -81,12 +81,12 @@ def test_a_chapter_that_failed_for_good_lets_the_next_run_and_names_it_missing(c
     queue.fail(conn, first, "refused", retryable=False, max_retries=3, backoff_base=1)
     second = queue.claim(conn, "w1")
     assert second.job_id == jobs[2]["id"]
-    assert second.context.missing_chapters == (1,)
-    assert second.context.previous_summaries == ()
+    assert second.context.missing == (1,)
+    assert second.context.recent_summaries == ()
     done(conn, second, summary="summary 2")
     third = queue.claim(conn, "w1")
-    assert third.context.missing_chapters == (1,)
-    assert third.context.previous_summaries == ("summary 2",)
+    assert third.context.missing == (1,)
+    assert third.context.recent_summaries == ((2, "summary 2"),)
 
 
 def test_a_chapter_never_queued_is_missing_and_does_not_hold_the_story(
@@ -98,7 +98,7 @@ def test_a_chapter_never_queued_is_missing_and_does_not_hold_the_story(
     fourth = job_factory(chapter=chapter_factory(sequence_id=sequence["id"], chapter_number=4))
     claim = queue.claim(conn, "w1")
     assert claim.job_id == fourth["id"]
-    assert claim.context.missing_chapters == (1, 2, 3)
+    assert claim.context.missing == (1, 2, 3)
 
 
 def test_an_earlier_chapter_rewritten_later_runs_and_one_queued_meanwhile_waits(conn, story):
@@ -119,7 +119,7 @@ def test_an_earlier_chapter_rewritten_later_runs_and_one_queued_meanwhile_waits(
     done(conn, third)
     claim = queue.claim(conn, "w2")
     assert claim.job_id == rewrite["id"]
-    assert claim.context.previous_summaries == ("s",)
+    assert claim.context.recent_summaries == ((1, "s"),) and claim.context.later_written
 
 
 def test_waiting_jobs_say_what_they_wait_for(conn, story):

@@ -112,8 +112,8 @@ SURVIVORS = (
     Mutation(
         "claim-without-skip-locked",
         "claim: plain FOR UPDATE, so claimers wait on each other's locked rows",
-        "order by c.rank\n             limit 1\n               for update of j skip locked",
-        "order by c.rank\n             limit 1\n               for update of j",
+        "c.best, j.id)\n             limit 1\n               for update of j skip locked",
+        "c.best, j.id)\n             limit 1\n               for update of j",
         (*FENCING, SUPERVISOR),
         "queries.sql",
         SURVIVED,
@@ -474,18 +474,16 @@ ORDER = (
     Mutation(
         "claim-ignores-chapter-order",
         "claim: an earlier chapter still pending no longer holds back a later one",
-        "                      and (s.status = 'processing'\n"
-        "                           or sc.chapter_number < (select jc.chapter_number",
-        "                      and (s.status = 'processing'\n"
-        "                           or false and sc.chapter_number < (select jc.chapter_number",
+        "                      and sc.chapter_number < (select jc.chapter_number from",
+        "                      and false and sc.chapter_number < (select jc.chapter_number from",
         (STORY_ORDER, STORY_ORDER_SERVICE),
         "queries.sql",
     ),
     Mutation(
         "claim-ignores-fairness",
         "claim: candidates ranked by priority and age only, not by jobs in flight",
-        "row_number() over (order by priority desc, running, created_at, id)",
-        "row_number() over (order by priority desc, created_at, id)",
+        "                  order by priority desc, running, created_at, id) as best,",
+        "                  order by priority desc, created_at, id) as best,",
         (STORY_ORDER, STORY_ORDER_SERVICE),
         "queries.sql",
     ),

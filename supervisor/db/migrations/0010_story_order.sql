@@ -20,6 +20,9 @@ create index if not exists generation_jobs_user_pending_idx
 -- A story's live jobs: what a job waits behind (a handful per story).
 create index if not exists generation_jobs_story_live_idx
     on generation_jobs (sequence_id) where status in ('pending', 'processing');
+-- A chapter's live job: whether an earlier chapter still holds a story up.
+create index if not exists generation_jobs_chapter_live_idx
+    on generation_jobs (chapter_id) where status in ('pending', 'processing');
 
 -- One story, one writer, whatever the claims saw: two claims that each judged a
 -- different chapter runnable from their own snapshot (an earlier chapter queued while
