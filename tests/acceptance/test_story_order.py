@@ -129,11 +129,11 @@ def test_six_chapters_queued_at_once_complete_in_order_with_every_summary(
         data = prompt["data"]
         number = data["chapter_number"]
         story = {"Forward": forward, "Backward": backward}[data["sequence_title"]]["id"]
-        assert len(data["earlier_chapter_summaries_oldest_first"]) == number - 1
-        assert data["earlier_chapter_summaries_oldest_first"] == [
-            summaries[(story, k)] for k in range(1, number)
+        so_far = data.get("story_so_far") or {}
+        assert so_far.get("recent_chapter_summaries", []) == [
+            {"chapter": k, "summary": summaries[(story, k)]} for k in range(1, number)
         ]
-        assert data["earlier_chapters_missing"] == [] and data["earlier_chapters_not_shown"] == 0
+        assert "missing_chapters" not in so_far
     assert svc.stop() == 0
 
 
@@ -149,9 +149,8 @@ def test_a_chapter_that_fails_for_good_is_named_missing_and_one_awaiting_retry_h
     assert jobs[1]["status"] == "failed" and jobs[2]["status"] == "completed"
     (prompt,) = outline_prompts(gemini)
     assert prompt["data"]["chapter_number"] == 2
-    assert prompt["data"]["earlier_chapters_missing"] == [1]
-    assert prompt["data"]["earlier_chapters_not_shown"] == 1
-    assert "Chapter(s) 1 of this story were never written" in prompt["text"]
+    missing = prompt["data"]["story_so_far"]["missing_chapters"]
+    assert missing.startswith("Chapter 1 of this story has not been written"), missing
 
     # Chapter 1 queued again but waiting for its retry: chapter 2's rewrite waits too.
     queue_chapters(conn, story, [1, 2])
