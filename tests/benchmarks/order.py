@@ -72,7 +72,7 @@ def claim_latencies(dsn: str, samples: int = 500) -> list[float]:
 
 def explain_claim(dsn: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of one claim on the seeded backlog (rolled back)."""
-    params = {"owner": "bench/1", "summaries": queue.CONTINUITY_SUMMARIES, "max_per_user": None}
+    params = queue._claim_params("bench/1")
     with worker_connection(dsn) as conn, conn.transaction() as tx:
         queue.claim(conn, "bench/warm")  # the plan cache, as a running worker has it
         rows = conn.execute("explain (analyze, buffers) " + sql.text("claim"), params).fetchall()
@@ -138,6 +138,7 @@ def run(bench: Bench, logs: Path, explain: bool = True) -> None:
             seed_backlog(dsn)
             ms.samples += [t * 1000 for t in claim_latencies(dsn)]
             plan = plan or (explain_claim(dsn) if explain else "")
+    print(ms.row(), flush=True)
     ordered = sorted(ms.samples)
     p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
     line("  p50 / p99", f"{p50:.2f} / {p99:.2f} ms")
