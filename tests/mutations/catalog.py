@@ -482,8 +482,8 @@ ORDER = (
     Mutation(
         "claim-ignores-fairness",
         "claim: candidates ranked by priority and age only, not by jobs in flight",
-        "                  order by priority desc, running, created_at, id) as best,",
-        "                  order by priority desc, created_at, id) as best,",
+        "                  order by priority desc, running, created_at, id) as best",
+        "                  order by priority desc, created_at, id) as best",
         (STORY_ORDER, STORY_ORDER_SERVICE),
         "queries.sql",
     ),
