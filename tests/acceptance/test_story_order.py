@@ -182,8 +182,8 @@ def test_two_supervisors_never_write_two_chapters_of_one_story_at_once(service, 
     assert_one_at_a_time(jobs)
     for start in range(0, 40, 8):
         assert [j["chapter_number"] for j in jobs[start : start + 8]] == list(range(1, 9))
-    workers = {j["locked_by"].rsplit("/", 1)[1] for j in jobs}
-    assert len(workers) > 1  # both hosts' workers took part
+    # Which worker takes each chapter is not fixed: one that finishes a chapter claims
+    # the next in the same transaction, so one worker may write a whole round.
     assert all(host.stop() == 0 for host in hosts)
 
 
