@@ -67,8 +67,9 @@ def test_status_shows_two_supervisors_and_one_killed_goes_dead(service, jobs, co
         return view if ok else None
 
     view = wait_for(both_busy, 30, "both supervisors busy in `status --json`", interval=0.5)
-    assert set(view) == {"queue", "oldest_pending_seconds", "last_hour", "supervisors"}
+    assert set(view) == {"queue", "oldest_pending_seconds", "last_hour", "stories", "supervisors"}
     assert set(view["last_hour"]) == {"completed", "failed"}
+    assert set(view["stories"]) == {"waiting_on_story", "oldest_wait_seconds", "top_users"}
     made_ids = {str(j["id"]) for j in made}
     for svc in (first, second):
         sup = by_pid(view)[svc.pid]
