@@ -365,18 +365,33 @@ def finish(
         "context": _jsonb(context),
     }
     try:
-        with translated("finish", conn), conn.transaction():
-            _fenced(conn, "finish", claim, **params)
-            if memory is not None:
-                remember(conn, claim, memory)
-            if next_owner is None:
-                return None
-            row = _claim_row(conn, next_owner, max_per_user)
+        return _finish(
+            conn, claim, params, memory, next_owner=next_owner, max_per_user=max_per_user
+        )
     except ConstraintViolation as exc:
         if exc.constraint not in ONE_WRITER:
             raise
-        # A claim race on one story (see `claim`) undid the whole transaction.
-        return finish(conn, claim, **{**params, "memory": memory, "next_owner": None})
+        # A claim race on one story (see `claim`) undid the whole transaction: finish
+        # again, alone.
+        return _finish(conn, claim, params, memory, next_owner=None, max_per_user=None)
+
+
+def _finish(
+    conn: psycopg.Connection,
+    claim: Claim,
+    params: Mapping[str, Any],
+    memory: StoryMemory | None,
+    *,
+    next_owner: str | None,
+    max_per_user: int | None,
+) -> Claim | None:
+    with translated("finish", conn), conn.transaction():
+        _fenced(conn, "finish", claim, **params)
+        if memory is not None:
+            remember(conn, claim, memory)
+        if next_owner is None:
+            return None
+        row = _claim_row(conn, next_owner, max_per_user)
     return None if row is None or row is _OVER_CAP else Claim.from_row(row)
 
 

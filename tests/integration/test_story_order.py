@@ -261,6 +261,52 @@ def test_a_claim_that_loses_the_story_race_claims_something_else(conn, database_
     assert result[0] is not None and result[0].job_id == other[1]["id"]
 
 
+def test_a_finish_whose_next_claim_loses_the_story_race_still_finishes(
+    conn, database_url, story
+):
+    """`finish` claims the next job in its own transaction: when that claim meets the
+    unique index (the race above), the finish is done again alone, with the same
+    summary, and nothing is claimed."""
+    mine = story(1)
+    jobs = story(2, order=[2])
+    claim = queue.claim(conn, "w1")
+    assert claim.job_id == mine[1]["id"]
+    with psycopg.connect(database_url, row_factory=dict_row) as racer:
+        racer.execute(
+            "update generation_jobs set status = 'processing', locked_by = 'racer'"
+            " where id = %s", (jobs[2]["id"],),
+        )  # fmt: skip
+        conn.execute("set session_replication_role = replica")
+        conn.execute(
+            "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences,"
+            " created_at) select sequence_id, id, %s, '{}', now() - interval '1 hour'"
+            " from chapters where sequence_id = %s and chapter_number = 1",
+            (jobs[2]["user_id"], jobs[2]["sequence_id"]),
+        )
+        conn.execute("set session_replication_role = default")
+        result: list[Any] = []
+        finisher = threading.Thread(
+            target=lambda: result.append(
+                queue.finish(
+                    conn, claim, summary="the end", embedding=[], embedding_model="",
+                    word_count=2, checkpoint={"sections": 1}, next_owner="w1",
+                )  # fmt: skip
+            )
+        )
+        finisher.start()
+        finisher.join(0.5)
+        assert finisher.is_alive()  # its claim waits on the racer's claim of the story
+        racer.commit()
+        finisher.join(10)
+    assert result == [None]
+    row = job(conn, claim.job_id)
+    assert (row["status"], row["checkpoint"]) == ("completed", {"sections": 1})
+    chapter = conn.execute(
+        "select summary, word_count from chapters where id = %s", (mine[1]["chapter_id"],)
+    ).fetchone()
+    assert chapter == {"summary": "the end", "word_count": 2}
+
+
 def test_constraint_name_is_the_one_claim_retries_on(conn, story):
     jobs = story(2)
     queue.claim(conn, "w1")

@@ -493,7 +493,7 @@ ORDER = (
         "and o.status in ('pending', 'processing')\n            returning o.checkpoint",
         "and o.status in ('none')\n            returning o.checkpoint",
         (STORY_ORDER,),
-        "0010_story_order.sql",
+        "0011_story_order.sql",
     ),
 )
 

@@ -48,6 +48,133 @@ begin
 end
 $$;
 
+-- The claim's last step: the first of `ids` (best first) still pending that no other
+-- transaction holds, locked FOR UPDATE; null when every one is taken or gone. One
+-- primary-key probe each, whatever the planner would guess of the array's length.
+create or replace function storyworker.first_free(ids uuid[])
+returns uuid
+language plpgsql volatile as $$
+declare
+    candidate uuid;
+    free uuid;
+begin
+    foreach candidate in array coalesce(ids, '{}') loop
+        select j.id into free
+          from generation_jobs j
+         where j.id = candidate and j.status = 'pending'
+           for update skip locked;
+        if free is not null then
+            return free;
+        end if;
+    end loop;
+    return null;
+end
+$$;
+
+-- The claim (queries.sql `claim` calls it): the id of the next runnable job, locked,
+-- or null. Runnable: pending and due, in the claim's scope (`storyworker.claim_sequence`:
+-- the demo's sequences, comma-separated; unset: all), nothing of its story being
+-- written and no earlier chapter of its story live. Among runnable jobs: higher
+-- priority first, then the user with the fewest jobs in flight on every host, then
+-- the oldest; `max_per_user` (null: no cap) leaves out users at the cap.
+-- The candidates are read without locks: the first four jobs of users with nothing in
+-- flight, walked in claim order (only if there is such a user at all, found without
+-- walking anyone's backlog), and the first four of each user in flight; the best one
+-- nobody else is claiming is locked with SKIP LOCKED. When every one is being claimed
+-- this instant, the first free one of the next 16 runnable jobs is. Four, not one:
+-- workers that claim at once then take different jobs instead of all meeting on the
+-- best one.
+-- PL/pgSQL, so that its plan is kept for the session (behind a transaction-mode
+-- pooler too, where a statement this size would be planned on every claim), and
+-- planned with sorts discouraged: on a table without statistics yet (a burst of new
+-- jobs) the planner would otherwise sort every pending job to take four.
+create or replace function storyworker.claim_next(max_per_user integer)
+returns uuid
+language plpgsql volatile
+set enable_sort = off
+as $$
+declare
+    scope uuid[] := string_to_array(
+        nullif(current_setting('storyworker.claim_sequence', true), ''), ',')::uuid[];
+begin
+    return (
+    with inflight as materialized (
+        select user_id, count(*)::int as running
+          from generation_jobs
+         where status = 'processing'
+         group by user_id
+    ), runnable as not materialized (
+        select j.id, j.user_id, j.priority, j.created_at
+          from generation_jobs j
+         where j.status = 'pending'
+           and (j.run_after > now()) is not true
+           -- One scalar subquery, not a join: checked row by row as an index is
+           -- walked in claim order, so the walk stops at the first runnable job.
+           and (select (scope is null or j.sequence_id = any(scope))
+                   -- Nothing of its story being written (one probe of a unique index).
+                   and not exists (
+                       select 1 from generation_jobs s
+                        where s.sequence_id = j.sequence_id and s.status = 'processing')
+                   -- No earlier chapter of its story live: its earlier chapters, each
+                   -- probed for a live job (none to look at for a job with no chapter).
+                   and not exists (
+                       select 1
+                         from chapters sc
+                        where sc.sequence_id = j.sequence_id
+                          and sc.chapter_number < (select jc.chapter_number from chapters jc
+                                                    where jc.id = j.chapter_id)
+                          and exists (select 1 from generation_jobs s
+                                       where s.chapter_id = sc.id
+                                         and s.status in ('pending', 'processing'))))
+    ), others_waiting as (
+        -- Whether a user with nothing in flight has a pending job at all, without
+        -- walking the backlog of users in flight: the first user with a pending job,
+        -- and the next one after each user in flight (one ordered index probe each);
+        -- any of them not in flight is such a user, and if there is one, one of them is.
+        select exists (
+            select 1
+              from (select (select g.user_id from generation_jobs g
+                             where g.status = 'pending'
+                             order by g.user_id limit 1) as next_user
+                    union all
+                    select (select g.user_id from generation_jobs g
+                             where g.status = 'pending' and g.user_id > f.user_id
+                             order by g.user_id limit 1)
+                      from inflight f) probe
+             where probe.next_user is not null
+               and probe.next_user not in (select user_id from inflight)
+        ) as waiting
+    ), candidates as (
+        (select r.id, r.priority, 0 as running, r.created_at
+           from runnable r
+          where (select waiting from others_waiting)
+            and r.user_id not in (select user_id from inflight)
+          order by r.priority desc, r.created_at, r.id
+          limit 4)
+        union all
+        select best.*
+          from inflight f
+         cross join lateral (
+             select r.id, r.priority, f.running, r.created_at
+               from runnable r
+              where r.user_id = f.user_id
+              order by r.priority desc, r.created_at, r.id
+              limit 4) best
+         where f.running < coalesce(max_per_user, f.running + 1)
+    )
+    select coalesce(
+        storyworker.first_free(array(
+            select id from candidates order by priority desc, running, created_at, id)),
+        -- Read only when every candidate is being claimed by another worker.
+        storyworker.first_free(array(
+            select r.id from runnable r
+             where coalesce((select f.running from inflight f where f.user_id = r.user_id),
+                            0) < coalesce(max_per_user, 2147483647)
+             order by r.priority desc, r.created_at, r.id
+             limit 16))));
+end
+$$;
+
 -- What a pending job of `story` waits for, in words: the nearest earlier chapter with
 -- a live job, else a chapter of the story being written; null when it waits for none.
 -- (PL/pgSQL, here and below, so each statement's plan is kept for the session.)
@@ -55,14 +182,14 @@ create or replace function storyworker.story_wait(story uuid, job uuid, num inte
 returns text
 language plpgsql stable as $$
 declare
-    found integer;
+    nearest integer;
 begin
-    select max(c.chapter_number) into found
+    select max(c.chapter_number) into nearest
       from generation_jobs o join chapters c on c.id = o.chapter_id
      where o.sequence_id = story and o.id <> job
        and o.status in ('pending', 'processing') and c.chapter_number < num;
-    if found is not null then
-        return 'waiting for chapter ' || found;
+    if nearest is not null then
+        return 'waiting for chapter ' || nearest;
     end if;
     return (select 'waiting for ' || coalesce('chapter ' || c.chapter_number, 'its story')
               from generation_jobs o left join chapters c on c.id = o.chapter_id
@@ -150,19 +277,27 @@ $$;
 create or replace function storyworker.story_job_settled() returns trigger
 language plpgsql security definer as $$
 begin
+    -- Most often (a story's last queued chapter done) no job of the story is pending:
+    -- one probe of an index of live jobs, and nothing to refresh.
+    if not exists (select 1 from generation_jobs o
+                    where o.sequence_id = new.sequence_id and o.status = 'pending') then
+        return null;
+    end if;
     perform storyworker.refresh_story_waits(
         new.sequence_id, new.id, (select chapter_number from chapters where id = new.chapter_id));
     return null;
 end
 $$;
 
--- SECURITY DEFINER functions resolve names in a fixed path: the app's schema (where
--- this migration creates or finds the tables) and nothing an app role could plant.
+-- SECURITY DEFINER functions, and the claim's, resolve names in a fixed path: the
+-- app's schema (where this migration creates or finds the tables) and nothing an app
+-- role could plant.
 do $$
 declare
     fn text;
 begin
-    foreach fn in array array['story_wait(uuid, uuid, integer)',
+    foreach fn in array array['first_free(uuid[])', 'claim_next(integer)',
+                              'story_wait(uuid, uuid, integer)',
                               'refresh_story_waits(uuid, uuid, integer)',
                               'story_job_queued()', 'story_job_settled()'] loop
         execute format('alter function storyworker.%s set search_path = %I, pg_temp',
