@@ -285,14 +285,15 @@ def test_a_finish_whose_next_claim_loses_the_story_race_still_finishes(
         )
         conn.execute("set session_replication_role = default")
         result: list[Any] = []
-        finisher = threading.Thread(
-            target=lambda: result.append(
-                queue.finish(
-                    conn, claim, summary="the end", embedding=[], embedding_model="",
-                    word_count=2, checkpoint={"sections": 1}, next_owner="w1",
-                )  # fmt: skip
-            )
-        )
+
+        def finish() -> None:
+            done = queue.finish(
+                conn, claim, summary="the end", embedding=[], embedding_model="",
+                word_count=2, checkpoint={"sections": 1}, next_owner="w1",
+            )  # fmt: skip
+            result.append(done)
+
+        finisher = threading.Thread(target=finish)
         finisher.start()
         finisher.join(0.5)
         assert finisher.is_alive()  # its claim waits on the racer's claim of the story
