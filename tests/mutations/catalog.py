@@ -112,10 +112,10 @@ SURVIVORS = (
     Mutation(
         "claim-without-skip-locked",
         "claim: plain FOR UPDATE, so claimers wait on each other's locked rows",
-        "c.best, j.id)\n             limit 1\n               for update of j skip locked",
-        "c.best, j.id)\n             limit 1\n               for update of j",
+        "j.status = 'pending'\n           for update skip locked;",
+        "j.status = 'pending'\n           for update;",
         (*FENCING, SUPERVISOR),
-        "queries.sql",
+        "0011_story_order.sql",
         SURVIVED,
     ),
     Mutation(
@@ -215,10 +215,10 @@ ALREADY_CAUGHT = (
     Mutation(
         "claim-ignores-run-after",
         "claim takes jobs whose run_after is still in the future",
-        "       and (j.run_after > now()) is not true\n       -- One scalar subquery",
-        "       -- One scalar subquery",
+        "           and (j.run_after > now()) is not true\n           -- One scalar subquery",
+        "           -- One scalar subquery",
         (QUEUE,),
-        "queries.sql",
+        "0011_story_order.sql",
         CAUGHT,
     ),
     Mutation(
@@ -474,18 +474,18 @@ ORDER = (
     Mutation(
         "claim-ignores-chapter-order",
         "claim: an earlier chapter still pending no longer holds back a later one",
-        "                      and sc.chapter_number < (select jc.chapter_number from",
-        "                      and false and sc.chapter_number < (select jc.chapter_number from",
+        "                          and sc.chapter_number < (select jc.chapter_number",
+        "                          and false and sc.chapter_number < (select jc.chapter_number",
         (STORY_ORDER, STORY_ORDER_SERVICE),
-        "queries.sql",
+        "0011_story_order.sql",
     ),
     Mutation(
         "claim-ignores-fairness",
         "claim: candidates ranked by priority and age only, not by jobs in flight",
-        "                  order by priority desc, running, created_at, id) as best",
-        "                  order by priority desc, created_at, id) as best",
+        "select id from candidates order by priority desc, running, created_at, id)",
+        "select id from candidates order by priority desc, created_at, id)",
         (STORY_ORDER, STORY_ORDER_SERVICE),
-        "queries.sql",
+        "0011_story_order.sql",
     ),
     Mutation(
         "double-click-keeps-the-older",
