@@ -5,8 +5,10 @@ user; a waiting job's current_step says what it waits for."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -231,26 +233,37 @@ def test_the_database_refuses_a_second_writer_for_one_story(conn, story):
         )
 
 
+@contextlib.contextmanager
+def story_race(
+    conn: psycopg.Connection, database_url: str, chapter_2: dict[str, Any]
+) -> Iterator[psycopg.Connection]:
+    """Two snapshots that each see a runnable chapter of one story: another session
+    (yielded, its transaction open) claims `chapter_2`'s job, and meanwhile chapter 1
+    of the same story is queued (without the triggers, as an app of a version before
+    the story triggers would): runnable in `conn`'s next snapshot."""
+    with psycopg.connect(database_url, row_factory=dict_row) as racer:
+        racer.execute(
+            "update generation_jobs set status = 'processing', locked_by = 'racer'"
+            " where id = %s", (chapter_2["id"],),
+        )  # fmt: skip
+        conn.execute("set session_replication_role = replica")
+        conn.execute(
+            "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences,"
+            " created_at) select sequence_id, id, %s, '{}', now() - interval '1 hour'"
+            " from chapters where sequence_id = %s and chapter_number = 1",
+            (chapter_2["user_id"], chapter_2["sequence_id"]),
+        )
+        conn.execute("set session_replication_role = default")
+        yield racer
+
+
 def test_a_claim_that_loses_the_story_race_claims_something_else(conn, database_url, story):
     """An earlier chapter queued while a later one was being claimed: two snapshots
     each see a runnable chapter; the unique index refuses the second, which claims
     again and takes another story's job."""
     jobs = story(2, order=[2])
     other = story(1)
-    with psycopg.connect(database_url, row_factory=dict_row) as racer:
-        racer.execute(
-            "update generation_jobs set status = 'processing', locked_by = 'racer'"
-            " where id = %s", (jobs[2]["id"],),
-        )  # fmt: skip
-        # Chapter 1 of the same story, queued now: runnable in this snapshot.
-        conn.execute("set session_replication_role = replica")
-        conn.execute(
-            "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences,"
-            " created_at) select sequence_id, id, %s, '{}', now() - interval '1 hour'"
-            " from chapters where sequence_id = %s and chapter_number = 1",
-            (jobs[2]["user_id"], jobs[2]["sequence_id"]),
-        )
-        conn.execute("set session_replication_role = default")
+    with story_race(conn, database_url, jobs[2]) as racer:
         result: list[Any] = []
         claimer = threading.Thread(target=lambda: result.append(queue.claim(conn, "w1")))
         claimer.start()
@@ -271,19 +284,7 @@ def test_a_finish_whose_next_claim_loses_the_story_race_still_finishes(
     jobs = story(2, order=[2])
     claim = queue.claim(conn, "w1")
     assert claim.job_id == mine[1]["id"]
-    with psycopg.connect(database_url, row_factory=dict_row) as racer:
-        racer.execute(
-            "update generation_jobs set status = 'processing', locked_by = 'racer'"
-            " where id = %s", (jobs[2]["id"],),
-        )  # fmt: skip
-        conn.execute("set session_replication_role = replica")
-        conn.execute(
-            "insert into generation_jobs (sequence_id, chapter_id, user_id, user_preferences,"
-            " created_at) select sequence_id, id, %s, '{}', now() - interval '1 hour'"
-            " from chapters where sequence_id = %s and chapter_number = 1",
-            (jobs[2]["user_id"], jobs[2]["sequence_id"]),
-        )
-        conn.execute("set session_replication_role = default")
+    with story_race(conn, database_url, jobs[2]) as racer:
         result: list[Any] = []
 
         def finish() -> None:

@@ -198,14 +198,15 @@ begin
 end
 $$;
 
--- A job of chapter `num` of `story` became live or stopped being live: the pending
--- jobs whose wait may have changed are itself, the first one after it and the first
--- one of the story. Only a current_step that changes is written, and a wait that ended
--- reads 'queued'.
-create or replace function storyworker.refresh_story_waits(story uuid, job uuid, num integer)
+-- A job of `story` (for `chapter`, or none) became live or stopped being live: the
+-- pending jobs whose wait may have changed are itself, the first one after it and the
+-- first one of the story. Only a current_step that changes is written, and a wait
+-- that ended reads 'queued'.
+create or replace function storyworker.refresh_story_waits(story uuid, job uuid, chapter uuid)
 returns void
 language plpgsql as $$
 declare
+    num integer := (select c.chapter_number from chapters c where c.id = chapter);
     touched record;
     step text;
 begin
@@ -266,8 +267,7 @@ begin
              where c.id = new.chapter_id;
         end if;
     end if;
-    perform storyworker.refresh_story_waits(
-        new.sequence_id, new.id, (select chapter_number from chapters where id = new.chapter_id));
+    perform storyworker.refresh_story_waits(new.sequence_id, new.id, new.chapter_id);
     return null;
 end
 $$;
@@ -283,8 +283,7 @@ begin
                     where o.sequence_id = new.sequence_id and o.status = 'pending') then
         return null;
     end if;
-    perform storyworker.refresh_story_waits(
-        new.sequence_id, new.id, (select chapter_number from chapters where id = new.chapter_id));
+    perform storyworker.refresh_story_waits(new.sequence_id, new.id, new.chapter_id);
     return null;
 end
 $$;
@@ -298,7 +297,7 @@ declare
 begin
     foreach fn in array array['first_free(uuid[])', 'claim_next(integer)',
                               'story_wait(uuid, uuid, integer)',
-                              'refresh_story_waits(uuid, uuid, integer)',
+                              'refresh_story_waits(uuid, uuid, uuid)',
                               'story_job_queued()', 'story_job_settled()'] loop
         execute format('alter function storyworker.%s set search_path = %I, pg_temp',
                        fn, current_schema());
