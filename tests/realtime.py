@@ -13,6 +13,8 @@ part of this repository):
   table partitioned by range of `inserted_at` (a timestamp without time zone), primary
   key (id uuid, inserted_at), `private` defaulting to false;
 - 20250905041441_create_messages_replay_index: the partial replay index;
+- 20260514120000_add_binary_payload_to_messages: the `binary_payload bytea` column
+  (null for every JSON send) and the NOT VALID check that a row has one payload at most;
 - 20251103001201_broadcast_send_include_payload_id and 20260605120000_rename_
   broadcast_send_warning: realtime.send(payload jsonb, event text, topic text, private
   boolean default true), which adds the row's id to a payload that has none, sets
@@ -71,6 +73,9 @@ create table realtime.messages (
     id uuid not null default gen_random_uuid(),
     primary key (id, inserted_at)
 ) partition by range (inserted_at);
+alter table realtime.messages add column binary_payload bytea;
+alter table realtime.messages add constraint messages_payload_exclusive
+    check (payload is null or binary_payload is null) not valid;
 create index messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
     where extension = 'broadcast' and private is true;
 alter table realtime.messages enable row level security;
