@@ -78,6 +78,8 @@ class Reply:
     cut_after: int | None = None  # close the connection after this many chunks
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Seconds between two chunks of a stream (a model's pace).
+    chunk_delay: float = 0.0
     #: Seconds of SSE keep-alive comments (every KEEPALIVE_SECONDS) sent after
     #: `stall_after` chunks (before the first, by default).
     stall: float = 0.0
@@ -365,6 +367,8 @@ class _Handler(BaseHTTPRequestHandler):
         for event in reply.chunks or []:
             if len(sent) == reply.stall_after:
                 self._keep_alive(reply.stall)
+            if sent and reply.chunk_delay:
+                time.sleep(reply.chunk_delay)
             if reply.cut_after is not None and len(sent) >= reply.cut_after:
                 self.close_connection = True
                 self.wfile.flush()
