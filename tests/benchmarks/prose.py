@@ -8,12 +8,12 @@ sections in chunks of CHUNK_WORDS words, each with its trailing whitespace.
   large English list), from its VOCABULARY most common words, plus a cast of CAST
   recurring rarer words (the names and places a story comes back to), in sentences of
   about 17 words and paragraphs of three to seven sentences. These settings were
-  chosen so that it compresses as real prose does: measured with pglz on 2026-12-03,
-  at 4, 6 and 8 KB it keeps 0.70, 0.65 and 0.63 of its size, against 0.68, 0.65 and
-  0.64 for 8 KB of public-domain fiction (Doyle, Shelley, Wilde, Melville, Dickens);
-  zlib 0.47 against 0.47. Drawn from the whole list, or from its 30,000 most common
-  words, it compresses worse than fiction (0.70 at 8 KB, zlib 0.50): unfair to row
-  mode.
+  chosen so that it compresses as real prose does: measured with pglz on 2026-12-03
+  (the four sections of `sections("realistic", 4, 750)`), at 4, 6 and 8 KB it keeps
+  0.69, 0.65 and 0.62 of its size, against 0.68, 0.65 and 0.64 for 8 KB of
+  public-domain fiction (Doyle, Shelley, Wilde, Melville, Dickens); zlib 0.47 against
+  0.47. Drawn from the list's 30,000 most common words, it compresses worse than
+  fiction (0.72, 0.68, 0.65; zlib 0.48): unfair to row mode.
 """
 
 from __future__ import annotations
