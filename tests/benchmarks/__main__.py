@@ -40,6 +40,7 @@ def header(bench: Bench) -> None:
 
         with psycopg.connect(dsn) as conn:
             server = conn.execute("show server_version").fetchone()[0]
+            server += f" (wal_level={conn.execute('show wal_level').fetchone()[0]})"
     versions = ", ".join(
         f"{p} {md.version(p)}" for p in ("psycopg", "procrastinate", "pgqueuer") if _installed(p)
     )
@@ -245,9 +246,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--wal-level",
+        choices=("replica", "logical"),
+        help="restart the throwaway server with this wal_level (Supabase runs logical)",
+    )
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="storyworker-bench-"))
     with throwaway_server() as server:
+        if args.wal_level:
+            if not server.restartable:
+                parser.error("--wal-level needs the throwaway server (DATABASE_URL is set)")
+            server.start([*server.stop(), "-c", f"wal_level={args.wal_level}"])
         server.build_template()
         bench = Bench(server, args.runs)
         header(bench)
