@@ -24,9 +24,9 @@ fiction does. Measured from the job's insert to its completion:
 Autovacuum is off for the whole section and each run starts right after a CHECKPOINT:
 WAL is counted for the whole server, and an autovacuum visit (to any database, this
 one's included) that falls in one run's minute and not another's is noise of its own
-size (on 2026-12-03 an ANALYZE of other databases' catalogs put 340 KB into one
-broadcast run). Row sizes are taken by an AFTER UPDATE trigger into an UNLOGGED table,
-which writes no WAL.
+size (on 2026-12-03 autovacuum's ANALYZE of other databases' catalogs put about
+370 KB into one broadcast run). Row sizes are taken by an AFTER UPDATE trigger into an
+UNLOGGED table, which writes no WAL.
 """
 
 from __future__ import annotations
