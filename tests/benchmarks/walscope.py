@@ -5,8 +5,8 @@ Each record is put in one bucket: by the relation its first block belongs to
 (`family`: a table with its indexes and its TOAST table), commit and abort records
 with the database of the transaction's other records (or its subtransactions'), and
 what touches no relation of the database ("other": other databases, checkpoints,
-running-transaction snapshots). Full-page images are counted
-apart, as the bytes a record carries beyond its own (`tot - rec`).
+running-transaction snapshots). Full-page images are counted apart, as the bytes a
+record carries beyond its own (`tot - rec`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _RECORD = re.compile(
 )
 _BLOCK = re.compile(r"rel \d+/(?P<db>\d+)/(?P<node>\d+)")
 
-#: The relation families reported, in order (schema-qualified table names).
+#: The relation families reported, in order (tables of `public` without their schema).
 FAMILIES = ("realtime.messages", "chapters", "generation_jobs")
 
 FAMILY_NAMES = """
