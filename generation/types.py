@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +23,35 @@ class Outline:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Outline:
         return cls(title=str(data["title"]), bullets=tuple(str(b) for b in data["bullets"]))
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A system instruction and one user message (generation/story/prompts.py makes
+    every one)."""
+
+    system: str
+    user: str
+
+
+@dataclass(frozen=True)
+class JsonAsk:
+    """A request for one JSON object of the shape `schema` (a JSON Schema of the subset
+    generation/story/schemas.py describes), sent through `Provider.structured`."""
+
+    prompt: Prompt
+    #: Names the shape on the wire and the answer in messages ("chapter_memory").
+    name: str
+    schema: Mapping[str, Any]
+    #: About how many words the answer holds: its output limit follows from it.
+    words: int
+    #: The kind of its CallRecord (metrics, usage, logs).
+    kind: str = "structured"
+
+    @property
+    def what(self) -> str:
+        """The answer's name for people ("the chapter memory")."""
+        return "the " + self.name.replace("_", " ")
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,8 @@ class BibleEntry:
     name: str
     about: str = ""
     state: str = ""
+    #: The chapter that last showed them (0: none yet).
+    seen: int = 0
 
     def to_json(self) -> dict[str, str]:
         entry = {"name": self.name, "about": self.about}
@@ -124,7 +155,7 @@ class CallRecord:
     who served the operation, so usage can be summed per provider and model.
     """
 
-    kind: str  # "outline" | "prose" | "summary" | "embedding" | "check"
+    kind: str  # "outline" | "prose" | "summary" | "memory" | "embedding" | "check"
     outcome: str  # "ok" | "retryable_error" | "permanent_error"
     elapsed_seconds: float
     input_tokens: int = 0
@@ -194,9 +225,18 @@ class Provider(Protocol):
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short summary of a finished chapter, for continuity of later chapters."""
 
+    def structured(self, request: ChapterRequest, ask: JsonAsk) -> dict[str, Any]:
+        """One JSON object of the shape `ask` describes (its schema), for `request`'s
+        job (its temperature and rating apply); MalformedOutputError when the answer is
+        not one JSON object. The caller checks the object's contents."""
+
     def embed(self, text: str) -> list[float]:
         """An embedding vector of the provider's configured dimensionality; [] (and no
         request) when the provider has no embedding model: nothing is stored then."""
+
+    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embeddings of `texts`, in order, as `embed` makes them, in as few requests
+        as the API allows (one operation); [] when the provider has no embedding model."""
 
     @property
     def embedding_model(self) -> str:

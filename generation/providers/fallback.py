@@ -1,7 +1,8 @@
 """A composite provider: GENERATION_PROVIDER first, then each of GENERATION_FALLBACK.
 
 It is a `Provider` like any other, so the writer, the sink and the worker do not know
-it is there. Its decisions, for every call (outline, section, summary, embedding):
+it is there. Its decisions, for every call (outline, section, summary, answer in JSON,
+embedding):
 
 - Members are asked in their configured order. A member falls through to the next one
   for this call only when it refuses the content (RefusedError) or is at a fault that
@@ -33,11 +34,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from generation import streams
 from generation.errors import GenerationError, RefusedError, SectionRestart
 from generation.types import ChapterRequest, Outline, Provider, Source, served_by
+
+if TYPE_CHECKING:
+    from generation.story.schemas import JsonAsk
 
 T = TypeVar("T")
 
@@ -105,12 +109,24 @@ class FallbackProvider:
         """The first summary a member writes."""
         return self._text(lambda member: member.summarize(request, outline, text))
 
+    def structured(self, request: ChapterRequest, ask: JsonAsk) -> dict[str, Any]:
+        """The first answer in JSON a member writes."""
+        return self._text(lambda member: member.structured(request, ask))
+
     def embed(self, text: str) -> list[float]:
         """The first member's embedding that does not fail through; `embedding_model`
         then names its model ("" when that member stores no embedding)."""
         vector, model = self._call(lambda member: (member.embed(text), member.embedding_model))
         self._embedding_model = model if vector else ""
         return vector
+
+    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+        """The first member's embeddings that do not fail through, as `embed`."""
+        vectors, model = self._call(
+            lambda member: (member.embed_many(texts), member.embedding_model)
+        )
+        self._embedding_model = model if vectors else ""
+        return vectors
 
     def stream_section(
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str

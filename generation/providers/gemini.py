@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from google import genai
@@ -58,14 +58,14 @@ from generation.providers.gemini_wire import (
     classify,
     finish_reason,
     generation_controls,
-    outline_schema,
-    parse_outline,
     refusal,
+    response_schema,
     sampling_controls,
     supports,
     usage_of,
 )
-from generation.story import prompts
+from generation.providers.structured import json_object, outline_from
+from generation.story import prompts, schemas
 from generation.story.guards import whole_sentences
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
@@ -82,6 +82,8 @@ THINKING_ALLOWANCE = {None: 8192, "high": 8192, "medium": 4096, "low": 2048, "mi
 OUTLINE_WORDS_PER_BULLET = 40
 #: A stream may be continued this many times (finish_reason CONTINUATION) at most.
 MAX_CONTINUATIONS = 20
+#: Texts per batchEmbedContents request (the API takes at most 100).
+EMBEDDING_BATCH = 100
 
 _DEFAULT_HOOKS = ProviderHooks()
 
@@ -135,16 +137,26 @@ class GeminiProvider(ChatProvider):
         JSON. A malformed answer is asked for once more, then MalformedOutputError."""
         prompt = prompts.outline_prompt(request)
         count = request.preferences.bullet_count
-        config = self._content_config(
-            prompt,
-            Sampling.of(request),
-            response_mime_type="application/json",
-            response_schema=outline_schema(count),
-            max_output_tokens=self._limit(OUTLINE_WORDS_PER_BULLET * (count + 1)),
-        )
+        schema = schemas.outline_schema(count)
+        limit = self._limit(OUTLINE_WORDS_PER_BULLET * (count + 1))
+        sampling = Sampling.of(request)
         with self._runner.operation("outline", self._config.model) as op:
             return ask_twice(
-                op, lambda: parse_outline(self._generate(op, prompt, config).text, count)
+                op,
+                lambda: outline_from(
+                    self._json(op, prompt, schema, limit, sampling, what="the outline"),
+                    count,
+                    "Gemini",
+                ),
+            )
+
+    def structured(self, request: ChapterRequest, ask: schemas.JsonAsk) -> dict[str, Any]:
+        """One JSON object of `ask`'s shape (checked by the caller), asked for as the
+        outline is (responseSchema); a malformed answer is MalformedOutputError."""
+        limit = self._limit(ask.words)
+        with self._runner.operation(ask.kind, self._config.model) as op:
+            return self._json(
+                op, ask.prompt, ask.schema, limit, Sampling.of(request), what=ask.what
             )
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
@@ -167,25 +179,43 @@ class GeminiProvider(ChatProvider):
     def embed(self, text: str) -> list[float]:
         """A unit-length vector of exactly `embedding_dimensions` values (Google asks
         callers to normalise embeddings requested below the model's full size)."""
-        size = self._config.embedding_dimensions
-        config = types.EmbedContentConfig(output_dimensionality=size)
+        return self.embed_many([text])[0]
+
+    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embeddings of `texts` in order, as `embed` makes them, in one operation (one
+        batchEmbedContents request per EMBEDDING_BATCH texts)."""
+        if not texts:
+            return []
+        config = types.EmbedContentConfig(output_dimensionality=self._config.embedding_dimensions)
         with self._runner.operation("embedding", self._config.embedding_model) as op:
-            response = self._runner.send(
-                op,
-                lambda: self._client.models.embed_content(
-                    model=self._config.embedding_model, contents=text, config=config
-                ),
-            )
-            embeddings = response.embeddings or []
-            values = [float(v) for v in (embeddings[0].values or [])] if embeddings else []
-            if len(values) != size or not all(math.isfinite(v) for v in values):
-                raise MalformedOutputError(
-                    f"Gemini returned {len(values)} usable embedding values, expected {size}"
+            vectors: list[list[float]] = []
+            for start in range(0, len(texts), EMBEDDING_BATCH):
+                batch = list(texts[start : start + EMBEDDING_BATCH])
+                response = self._runner.send(
+                    op,
+                    lambda batch=batch: self._client.models.embed_content(
+                        model=self._config.embedding_model, contents=batch, config=config
+                    ),
                 )
-            norm = math.sqrt(sum(v * v for v in values))
-            if norm == 0:
-                raise MalformedOutputError("Gemini returned an all-zero embedding")
-            return [v / norm for v in values]
+                embeddings = response.embeddings or []
+                if len(embeddings) != len(batch):
+                    raise MalformedOutputError(
+                        f"Gemini returned {len(embeddings)} embeddings for {len(batch)} texts"
+                    )
+                vectors += [self._unit(e.values) for e in embeddings]
+            return vectors
+
+    def _unit(self, raw: Sequence[float] | None) -> list[float]:
+        size = self._config.embedding_dimensions
+        values = [float(v) for v in raw or []]
+        if len(values) != size or not all(math.isfinite(v) for v in values):
+            raise MalformedOutputError(
+                f"Gemini returned {len(values)} usable embedding values, expected {size}"
+            )
+        norm = math.sqrt(sum(v * v for v in values))
+        if norm == 0:
+            raise MalformedOutputError("Gemini returned an all-zero embedding")
+        return [v / norm for v in values]
 
     def check(self) -> None:
         """Prove the key and both models work, with one quick GET models/{model} each: a
@@ -224,6 +254,33 @@ class GeminiProvider(ChatProvider):
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             **controls,
         )
+
+    def _json(
+        self,
+        op: Operation,
+        prompt: prompts.Prompt,
+        schema: Mapping[str, Any],
+        limit: int,
+        sampling: Sampling,
+        *,
+        what: str,
+    ) -> dict[str, Any]:
+        """One answer as the JSON object of `schema` (responseSchema): its object, or
+        MalformedOutputError saying what is wrong with it (cut at the output limit, not
+        JSON, not an object)."""
+        config = self._content_config(
+            prompt,
+            sampling,
+            response_mime_type="application/json",
+            response_schema=response_schema(schema),
+            max_output_tokens=limit,
+        )
+        response = self._generate(op, prompt, config)
+        if finish_reason(response) == "MAX_TOKENS":
+            raise MalformedOutputError(
+                f"Gemini: {what} was cut at its output limit ({limit} tokens)"
+            )
+        return json_object(response.text, "Gemini", what)
 
     def _generate(
         self, op: Operation, prompt: prompts.Prompt, config: types.GenerateContentConfig

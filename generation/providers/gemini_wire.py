@@ -16,8 +16,8 @@ never the API key, never prompt or story text.
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,6 @@ from generation.errors import (
     AuthenticationError,
     GenerationError,
     InvalidRequestError,
-    MalformedOutputError,
     ModelUnavailableError,
     ProviderUnavailableError,
     QuotaExhaustedError,
@@ -38,7 +37,6 @@ from generation.errors import (
 from generation.providers.calls import Usage, parse_retry_after
 from generation.providers.chat import Sampling
 from generation.providers.gemini_config import rated_threshold
-from generation.types import Outline
 
 #: Candidate finish reasons that mean the model would not write this content.
 REFUSAL_FINISH_REASONS = frozenset(
@@ -259,27 +257,6 @@ def enum_name(value: Any) -> str:
     return str(getattr(value, "value", value) or "")
 
 
-def parse_outline(text: str | None, bullet_count: int) -> Outline:
-    """The outline in `text`: a non-empty title and exactly `bullet_count` non-empty
-    bullets, stripped; else MalformedOutputError saying what is wrong with it."""
-    try:
-        data = json.loads(text or "")
-    except json.JSONDecodeError:
-        raise MalformedOutputError("Gemini's outline is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise MalformedOutputError("Gemini's outline is not a JSON object")
-    title, bullets = data.get("title"), data.get("bullets")
-    if not isinstance(title, str) or not title.strip():
-        raise MalformedOutputError("Gemini's outline has no title")
-    if not isinstance(bullets, list) or not all(isinstance(b, str) and b.strip() for b in bullets):
-        raise MalformedOutputError("Gemini's outline bullets are not all non-empty strings")
-    if len(bullets) != bullet_count:
-        raise MalformedOutputError(
-            f"Gemini's outline has {len(bullets)} bullets, expected {bullet_count}"
-        )
-    return Outline(title=title.strip(), bullets=tuple(b.strip() for b in bullets))
-
-
 def usage_of(response: Any) -> Usage:
     """The tokens a response was billed for. Output includes thinking tokens, which are
     billed as output; `thinking_tokens` says how many of them there were."""
@@ -343,22 +320,32 @@ def supports(model: types.Model, method: str) -> bool:
     return actions is None or method in actions
 
 
-def outline_schema(bullet_count: int) -> types.Schema:
-    """The outline's response schema: a title, then exactly `bullet_count` bullets."""
-    return types.Schema(
-        type=types.Type.OBJECT,
-        properties={
-            "title": types.Schema(type=types.Type.STRING),
-            "bullets": types.Schema(
-                type=types.Type.ARRAY,
-                items=types.Schema(type=types.Type.STRING),
-                min_items=bullet_count,
-                max_items=bullet_count,
-            ),
-        },
-        required=["title", "bullets"],
-        property_ordering=["title", "bullets"],
-    )
+#: JSON Schema keywords and the responseSchema (OpenAPI) fields they become; any other
+#: keyword (additionalProperties: Gemini's objects never have more) is left out.
+_SCHEMA_FIELDS = {
+    "required": "required",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+    "description": "description",
+    "enum": "enum",
+}
+
+
+def response_schema(schema: Mapping[str, Any]) -> types.Schema:
+    """The responseSchema for a JSON Schema of generation/story/schemas.py's subset:
+    types in Gemini's spelling, and the properties in the order given
+    (property_ordering), which is the order the model writes them in."""
+    fields: dict[str, Any] = {"type": types.Type(str(schema["type"]).upper())}
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        fields["properties"] = {k: response_schema(v) for k, v in properties.items()}
+        fields["property_ordering"] = list(properties)
+    if isinstance(schema.get("items"), Mapping):
+        fields["items"] = response_schema(schema["items"])
+    for keyword, name in _SCHEMA_FIELDS.items():
+        if keyword in schema:
+            fields[name] = schema[keyword]
+    return types.Schema(**fields)
 
 
 @dataclass

@@ -4,6 +4,12 @@ Same request in, same outline, prose, summary and embedding out: everything is s
 from a hash of the request (and of the section index), never from the chapter so far,
 so a resumed chapter reads exactly like an uninterrupted one. The chapter title and the
 summary say that the text is offline placeholder output.
+
+Its chapter memory (the one answer in JSON it writes) is extracted from the chapter by
+rule: the story's characters the chapter names, each with the last sentence naming
+them, and the outline's bullets that name an object as facts. The names are the
+story's own (its preferences', its bible's, or the same two stand-ins), so `storyworker
+demo` keeps its characters from chapter to chapter without a key.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
-from generation.errors import GenerationError
+from generation.errors import GenerationError, MalformedOutputError
 from generation.providers.calls import Operation, RequestRunner, RetryPolicy, Usage
 from generation.settings import integer, setting
-from generation.story import prompts
+from generation.story import prompts, schemas
+from generation.story.memory import names, sentences
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 OFFLINE_TITLE_PREFIX = "[Offline draft] "
@@ -144,28 +151,29 @@ class OfflineProvider:
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
         """A short summary built from the outline, marked as offline."""
         with self._begin("summary") as op:
-            events = " Then ".join(b.rstrip(".") + "." for b in outline.bullets[:3])
-            summary = (
-                f"{OFFLINE_SUMMARY_PREFIX}Chapter {request.chapter_number}, "
-                f"{len(text.split())} words. {events}"
-            )
+            summary = _summary(request.chapter_number, outline.bullets, text)
             op.add_usage(_usage(prompts.summary_prompt(request, outline, text), summary))
             return summary
 
+    def structured(self, request: ChapterRequest, ask: schemas.JsonAsk) -> dict[str, Any]:
+        """The chapter memory, extracted by rule (see the module docstring); any other
+        answer in JSON is MalformedOutputError: the offline provider writes no other."""
+        with self._begin(ask.kind) as op:
+            if ask.name != schemas.MEMORY:
+                raise MalformedOutputError(f"the offline provider cannot write {ask.what}")
+            answer = _memory(request, prompts.data_of(ask.prompt.user))
+            op.add_usage(_usage(ask.prompt, json.dumps(answer)))
+            return answer
+
     def embed(self, text: str) -> list[float]:
         """A unit-norm bag-of-words hash vector: texts sharing words point the same way."""
+        return self.embed_many([text])[0]
+
+    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+        """`embed` of each of `texts`, in one operation."""
         with self._begin("embedding", OFFLINE_EMBEDDING_MODEL) as op:
-            vector = [0.0] * self._dimensions
-            for word in re.findall(r"\w+", text.lower()):
-                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                bucket = int.from_bytes(digest[:4], "big") % self._dimensions
-                vector[bucket] += 1.0 if digest[4] & 1 else -1.0
-            norm = math.sqrt(sum(v * v for v in vector))
-            if norm == 0:
-                # No words (or they cancelled out): any fixed unit vector will do.
-                vector[0], norm = 1.0, 1.0
-            op.add_usage(Usage(input_tokens=_tokens(text)))
-            return [v / norm for v in vector]
+            op.add_usage(Usage(input_tokens=sum(_tokens(text) for text in texts)))
+            return [bag_of_words(text, self._dimensions) for text in texts]
 
     def _begin(self, kind: str, model: str = OFFLINE_MODEL) -> Operation:
         """An operation whose one "request" (the simulated latency) has been made."""
@@ -192,6 +200,52 @@ class OfflineProvider:
 
 def _no_failures(exc: Exception, attempts: int, model: str) -> GenerationError | None:
     return None
+
+
+def bag_of_words(text: str, dimensions: int) -> list[float]:
+    """A unit-norm bag-of-words hash vector of `dimensions` values: each word adds one
+    to (or takes one from) a bucket chosen by its hash, so texts sharing words point the
+    same way. Deterministic and local: the offline provider's embedding, and the
+    benchmark's."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "big") % dimensions
+        vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0:
+        # No words (or they cancelled out): any fixed unit vector will do.
+        vector[0], norm = 1.0, 1.0
+    return [v / norm for v in vector]
+
+
+def _summary(chapter: int, bullets: Sequence[str], text: str) -> str:
+    events = " Then ".join(b.rstrip(".") + "." for b in bullets[:3])
+    return f"{OFFLINE_SUMMARY_PREFIX}Chapter {chapter}, {len(text.split())} words. {events}"
+
+
+def _memory(request: ChapterRequest, data: dict[str, Any]) -> dict[str, Any]:
+    """The chapter memory by rule, from the story data of the memory prompt."""
+    text, bullets = data["chapter_text"], data["outline"]["bullets"]
+    known = {c["name"]: c.get("about", "") for c in data.get("known_characters", [])}
+    candidates = [c.name for c in request.preferences.characters]
+    candidates += [*known, *data.get("other_known_names", []), *_STAND_IN_NAMES]
+    said = sentences(text)
+    characters = []
+    for name in dict.fromkeys(candidates):
+        naming = [s for s in said if names(s, name)]
+        if naming:
+            about = known.get(name) or "one of the story's leads (offline extraction)"
+            characters.append({"name": name, "about": about, "state": naming[-1][:200]})
+    objects = [o.split(" ", 1)[1] for o in _OBJECTS]
+    facts = [b for b in bullets if any(o in b for o in objects)][:2]
+    gist = {"chapter": request.chapter_number, "gist": bullets[0] if bullets else text[:200]}
+    return {
+        "summary": _summary(request.chapter_number, bullets, text),
+        "arc": [*data.get("previous_arc", []), gist],
+        "characters": characters[:12],
+        "facts": facts,
+    }
 
 
 def _usage(prompt: prompts.Prompt, output: str) -> Usage:

@@ -11,25 +11,24 @@ What the SDK would do on its own is settled here on purpose:
   is 600 s); a stream must also send text within that time (keep-alives renew the
   socket's timeout but not this deadline, calls.text_deadline), or it is cut;
 - an output limit on every request (calls.max_output_tokens), the job's temperature if set;
-- the outline as structured output (`response_format` json_schema). A server that
-  refuses that form (a 4xx, or a 5xx naming response_format) is asked with the next
-  of openai_wire.OUTLINE_FORMS (JSON mode with the schema, which llama.cpp enforces;
-  then plain JSON mode with the schema in the prompt), the answer parsed and checked;
-  the form that worked is kept for this provider (one server, one model);
+- answers in JSON (the outline, the chapter memory) as structured output
+  (`response_format` json_schema). A server that refuses that form (a 4xx, or a 5xx
+  naming response_format) is asked with the next of openai_json.JSON_FORMS (JSON mode
+  with the schema, which llama.cpp enforces; then plain JSON mode with the schema in
+  the prompt), the answer parsed and checked; the form that worked is kept for this
+  provider (one server, one model);
 - sections streamed (`stream=True`, `stream_options={"include_usage": True}`: the last
   chunk carries the usage, with no choices). A server that reports no usage gets it
   estimated, marked so; an empty stream is asked once without streaming, which either
   answers or says why;
-- embeddings asked for as base64 (a quarter of the bytes of JSON floats) and decoded
-  here; a server that answers floats anyway is read as well. check() asks for one and
-  insists on one flat vector of the configured size.
+- embeddings many texts to a request, as base64 (openai_embed.py); check() asks for
+  one and insists on one flat vector of the configured size.
 One client lives as long as the provider.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -37,7 +36,6 @@ import openai
 from generation.errors import (
     GenerationError,
     MalformedOutputError,
-    ModelUnavailableError,
     OutputLimitError,
     ProviderUnavailableError,
 )
@@ -52,26 +50,23 @@ from generation.providers.calls import (
 )
 from generation.providers.chat import ChatProvider, Sampling
 from generation.providers.openai_config import OpenAIConfig
+from generation.providers.openai_embed import Embeddings
+from generation.providers.openai_json import JSON_FORMS, in_forms
 from generation.providers.openai_wire import (
-    OUTLINE_FORMS,
     ModelSlot,
     Wire,
     classify,
     connection_cutter,
-    embedding_shape_error,
-    embedding_values,
     estimated_usage,
     has_text,
-    outline_format,
-    outline_prompt,
     output_limit,
-    parse_outline,
     refusal,
     rest_of_stream,
     schema_rejected,
     usage_of,
 )
-from generation.story import prompts
+from generation.providers.structured import json_object, outline_from
+from generation.story import prompts, schemas
 from generation.types import ChapterRequest, Outline, ProviderHooks, Source
 
 __all__ = ["OpenAIConfig", "OpenAIProvider"]
@@ -81,14 +76,8 @@ CHECK_TIMEOUT_SECONDS = 10.0
 #: Words an outline is asked for: a few for the title, one or two sentences a bullet.
 OUTLINE_TITLE_WORDS = 20
 OUTLINE_WORDS_PER_BULLET = 40
-#: What check() embeds to see the embedding model's answer.
-CHECK_EMBEDDING_TEXT = "storyworker checks its embedding model"
 
 _DEFAULT_HOOKS = ProviderHooks()
-log = logging.getLogger(__name__)
-#: Holds True once this process has said that summaries are stored without an embedding
-#: (every chapter would say the same).
-_SAID_NO_EMBEDDING: set[bool] = set()
 
 
 class OpenAIProvider(ChatProvider):
@@ -109,11 +98,9 @@ class OpenAIProvider(ChatProvider):
             if config.embedding_model
             else None
         )
-        #: How the outline is asked for (one of OUTLINE_FORMS): the first this server
-        #: took; it moves on only when the server refuses the form.
-        self.outline_form = OUTLINE_FORMS[0]
-        #: The size every embedding must have: configured, else the one seen at boot.
-        self.embedding_size = config.embedding_dimensions
+        #: How answers in JSON are asked for (one of JSON_FORMS): the first this
+        #: server took; it moves on only when the server refuses the form.
+        self.json_form = JSON_FORMS[0]
         #: Who served the last outline, section or summary (always this provider's model).
         self.served_by = Source(self.name, config.model)
         self._client = openai.OpenAI(
@@ -122,18 +109,26 @@ class OpenAIProvider(ChatProvider):
             timeout=config.timeout_seconds,
             max_retries=0,
         )
+        self._embeddings = Embeddings(
+            self._client, self._runner, self._embedding, config.label, config.embedding_dimensions
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self._config!r})"
 
     @property
     def json_schema(self) -> bool:
-        """Whether the outline is still asked for as json_schema structured output."""
-        return self.outline_form == OUTLINE_FORMS[0]
+        """Whether JSON answers are still asked for as json_schema structured output."""
+        return self.json_form == JSON_FORMS[0]
 
     @property
     def embedding_model(self) -> str:
         return self._config.embedding_model or ""
+
+    @property
+    def embedding_size(self) -> int | None:
+        """The size every embedding must have: configured, else the one seen at boot."""
+        return self._embeddings.size
 
     # --- Provider -----------------------------------------------------------------
 
@@ -143,12 +138,25 @@ class OpenAIProvider(ChatProvider):
         once more, then MalformedOutputError."""
         prompt = prompts.outline_prompt(request)
         count = request.preferences.bullet_count
+        limit = max_output_tokens(OUTLINE_TITLE_WORDS + OUTLINE_WORDS_PER_BULLET * count)
+        ask = (schemas.OUTLINE, schemas.outline_schema(count), prompt)
         with self._runner.operation("outline", self._config.model) as op:
             return ask_twice(
                 op,
-                lambda: parse_outline(
-                    self._outline_text(op, prompt, count, Sampling.of(request)), count, self._label
+                lambda: outline_from(
+                    self._json(op, ask, limit, Sampling.of(request), "the outline"),
+                    count,
+                    self._label,
                 ),
+            )
+
+    def structured(self, request: ChapterRequest, ask: schemas.JsonAsk) -> dict[str, Any]:
+        """One JSON object of `ask`'s shape (checked by the caller), asked for as the
+        outline is; a malformed answer is MalformedOutputError, not asked again."""
+        limit = max_output_tokens(ask.words)
+        with self._runner.operation(ask.kind, self._config.model) as op:
+            return self._json(
+                op, (ask.name, ask.schema, ask.prompt), limit, Sampling.of(request), ask.what
             )
 
     def summarize(self, request: ChapterRequest, outline: Outline, text: str) -> str:
@@ -164,29 +172,13 @@ class OpenAIProvider(ChatProvider):
     def embed(self, text: str) -> list[float]:
         """A unit-length embedding of `text` by OPENAI_EMBEDDING_MODEL, of whatever size
         that model makes; [] without a request when no embedding model is configured."""
-        if self._embedding is None:
-            _say_no_embedding()
-            return []
-        model = self._embedding.name
-        with self._runner.operation("embedding", model) as op:
-            response = self._runner.send(
-                op,
-                lambda: self._client.embeddings.create(
-                    model=model, input=text, encoding_format="base64"
-                ),
-            )
-            usage = getattr(response, "usage", None)
-            op.add_usage(Usage(input_tokens=getattr(usage, "prompt_tokens", 0) or 0))
-            data = response.data or []
-            if not data:
-                raise MalformedOutputError(f"{self._label} returned no embedding")
-            values = embedding_values(data[0].embedding, self._label)
-            if self.embedding_size is not None and len(values) != self.embedding_size:
-                raise MalformedOutputError(
-                    f"{self._label} returned an embedding of {len(values)} values, "
-                    f"expected {self.embedding_size}"
-                )
-            return values
+        vectors = self._embeddings.many([text])
+        return vectors[0] if vectors else []
+
+    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embeddings of `texts` in order, as `embed` makes them, in one operation (a
+        request per openai_embed.EMBEDDING_BATCH texts); [] without an embedding model."""
+        return self._embeddings.many(texts)
 
     def check(self) -> None:
         """Prove the key and the models work: GET /models/{model} for each, or the model
@@ -198,8 +190,7 @@ class OpenAIProvider(ChatProvider):
             for slot in (self._text, self._embedding):
                 if slot is not None:
                     self._check_model(op, slot)
-            if self._embedding is not None:
-                self._check_embedding(op, self._embedding)
+            self._embeddings.check(op, min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS))
 
     # --- requests -----------------------------------------------------------------
 
@@ -213,30 +204,22 @@ class OpenAIProvider(ChatProvider):
             {"role": "user", "content": prompt.user},
         ]
 
-    def _outline_text(
-        self, op: Operation, prompt: prompts.Prompt, count: int, sampling: Sampling
-    ) -> str:
-        """The outline's raw answer, in the form this server takes: from the one that
-        worked last, on to the next whenever the server refuses the form itself."""
-        limit = max_output_tokens(OUTLINE_TITLE_WORDS + OUTLINE_WORDS_PER_BULLET * count)
-        forms = OUTLINE_FORMS[OUTLINE_FORMS.index(self.outline_form) :]
-        for form in forms:
-            asked = outline_prompt(prompt, count, form)
-            try:
-                text = self._complete(op, asked, limit, sampling, outline_format(count, form))
-            except GenerationError as exc:
-                if not schema_rejected(exc) or form == forms[-1]:
-                    raise
-                op.retries += 1  # one more request for the same outline
-                log.info("outline form refused; trying the next", extra={"form": form})
-                continue
-            if form != self.outline_form:
-                log.warning(
-                    "the server takes the outline as %s from now on", form, extra={"form": form}
-                )
-                self.outline_form = form
-            return text
-        raise AssertionError("unreachable: the last form raises")
+    def _json(
+        self,
+        op: Operation,
+        ask: tuple[str, Mapping[str, Any], prompts.Prompt],
+        limit: int,
+        sampling: Sampling,
+        what: str,
+    ) -> dict[str, Any]:
+        """The JSON object answering `ask` (name, schema, prompt), in the form this
+        server takes (openai_json.in_forms), which is kept for the next answers."""
+
+        def complete(prompt: prompts.Prompt, response_format: Any) -> str:
+            return self._complete(op, prompt, limit, sampling, response_format)
+
+        text, self.json_form = in_forms(op, complete, ask, self.json_form, what)
+        return json_object(text, self._label, what)
 
     def _options(self, limit: int, sampling: Sampling) -> dict[str, Any]:
         """A generation request's output limit, and the job's temperature when set (a
@@ -344,27 +327,6 @@ class OpenAIProvider(ChatProvider):
 
         return self._runner.send(op, request)
 
-    def _check_embedding(self, op: Operation, slot: ModelSlot) -> None:
-        """One embedding, which must be one flat vector of the configured size (or of
-        any size, then remembered): else ModelUnavailableError naming the variable."""
-        timeout = min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS)
-        response = self._runner.send(
-            op,
-            lambda: self._client.embeddings.create(
-                model=slot.name,
-                input=CHECK_EMBEDDING_TEXT,
-                encoding_format="base64",
-                timeout=timeout,
-            ),
-            tries=1,
-            model=slot.name,
-        )
-        raw = response.data[0].embedding if response.data else None
-        why = embedding_shape_error(raw, slot, self._label, self.embedding_size)
-        if why is not None:
-            raise ModelUnavailableError(why)
-        self.embedding_size = len(embedding_values(raw, self._label))
-
     def _check_model(self, op: Operation, slot: ModelSlot) -> None:
         timeout = min(self._config.timeout_seconds, CHECK_TIMEOUT_SECONDS)
         models = self._client.models
@@ -391,11 +353,3 @@ class OpenAIProvider(ChatProvider):
     def _classify(self, exc: Exception, attempts: int, model: str) -> GenerationError | None:
         slot = self._embedding if self._embedding and model == self._embedding.name else None
         return classify(exc, self._wire, attempts, slot or self._text)
-
-
-def _say_no_embedding() -> None:
-    if not _SAID_NO_EMBEDDING:
-        _SAID_NO_EMBEDDING.add(True)
-        log.warning(
-            "chapter summaries are stored without an embedding: OPENAI_EMBEDDING_MODEL is not set"
-        )

@@ -1,6 +1,6 @@
 """What crosses the wire between storyworker and an OpenAI-compatible server, in the
-`openai` SDK's types: its exceptions read as storyworker's, refusals, token usage, the
-outline's response formats and answer, and embeddings in either encoding.
+`openai` SDK's types: its exceptions read as storyworker's, refusals, token usage, and
+embeddings in either encoding (the JSON answers' forms are in openai_json.py).
 
 Failures reach us in three shapes (openai 3.x, checked against its source):
 - HTTP error statuses as `openai.APIStatusError` subclasses (`status_code`, `code` and
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import math
 import re
 import socket
@@ -45,7 +44,6 @@ from generation.errors import (
 )
 from generation.providers.calls import Usage, estimate_tokens, parse_retry_after
 from generation.story.prompts import Prompt
-from generation.types import Outline
 
 #: Longest piece of the server's error message quoted in ours.
 DETAIL_LIMIT = 200
@@ -58,7 +56,6 @@ QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 _MODEL_MISSING = re.compile(r"\bmodel\b.*\b(?:not found|does not exist|not exist)", re.I)
 #: Masked keys servers echo back ("Incorrect API key provided: sk-abc***xyz").
 _MASKED_KEY = re.compile(r"\b[\w-]*\*{3,}[\w-]*")
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.I)
 
 
 @dataclass(frozen=True)
@@ -177,90 +174,9 @@ def retry_after_seconds(exc: openai.APIStatusError) -> float | None:
 
 def schema_rejected(error: GenerationError) -> bool:
     """Whether the server turned the request down as such (a 4xx other than a refusal,
-    or a 5xx that names response_format): for an outline, the server does not take that
+    or a 5xx that names response_format): for a JSON answer, the server does not take that
     response format, and the next form is worth one try."""
     return isinstance(error, InvalidRequestError)
-
-
-#: The outline's forms, best first. A server that refuses one is asked with the next:
-#: "json_schema" is OpenAI's structured output (OpenAI, vLLM, Ollama, LM Studio, recent
-#: llama.cpp); "json_object+schema" is JSON mode carrying the schema, which
-#: llama-cpp-python's server turns into a grammar; "json_object" is plain JSON mode;
-#: "text" asks for no format at all. Every form but the first also puts the schema in
-#: the prompt, and every answer is parsed and checked here.
-OUTLINE_FORMS = ("json_schema", "json_object+schema", "json_object", "text")
-
-
-def outline_schema(bullet_count: int) -> dict[str, Any]:
-    """The outline's JSON Schema: a title and exactly `bullet_count` bullets."""
-    bullets = {
-        "type": "array",
-        "items": {"type": "string"},
-        "minItems": bullet_count,
-        "maxItems": bullet_count,
-    }
-    return {
-        "type": "object",
-        "properties": {"title": {"type": "string"}, "bullets": bullets},
-        "required": ["title", "bullets"],
-        "additionalProperties": False,
-    }
-
-
-def outline_format(bullet_count: int, form: str = "json_schema") -> dict[str, Any] | None:
-    """The outline's response_format in `form` (one of OUTLINE_FORMS); None for "text"."""
-    schema = outline_schema(bullet_count)
-    if form == "json_schema":
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "chapter_outline", "strict": True, "schema": schema},
-        }
-    if form == "json_object+schema":
-        return {"type": "json_object", "schema": schema}
-    if form == "json_object":
-        return dict(JSON_MODE)
-    if form == "text":
-        return None
-    raise ValueError(f"unknown outline form {form!r}")
-
-
-def outline_prompt(prompt: Prompt, bullet_count: int, form: str) -> Prompt:
-    """`prompt`, with the outline's JSON Schema added for every form that does not
-    carry it as structured output."""
-    if form == "json_schema":
-        return prompt
-    schema = json.dumps(outline_schema(bullet_count), separators=(",", ":"))
-    return Prompt(prompt.system, f"{prompt.user}\n\n{SCHEMA_IN_PROMPT}{schema}")
-
-
-#: What precedes the outline's JSON Schema where the prompt carries it.
-SCHEMA_IN_PROMPT = "The JSON object must match this JSON Schema: "
-#: JSON mode: valid JSON, its shape asked for by the prompt alone (which names JSON, as
-#: OpenAI requires of JSON mode).
-JSON_MODE: dict[str, Any] = {"type": "json_object"}
-
-
-def parse_outline(text: str | None, bullet_count: int, label: str) -> Outline:
-    """The outline in `text` (a JSON object, possibly in a ```json fence, as models in
-    JSON mode or without any format tend to write): a non-empty title and exactly
-    `bullet_count` non-empty bullets; else MalformedOutputError saying what is wrong."""
-    raw = _FENCE.sub("", (text or "").strip())
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        raise MalformedOutputError(f"{label}: the outline is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise MalformedOutputError(f"{label}: the outline is not a JSON object")
-    title, bullets = data.get("title"), data.get("bullets")
-    if not isinstance(title, str) or not title.strip():
-        raise MalformedOutputError(f"{label}: the outline has no title")
-    if not isinstance(bullets, list) or not all(isinstance(b, str) and b.strip() for b in bullets):
-        raise MalformedOutputError(f"{label}: the outline bullets are not all non-empty strings")
-    if len(bullets) != bullet_count:
-        raise MalformedOutputError(
-            f"{label}: the outline has {len(bullets)} bullets, expected {bullet_count}"
-        )
-    return Outline(title=title.strip(), bullets=tuple(b.strip() for b in bullets))
 
 
 def refusal(choice: Any, label: str) -> RefusedError | None:

@@ -21,7 +21,8 @@ from generation.errors import (
 )
 from generation.providers.calls import MIN_OUTPUT_TOKENS, max_output_tokens
 from generation.providers.openai_config import OpenAIConfig
-from generation.providers.openai_wire import SCHEMA_IN_PROMPT, output_limit
+from generation.providers.openai_json import SCHEMA_IN_PROMPT
+from generation.providers.openai_wire import output_limit
 from tests.fakeopenai import (
     EMBEDDING_SIZE,
     OUTLINE_TITLE,
@@ -61,7 +62,7 @@ def test_a_500_naming_response_format_is_the_requests_fault_and_falls_back_at_on
     assert provider.outline(REQUEST).title == OUTLINE_TITLE
     assert formats(fake) == ["json_schema", "json_object+schema"]  # the 500 not retried
     assert recorder.last.outcome == "ok" and recorder.last.retries == 1
-    assert provider.outline_form == "json_object+schema"
+    assert provider.json_form == "json_object+schema"
 
 
 def test_a_server_that_takes_no_schema_in_json_mode_gets_it_in_the_prompt(fake, make):
