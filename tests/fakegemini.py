@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.fakememory import is_memory, memory_answer
 from tests.fakeserver import ScriptedServer
 
 VALID_KEY = "test-key-valid"
@@ -284,6 +285,9 @@ class FakeGemini(ScriptedServer):
         self.words_per_chunk = 4
         #: The usageMetadata of default answers (add "thoughtsTokenCount" for thinking).
         self.usage: dict[str, int] = dict(USAGE)
+        #: Answers to the next chapter-memory requests (tests/fakememory.py answers
+        #: the rest), whatever else is scripted for generateContent.
+        self.memory_replies: list[Reply] = []
         #: Model name -> Model resource: what exists. Edit it, or `retire` a model.
         self.models: dict[str, dict[str, Any]] = {k: dict(v) for k, v in CATALOGUE.items()}
         self._served: dict[str, Served] = defaultdict(Served)
@@ -435,6 +439,12 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
             return stream_reply([p + " " for p in pieces[:-1]] + pieces[-1:], usage=usage)
         config = (body or {}).get("generationConfig", {})
+        user = _user_text(body)
+        if config.get("responseMimeType") == "application/json" and is_memory(user):
+            with self.owner._lock:
+                scripted = self.owner.memory_replies.pop(0) if self.owner.memory_replies else None
+            answer = text_response(json.dumps(memory_answer(user, SUMMARY)), usage=usage)
+            return scripted or Reply(body=answer)
         if config.get("responseMimeType") == "application/json":
             outline = self.owner.outline or _outline(body)
             return Reply(body=text_response(json.dumps(outline), usage=usage))
@@ -480,6 +490,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 FakeGemini.handler = _Handler
+
+
+def _user_text(body: Any) -> str:
+    try:
+        return str(body["contents"][-1]["parts"][0]["text"])
+    except (KeyError, IndexError, TypeError):
+        return ""
 
 
 def _embedding(request: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fakegemini import section_prose
+from tests.fakememory import is_memory, memory_answer
 from tests.fakeserver import ScriptedServer
 
 VALID_KEY = "sk-test-openai-key-0123456789"
@@ -211,6 +212,9 @@ class FakeOpenAI(ScriptedServer):
         self.hangups: list[float] = []
         self.prose = PROSE
         self.words_per_chunk = 4
+        #: Answers to the next chapter-memory requests (tests/fakememory.py answers
+        #: the rest), whatever else is scripted for chat.
+        self.memory_replies: list[Reply] = []
         self._served: dict[str, Served] = defaultdict(Served)
 
     def calls(self, endpoint: str) -> list[Recorded]:
@@ -309,6 +313,11 @@ class _Handler(BaseHTTPRequestHandler):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return stream_reply([p + " " for p in pieces[:-1]] + pieces[-1:], usage=usage)
         fmt = body.get("response_format") or {}
+        user = str(body["messages"][-1]["content"])
+        if is_memory(user):
+            with self.owner._lock:
+                scripted = self.owner.memory_replies.pop(0) if self.owner.memory_replies else None
+            return scripted or Reply(body=completion(json.dumps(memory_answer(user, SUMMARY))))
         if fmt.get("type") == "json_schema":
             count = fmt["json_schema"]["schema"]["properties"]["bullets"]["maxItems"]
             return Reply(body=completion(json.dumps(_outline(count))))
@@ -318,19 +327,27 @@ class _Handler(BaseHTTPRequestHandler):
         return Reply(body=completion(SUMMARY))
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        seed = hashlib.sha256(json.dumps(body["input"]).encode()).digest()
-        values = [(seed[i % len(seed)] + 1) / 257.0 for i in range(self.owner.embedding_size)]
-        encoded: Any = values
-        if self.owner.per_token:  # one vector per token, as floats whatever was asked
-            encoded = [values, list(reversed(values)), values]
-        elif body.get("encoding_format") == "base64" and not self.owner.floats_only:
-            encoded = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+        """One embedding per input (a string, or a list of them), seeded by its text."""
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": self._embedding(text, body)}
+            for i, text in enumerate(inputs)
+        ]
         return {
             "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": encoded}],
+            "data": data,
             "model": body["model"],
             "usage": {"prompt_tokens": 7, "total_tokens": 7},
         }
+
+    def _embedding(self, text: Any, body: dict[str, Any]) -> Any:
+        seed = hashlib.sha256(json.dumps(text).encode()).digest()
+        values = [(seed[i % len(seed)] + 1) / 257.0 for i in range(self.owner.embedding_size)]
+        if self.owner.per_token:  # one vector per token, as floats whatever was asked
+            return [values, list(reversed(values)), values]
+        if body.get("encoding_format") == "base64" and not self.owner.floats_only:
+            return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+        return values
 
     def _answer(self, reply: Reply, endpoint: str, model: str) -> None:
         time.sleep(reply.delay)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from generation.story.retrieval import nearest
 from generation.types import Passage
 from supervisor.arbiter.procs import Exit
 from supervisor.db.jobs import ChapterContext, Claim, Outcome, Status
@@ -101,8 +102,11 @@ class MemoryQueue:
         self.live_warnings: list[str] = []
         self.user_id = uuid.uuid4()
         self.max_per_user = max_per_user
-        #: Earlier chapters' passages a test plants for `recall`.
+        #: Earlier chapters' passages a test plants for `recall`, and their vectors by
+        #: the model `embedded_by` for `recall_similar`.
         self.passages: list[Passage] = []
+        self.vectors_of: dict[Passage, list[float]] = {}
+        self.embedded_by = ""
         #: The story's default preferences (sequences.preferences) every claim reads.
         self.story_preferences: Any = None
 
@@ -291,3 +295,14 @@ class MemoryQueue:
             words = set(query.lower().split())
             found.append([p for p in self.passages if words & set(p.text.lower().split())][:limit])
         return found
+
+    def recall_similar(
+        self, claim: Claim, vectors: Sequence[Sequence[float]], *, model: str, limit: int
+    ) -> list[list[Passage]]:
+        """What `vectors_of` (a test's: passage -> its vector by `embedded_by`) ranks
+        nearest to each query vector; nothing for another model."""
+        self._held(claim)
+        if model != self.embedded_by:
+            return [[] for _ in vectors]
+        pool = [(p, self.vectors_of[p]) for p in self.passages if p in self.vectors_of]
+        return nearest(vectors, pool, limit)

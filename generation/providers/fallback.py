@@ -34,14 +34,11 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from generation import streams
 from generation.errors import GenerationError, RefusedError, SectionRestart
-from generation.types import ChapterRequest, Outline, Provider, Source, served_by
-
-if TYPE_CHECKING:
-    from generation.story.schemas import JsonAsk
+from generation.types import ChapterRequest, JsonAsk, Outline, Provider, Source, served_by
 
 T = TypeVar("T")
 

@@ -1,4 +1,5 @@
-"""Writes one chapter: outline, sections streamed through callbacks, summary, embedding.
+"""Writes one chapter: outline, sections streamed through callbacks, then its memory
+(summary, arc and bible entries: generation/story/extraction.py) and embeddings.
 
 The writer owns the one rule the caller's persistence relies on: the chapter text is
 the sections joined by `SECTION_SEPARATOR`, and the separator travels through `on_chunk`
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 from generation.errors import MalformedOutputError
 from generation.story.callbacks import ChapterCallbacks
-from generation.story.guards import clean, count_words
+from generation.story.extraction import ModelMemory, remember
+from generation.story.guards import count_words
+from generation.story.memory import passages as cut_passages
 from generation.story.prompts import step_context
 from generation.story.section import SECTION_SEPARATOR, SectionStats, write_section
 from generation.types import (
@@ -37,6 +40,12 @@ class ChapterResult:
     embedding: list[float]
     embedding_model: str
     word_count: int
+    #: Its memory as the model wrote it; None when the extractive one stands in.
+    memory: ModelMemory | None = None
+    #: The chapter cut into (offset, passage) for retrieval, and their embeddings
+    #: (by `embedding_model`; empty without one).
+    passages: tuple[tuple[int, str], ...] = ()
+    passage_vectors: tuple[list[float], ...] = ()
 
 
 __all__ = [
@@ -97,7 +106,7 @@ def write_chapter(
         manifest = step_context(step, outline, index, text).manifest
         callbacks.on_context(f"section {index + 1}", manifest)
         text = write_section(step, provider, outline, index, text_so_far=text, callbacks=callbacks)
-    return _finish(request, provider, outline, text)
+    return _finish(request, provider, outline, text, callbacks)
 
 
 def _recalled(request: ChapterRequest, passages: Sequence[Passage]) -> ChapterRequest:
@@ -109,23 +118,44 @@ def _recalled(request: ChapterRequest, passages: Sequence[Passage]) -> ChapterRe
 
 
 def _finish(
-    request: ChapterRequest, provider: Provider, outline: Outline, text: str
+    request: ChapterRequest,
+    provider: Provider,
+    outline: Outline,
+    text: str,
+    callbacks: ChapterCallbacks,
 ) -> ChapterResult:
-    # A summary is stored and shown to later chapters: the model's words around it go.
-    summary = clean(provider.summarize(request, outline, text))
-    if not summary:
-        raise MalformedOutputError("the provider returned an empty chapter summary")
-    embedding = provider.embed(summary)
+    remembered = remember(request, provider, outline, text)
+    callbacks.on_context("memory", remembered.note)
+    pieces = tuple(cut_passages(text))
+    # One embedding request for the summary and every passage (in batches where the
+    # API limits them).
+    vectors = _embed(provider, [remembered.summary, *(body for _, body in pieces)])
     return ChapterResult(
         outline=outline,
         text=text,
-        summary=summary,
-        embedding=embedding,
-        # Asked after embed(): a fallback names the model that actually embedded; a
-        # provider without an embedding model returns [] and nothing is stored.
-        embedding_model=provider.embedding_model if embedding else "",
+        summary=remembered.summary,
+        embedding=vectors[0] if vectors else [],
+        # Asked after the embedding: a fallback names the model that actually embedded;
+        # a provider without an embedding model returns none and nothing is stored.
+        embedding_model=provider.embedding_model if vectors else "",
         word_count=count_words(text),
+        memory=remembered.memory,
+        passages=pieces,
+        passage_vectors=tuple(vectors[1:]),
     )
+
+
+def _embed(provider: Provider, texts: list[str]) -> list[list[float]]:
+    """`texts` embedded in one operation; a provider without embed_many embeds the
+    first (the summary) alone. [] when the provider has no embedding model."""
+    many = getattr(provider, "embed_many", None)
+    if many is not None:
+        vectors = list(many(texts))
+        if vectors and len(vectors) != len(texts):
+            raise MalformedOutputError(f"{len(vectors)} embeddings came back for {len(texts)}")
+        return vectors if vectors and vectors[0] else []
+    vector = provider.embed(texts[0])
+    return [vector] if vector else []
 
 
 def _new_outline(request: ChapterRequest, provider: Provider) -> Outline:

@@ -8,6 +8,9 @@ from typing import Any
 
 #: The key of `context` that names the job's unknown preference keys (not a step).
 UNKNOWN_PREFERENCES = "unknown_preferences"
+#: Keys of `context` that are about the chapter, not one step's prompt: how its
+#: passages were retrieved, and how its memory was made after it was written.
+RETRIEVAL, MEMORY = "retrieval", "memory"
 
 
 def describe(context: Any) -> list[str]:
@@ -15,7 +18,7 @@ def describe(context: Any) -> list[str]:
     if not isinstance(context, Mapping) or not context:
         return []
     steps = sorted((i for i in context.items() if i[0] != UNKNOWN_PREFERENCES), key=_order)
-    return [f"{step}: {_step(manifest)}" for step, manifest in steps]
+    return [f"{step}: {_DESCRIBE.get(step, _step)(manifest)}" for step, manifest in steps]
 
 
 def unknown_preferences(context: Any) -> list[str]:
@@ -26,10 +29,41 @@ def unknown_preferences(context: Any) -> list[str]:
 
 def _order(item: tuple[str, Any]) -> tuple[int, int]:
     step = item[0]
+    if step == RETRIEVAL:
+        return (0, 1)
     if step == "outline":
         return (0, 0)
     number = step.rpartition(" ")[2]
     return (1, int(number)) if number.isdigit() else (2, 0)
+
+
+def _retrieval(record: Any) -> str:
+    """How the sections' passages were found."""
+    if not isinstance(record, Mapping):
+        return "?"
+    if record.get("by") == "full-text+embeddings":
+        found = record.get("similar_found", "?")
+        return f"full-text search + embeddings ({record.get('embedding_model')}, {found} found)"
+    error = record.get("embedding_error")
+    return "full-text search" + (f" (the bullets' embedding failed: {error})" if error else "")
+
+
+def _memory(record: Any) -> str:
+    """How the story's memory was updated after the chapter, and at what cost."""
+    if not isinstance(record, Mapping):
+        return "?"
+    cost = f"{record.get('elapsed_ms', '?')} ms"
+    if record.get("input_tokens") is not None:
+        cost += f", {record['input_tokens']} in / {record.get('output_tokens')} out tokens"
+    if record.get("by") != "model":
+        why = record.get("error") or "?"
+        return f"extractive (the model's extraction failed: {why}); {cost}"
+    names = ", ".join(record.get("characters") or []) or "none"
+    arc = _numbers(record.get("arc_chapters"))
+    return (
+        f"by the model: characters {names}, {record.get('facts', 0)} facts, "
+        f"arc of chapters {arc} ({record.get('arc_words', '?')} words); {cost}"
+    )
 
 
 def _step(manifest: Any) -> str:
@@ -67,6 +101,9 @@ def _part(part: str, manifest: Mapping[str, Any]) -> str:
         shown = record.get("shown") or []
         return "passages " + ", ".join(f"ch{p['chapter']}@{p['offset']}" for p in shown)
     return ""
+
+
+_DESCRIBE = {RETRIEVAL: _retrieval, MEMORY: _memory}
 
 
 def _numbers(numbers: Any) -> str:

@@ -1,10 +1,14 @@
-"""The story's memory in storyworker's own schema: a finished chapter's passages and
-the story's arc and bible, stored in the transaction of the chapter's `finish`
-(`supervisor.db.queue.finish`), and the passages recalled for a later chapter's step.
+"""The story's memory in storyworker's own schema: a finished chapter's passages (with
+their embeddings) and the story's arc and bible, stored in the transaction of the
+chapter's `finish` (`supervisor.db.queue.finish`), and the passages recalled for a
+later chapter's step: by full-text search (`recall`) and by embedding similarity
+(`recall_similar`: pgvector where it is installed, else ranked here over the newest
+PYTHON_VECTOR_LIMIT passages).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +16,18 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from generation.story.retrieval import nearest
 from generation.types import Passage
 from supervisor.db import sql
 from supervisor.db.jobs import Claim
+
+#: Without pgvector, how many of a story's newest passage vectors the worker reads and
+#: ranks itself (about 50 chapters' worth; full-text search still reads them all).
+PYTHON_VECTOR_LIMIT = 1000
+#: Per connection: the schema pgvector is installed in, or None (asked once).
+_VECTOR_SCHEMA: weakref.WeakKeyDictionary[psycopg.Connection, str | None] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,9 @@ class StoryMemory:
     characters: Any
     facts: Any
     stale_after: int | None
+    #: One embedding per passage, by `embedding_model`; empty when there are none.
+    vectors: Sequence[Sequence[float]] = ()
+    embedding_model: str = ""
 
 
 def remember(conn: psycopg.Connection, claim: Claim, memory: StoryMemory) -> None:
@@ -42,6 +58,8 @@ def remember(conn: psycopg.Connection, claim: Claim, memory: StoryMemory) -> Non
             "offsets": [offset for offset, _ in memory.passages],
             "bodies": [body for _, body in memory.passages],
             "config": memory.config,
+            "vectors": [_literal(v) for v in memory.vectors] if memory.embedding_model else [],
+            "embedding_model": memory.embedding_model or None,
         },
     )
     sql.run(
@@ -94,3 +112,51 @@ def recall(
         passage = Passage(row["chapter_number"], row["char_offset"], row["body"])
         found[row["ord"] - 1].append(passage)
     return found
+
+
+def recall_similar(
+    conn: psycopg.Connection,
+    claim: Claim,
+    vectors: Sequence[Sequence[float]],
+    *,
+    model: str,
+    limit: int,
+) -> list[list[Passage]]:
+    """For each query vector (made by `model`), the passages of the claim's story
+    before its chapter whose embeddings by `model` are nearest to it, best first: by
+    pgvector when it is installed, else ranked here over the newest
+    PYTHON_VECTOR_LIMIT."""
+    found: list[list[Passage]] = [[] for _ in vectors]
+    if claim.context is None or not vectors or not model:
+        return found
+    params = {
+        "sequence_id": claim.sequence_id,
+        "before": claim.context.chapter_number,
+        "model": model,
+        "dimensions": len(vectors[0]),
+    }
+    schema = vector_schema(conn)
+    if schema is None:
+        rows = sql.all_rows(conn, "passage_vectors", {**params, "limit": PYTHON_VECTOR_LIMIT})
+        pool = [(Passage(r["chapter_number"], r["char_offset"], r["body"]), r["embedding"])
+                for r in rows]  # fmt: skip
+        return nearest(vectors, pool, limit)
+    query = {**params, "vectors": [_literal(v) for v in vectors], "limit": limit}
+    for row in sql.composed_rows(conn, "recall_similar", query, schema=schema):
+        passage = Passage(row["chapter_number"], row["char_offset"], row["body"])
+        found[row["ord"] - 1].append(passage)
+    return found
+
+
+def vector_schema(conn: psycopg.Connection) -> str | None:
+    """The schema pgvector is installed in, or None; asked once per connection (a
+    worker reconnects, and so sees an extension installed since, after a restart)."""
+    if conn not in _VECTOR_SCHEMA:
+        row = sql.one(conn, "vector_extension")
+        _VECTOR_SCHEMA[conn] = None if row is None else row["schema"]
+    return _VECTOR_SCHEMA[conn]
+
+
+def _literal(vector: Sequence[float]) -> str:
+    """A real[] literal (repr keeps every digit a float32 holds)."""
+    return "{" + ",".join(repr(float(v)) for v in vector) + "}"

@@ -255,20 +255,65 @@ select ord, chapter_number, char_offset, body from ranked
 
 -- name: store_passages
 -- A finished chapter's passages (run in its `finish` transaction), replacing those an
--- earlier version of the chapter left.
+-- earlier version of the chapter left, each with its embedding when there is one
+-- (`vectors`: one real[] literal per passage, or none at all).
 with gone as (
     delete from storyworker.passages
      where chapter_id = %(chapter_id)s and ordinal >= cardinality(%(offsets)s::int[])
 )
 insert into storyworker.passages
-       (chapter_id, ordinal, sequence_id, chapter_number, char_offset, body, config)
+       (chapter_id, ordinal, sequence_id, chapter_number, char_offset, body, config,
+        embedding, embedding_model)
 select %(chapter_id)s, t.ordinal - 1, %(sequence_id)s, %(chapter_number)s, t.char_offset,
-       t.body, %(config)s::regconfig
-  from unnest(%(offsets)s::int[], %(bodies)s::text[]) with ordinality
-       as t(char_offset, body, ordinal)
+       t.body, %(config)s::regconfig, t.vector::real[],
+       case when t.vector is not null then %(embedding_model)s::text end
+  from unnest(%(offsets)s::int[], %(bodies)s::text[], %(vectors)s::text[]) with ordinality
+       as t(char_offset, body, vector, ordinal)
+ where t.body is not null
 on conflict (chapter_id, ordinal) do update
    set sequence_id = excluded.sequence_id, chapter_number = excluded.chapter_number,
-       char_offset = excluded.char_offset, body = excluded.body, config = excluded.config;
+       char_offset = excluded.char_offset, body = excluded.body, config = excluded.config,
+       embedding = excluded.embedding, embedding_model = excluded.embedding_model;
+
+-- name: vector_extension
+-- The schema the pgvector extension is installed in (Supabase: `extensions`); no row
+-- where it is not installed.
+select n.nspname as schema
+  from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+ where e.extname = 'vector';
+
+-- name: recall_similar
+-- For each query vector (a section's bullet, embedded), the passages of a story's
+-- earlier chapters nearest to it by cosine distance, ranked by pgvector in the database
+-- ({schema} is pgvector's schema, filled in by the caller). Only vectors of the
+-- query's model and size are compared; a story's passages are a few thousand rows at
+-- most, so the ranking reads them all, with no vector index to keep up to date.
+with queries as (
+    select q.ord, q.vec::real[]::{schema}.vector as vec
+      from unnest(%(vectors)s::text[]) with ordinality as q(vec, ord)
+)
+select queries.ord, p.chapter_number, p.char_offset, p.body
+  from queries cross join lateral (
+        select s.chapter_number, s.char_offset, s.body,
+               s.embedding::{schema}.vector operator({schema}.<=>) queries.vec as distance
+          from storyworker.passages s
+         where s.sequence_id = %(sequence_id)s and s.chapter_number < %(before)s
+           and s.embedding_model = %(model)s and cardinality(s.embedding) = %(dimensions)s
+         order by distance, s.chapter_number desc, s.char_offset
+         limit %(limit)s
+       ) p
+ order by queries.ord, p.distance, p.chapter_number desc, p.char_offset;
+
+-- name: passage_vectors
+-- The embeddings of a story's earlier passages made by one model, newest chapters
+-- first, at most `limit` of them: what the worker ranks itself where pgvector is not
+-- installed.
+select chapter_number, char_offset, body, embedding
+  from storyworker.passages
+ where sequence_id = %(sequence_id)s and chapter_number < %(before)s
+   and embedding_model = %(model)s and cardinality(embedding) = %(dimensions)s
+ order by chapter_number desc, ordinal
+ limit %(limit)s;
 
 -- name: store_memory
 -- The story's memory after a chapter (run in its `finish` transaction): the arc, the

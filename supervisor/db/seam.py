@@ -85,6 +85,9 @@ class JobQueue(Protocol):
     def recall(
         self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
     ) -> list[list[Passage]]: ...
+    def recall_similar(
+        self, claim: Claim, vectors: Sequence[Sequence[float]], *, model: str, limit: int
+    ) -> list[list[Passage]]: ...
 
 
 def _statements() -> tuple[str, ...]:
@@ -100,7 +103,7 @@ STATEMENTS = _statements()
 #: The query a statement runs, where it is not named after the statement.
 QUERY_NAMES = {"send_live": "live_send", "recall": "recall_passages"}
 #: Statements on behalf of a claim that only read, and so need no fence.
-READS = frozenset({"recall"})
+READS = frozenset({"recall", "recall_similar"})
 #: Those run on behalf of a claim (their first argument) that write: each is fenced by
 #: it (`jobs.FENCE`).
 FENCED = tuple(

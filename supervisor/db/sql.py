@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from supervisor.db.connection import translated
 
@@ -76,3 +77,19 @@ def run(conn: psycopg.Connection, name: str, params: Mapping[str, Any] | None = 
     """Run `name` for its effect; the number of rows it touched."""
     with translated(name, conn):
         return conn.execute(text(name), params or {}).rowcount
+
+
+def composed_rows(
+    conn: psycopg.Connection,
+    name: str,
+    params: Mapping[str, Any],
+    **identifiers: str,
+) -> list[Any]:
+    """Run `name`, whose text names database objects by `{placeholder}` (a schema known
+    only at run time, such as pgvector's), with each filled in as a quoted identifier;
+    every row."""
+    statement = psycopg.sql.SQL(text(name)).format(
+        **{key: psycopg.sql.Identifier(value) for key, value in identifiers.items()}
+    )
+    with translated(name, conn):
+        return conn.execute(statement, params).fetchall()

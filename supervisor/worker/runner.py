@@ -14,20 +14,18 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from generation.errors import GenerationError, ProviderUnavailableError
 from generation.story import SectionStats, write_chapter
-from generation.story.context import PASSAGES_PER_STEP
 from generation.story.memory import search_config
-from generation.story.writer import Recall
+from generation.story.writer import ChapterResult
 from generation.types import (
     DEFAULT_BUDGET_TOKENS,
     CallRecord,
     ChapterRequest,
-    Passage,
     Provider,
 )
 from supervisor import metrics
@@ -36,6 +34,7 @@ from supervisor.db.seam import JobQueue
 from supervisor.errors import DatabaseError, LeaseLostError, StatementError
 from supervisor.logs import fields
 from supervisor.worker.live import LiveTextFactory, RowText
+from supervisor.worker.recall import Recaller
 from supervisor.worker.sink import ChapterSink, prepare
 from supervisor.worker.story import memory_after
 from supervisor.worker.usage import JobUsage
@@ -82,10 +81,14 @@ class Tally:
     input_tokens: int = 0
     output_tokens: int = 0
     job: JobUsage | None = None
+    #: The last chapter-memory call's record (its tokens go to the log and manifest).
+    memory: CallRecord | None = None
 
     def add(self, record: CallRecord) -> None:
         self.input_tokens += record.input_tokens
         self.output_tokens += record.output_tokens
+        if record.kind == "memory":
+            self.memory = record
         if self.job is not None:
             self.job.add(record)
 
@@ -153,7 +156,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a failing job never stops a worker
             settled = self.fail(claim, exc)
         finally:
-            self.tally.job = None
+            self.tally.job = self.tally.memory = None
             self._sink = None
         metrics.JOBS.labels(settled.value).inc()
         metrics.JOB_SECONDS.observe(time.monotonic() - started)
@@ -207,9 +210,10 @@ class JobRunner:
             prepared.checkpoint,
             sink,
             written_text=prepared.written_text,
-            recall=self._recall(claim, prepared.request),
+            recall=self._recall(claim, prepared.request, sink),
         )
         assert claim.context is not None  # prepare() rejects a claim without its chapter
+        self._remembered(claim, sink, result)
         self.next_claim = self.queue.finish(
             claim,
             summary=result.summary,
@@ -220,9 +224,7 @@ class JobRunner:
             next_owner=None if self.should_stop() else self.owner,
             usage=self.tally.usage(),
             context=sink.context,
-            memory=memory_after(
-                claim.context, prepared.request.preferences, result.text, result.summary
-            ),
+            memory=memory_after(claim.context, prepared.request.preferences, result),
         )
         log.info(
             "job completed",
@@ -235,18 +237,45 @@ class JobRunner:
         )
         return Settled.COMPLETED
 
-    def _recall(self, claim: Claim, request: ChapterRequest) -> Recall:
+    def _recall(self, claim: Claim, request: ChapterRequest, sink: ChapterSink) -> Recaller:
         """Passages of the story's earlier chapters, by full-text search in the story's
-        language; none (and no query) when no earlier chapter is written."""
-        config = search_config(request.preferences.language)
-        written = bool(request.story.written)
+        language and by embedding similarity (supervisor/worker/recall.py); none (and
+        no query) when no earlier chapter is written."""
 
-        def recall(queries: Sequence[str]) -> list[list[Passage]]:
-            if not written:
-                return [[] for _ in queries]
-            return self.queue.recall(claim, queries, config=config, limit=PASSAGES_PER_STEP)
+        def record(note: Any) -> None:
+            sink.context["retrieval"] = dict(note)
 
-        return recall
+        return Recaller(
+            queue=self.queue,
+            provider=self.provider,
+            claim=claim,
+            config=search_config(request.preferences.language),
+            written=bool(request.story.written),
+            record=record,
+        )
+
+    def _remembered(self, claim: Claim, sink: ChapterSink, result: ChapterResult) -> None:
+        """Log what the chapter's memory took (the model's call: its time and tokens),
+        and put its tokens in the job's manifest."""
+        note = sink.context.setdefault("memory", {})
+        spent = self.tally.memory
+        if spent is not None:
+            note.update(input_tokens=spent.input_tokens, output_tokens=spent.output_tokens)
+        log.info(
+            "chapter memory",
+            extra=fields(
+                job_id=claim.job_id,
+                by=note.get("by"),
+                elapsed_ms=note.get("elapsed_ms"),
+                input_tokens=note.get("input_tokens"),
+                output_tokens=note.get("output_tokens"),
+                characters=len(note.get("characters") or []),
+                facts=note.get("facts"),
+                passages=len(result.passages),
+                passage_vectors=len(result.passage_vectors),
+                error=note.get("error"),
+            ),
+        )
 
     def _section_written(self, claim: Claim, index: int, stats: SectionStats) -> None:
         metrics.SECTION_SECONDS.observe(stats.elapsed_seconds)

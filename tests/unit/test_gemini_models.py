@@ -355,7 +355,8 @@ def test_usage_with_thinking_matches_what_the_server_served(fake_gemini, make_pr
     served = fake_gemini.served("gemini-3.5-flash")
     assert sum(served.calls.values()) == 5
     records: list[CallRecord] = [r for r in recorder.records if r.model == "gemini-3.5-flash"]
-    assert [r.kind for r in records] == ["outline", "prose", "prose", "prose", "summary"]
+    # The chapter memory (summary, arc, bible) is the one call after the sections.
+    assert [r.kind for r in records] == ["outline", "prose", "prose", "prose", "memory"]
     assert sum(r.input_tokens for r in records) == served.prompt_tokens == 5 * 13
     assert sum(r.thinking_tokens for r in records) == served.thoughts_tokens == 5 * 4
     assert sum(r.output_tokens for r in records) == (

@@ -390,7 +390,10 @@ def test_each_step_gets_the_passages_recalled_for_it_and_reports_its_manifest() 
     assert result.outline.title == "The Key"  # the app's title, not the model's
     bullets = result.outline.bullets
     assert asked == list(bullets)  # once, for every section (the outline has no bullet)
-    assert list(recorder.manifests) == ["outline", "section 1", "section 2"]
+    assert list(recorder.manifests) == ["outline", "section 1", "section 2", "memory"]
+    # A provider that writes no answers in JSON: the extractive memory, and why.
+    assert recorder.manifests["memory"]["by"] == "extractive"
+    assert "no answers in JSON" in recorder.manifests["memory"]["error"]
     assert provider.passages == [(key,), (key,)]
     assert "passages" not in recorder.manifests["outline"]
     for step in ("section 1", "section 2"):
