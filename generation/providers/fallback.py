@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from generation import streams
-from generation.errors import GenerationError, RefusedError, SectionRestart
+from generation.errors import GenerationError, MalformedOutputError, RefusedError, SectionRestart
 from generation.types import ChapterRequest, JsonAsk, Outline, Provider, Source, served_by
 
 T = TypeVar("T")
@@ -107,8 +107,16 @@ class FallbackProvider:
         return self._text(lambda member: member.summarize(request, outline, text))
 
     def structured(self, request: ChapterRequest, ask: JsonAsk) -> dict[str, Any]:
-        """The first answer in JSON a member writes."""
-        return self._text(lambda member: member.structured(request, ask))
+        """The first answer in JSON a member writes (a member that writes none is
+        MalformedOutputError: the caller's to handle, as a bad answer)."""
+
+        def answer(member: Provider) -> dict[str, Any]:
+            structured = getattr(member, "structured", None)
+            if structured is None:
+                raise MalformedOutputError(f"{member.name} writes no answers in JSON")
+            return structured(request, ask)
+
+        return self._text(answer)
 
     def embed(self, text: str) -> list[float]:
         """The first member's embedding that does not fail through; `embedding_model`
@@ -119,9 +127,13 @@ class FallbackProvider:
 
     def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
         """The first member's embeddings that do not fail through, as `embed`."""
-        vectors, model = self._call(
-            lambda member: (member.embed_many(texts), member.embedding_model)
-        )
+
+        def embedded(member: Provider) -> tuple[list[list[float]], str]:
+            many = getattr(member, "embed_many", None)
+            vectors = many(texts) if many else [member.embed(t) for t in texts]
+            return ([] if not all(vectors) else vectors), member.embedding_model
+
+        vectors, model = self._call(embedded)
         self._embedding_model = model if vectors else ""
         return vectors
 

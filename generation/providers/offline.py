@@ -270,10 +270,12 @@ def _seed(request: ChapterRequest, purpose: str) -> int:
 
 def _cast(request: ChapterRequest) -> dict[str, str]:
     """The chapter's two leads and its colour, the same in every section; the leads
-    are the story's (its preferences' characters, else its bible's, else two stand-ins
-    chosen by the story alone), so they stay the same from chapter to chapter."""
+    are the story's (its preferences' characters and its bible's, else stand-ins chosen
+    by the story alone, which its bible then keeps), so they stay the same from chapter
+    to chapter."""
     prefs = request.preferences
-    names = [c.name for c in prefs.characters] or [c.name for c in request.story.characters]
+    names = [c.name for c in prefs.characters]
+    names += [c.name for c in request.story.characters if c.name not in names]
     story = json.dumps([request.sequence_title, request.premise])
     rng = random.Random(hashlib.sha256(story.encode("utf-8", "replace")).digest())
     names = names or list(_STAND_IN_NAMES)

@@ -11,6 +11,7 @@ from tests.acceptance.conftest import PREFS
 from tests.acceptance.test_gemini_service import gemini_env
 from tests.fakegemini import PROSE as GEMINI_PROSE
 from tests.fakegemini import FakeGemini, Reply, refused_candidate
+from tests.fakememory import is_memory
 from tests.fakeopenai import (
     EMBEDDING_MODEL,
     EMBEDDING_SIZE,
@@ -68,6 +69,16 @@ def settled(conn: psycopg.Connection, job: dict, status: str) -> bool:
     return job_row(conn, job)["status"] == status
 
 
+def json_calls(fake: FakeOpenAI, memory: bool = False) -> list:
+    """The requests for the outline (or, with `memory`, for the chapter memory) that
+    asked for a response format."""
+    return [
+        c
+        for c in fake.calls("chat")
+        if "response_format" in c.body and is_memory(c.body["messages"][-1]["content"]) == memory
+    ]
+
+
 def test_jobs_complete_through_openai_with_streamed_sections_and_a_structured_outline(
     service, job_factory, conn, fake
 ):
@@ -79,8 +90,10 @@ def test_jobs_complete_through_openai_with_streamed_sections_and_a_structured_ou
     assert chapter["outline"]["title"] == OUTLINE_TITLE
     assert chapter["embedding_model"] == EMBEDDING_MODEL
     assert len(chapter["embedding"]) == EMBEDDING_SIZE
-    (outline,) = [c for c in fake.calls("chat") if "response_format" in c.body]
+    (outline,) = json_calls(fake)
     assert outline.body["response_format"]["type"] == "json_schema"
+    (memory,) = json_calls(fake, memory=True)  # summary, arc and bible: one call
+    assert memory.body["response_format"]["json_schema"]["name"] == "chapter_memory"
     streams = fake.calls("stream")
     assert len(streams) == PREFS["bullet_count"]
     assert all(c.body["stream_options"] == {"include_usage": True} for c in streams)
@@ -105,10 +118,10 @@ def test_a_server_without_json_schema_gets_json_mode_and_remembers(
     svc = service(WORKER_CONCURRENCY="1", **openai_env(fake)).start()
     wait_for(lambda: settled(conn, first, "completed"), 30, "the first job")
     wait_for(lambda: settled(conn, second, "completed"), 30, "the second job")
-    formats = [
-        c.body["response_format"]["type"] for c in fake.calls("chat") if "response_format" in c.body
-    ]
+    formats = [c.body["response_format"]["type"] for c in json_calls(fake)]
     assert formats == ["json_schema", "json_object", "json_object"]  # asked once, remembered
+    memory = [c.body["response_format"]["type"] for c in json_calls(fake, memory=True)]
+    assert memory == ["json_object", "json_object"]  # the form the outline found
     assert chapter_row(conn, second)["outline"]["title"] == OUTLINE_TITLE
     assert svc.stop() == 0
 
@@ -206,8 +219,7 @@ def test_a_500_naming_response_format_falls_back_and_the_job_completes_without_a
         assert job_row(conn, job)["attempts"] == 1
     kinds = [
         (c.body["response_format"]["type"], "schema" in c.body["response_format"])
-        for c in fake.calls("chat")
-        if "response_format" in c.body
+        for c in json_calls(fake)
     ]
     # The 500 once (not retried), then JSON mode with the schema, remembered.
     assert kinds == [("json_schema", False), ("json_object", True), ("json_object", True)]

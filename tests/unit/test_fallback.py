@@ -4,13 +4,15 @@ provider."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from generation.errors import (
     AuthenticationError,
     GenerationError,
+    MalformedOutputError,
     ModelUnavailableError,
     ProviderUnavailableError,
     QuotaExhaustedError,
@@ -21,7 +23,7 @@ from generation.errors import (
 from generation.providers.fallback import FallbackProvider
 from generation.providers.offline import OfflineProvider
 from generation.story.preferences import parse_preferences
-from generation.types import ChapterRequest, Outline, ProviderHooks, Source
+from generation.types import ChapterRequest, JsonAsk, Outline, Prompt, ProviderHooks, Source
 from supervisor.worker.runner import JobRunner, Settled
 from supervisor.worker.usage import JobUsage
 from tests.fakes import MemoryQueue
@@ -67,6 +69,14 @@ class Member:
     def embed(self, text: str) -> list[float]:
         self._raise("embed")
         return [1.0]
+
+    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+        self._raise("embed_many")
+        return [[1.0] for _ in texts]
+
+    def structured(self, request: ChapterRequest, ask: JsonAsk) -> dict[str, Any]:
+        self._raise("structured")
+        return {"by": self.name}
 
     def check(self) -> None:
         self._raise("check")
@@ -345,3 +355,32 @@ def test_the_combined_fault_keeps_what_the_primarys_carried():
     with pytest.raises(QuotaExhaustedError) as caught:
         composite(primary, backup).summarize(REQUEST, OUTLINE, "x")
     assert caught.value.retry_after == 3600 and "backup quota" in str(caught.value)
+
+
+ASK = JsonAsk(Prompt("s", "u"), "chapter_memory", {}, 100, kind="memory")
+
+
+def test_an_answer_in_json_falls_through_a_refusal_and_names_who_wrote_it():
+    primary, backup = Member("primary"), Member("backup")
+    primary.fail("structured", REFUSED)
+    provider = composite(primary, backup)
+    assert provider.structured(REQUEST, ASK) == {"by": "backup"}
+    assert provider.served_by == Source("backup", "backup-model")
+    assert provider.structured(REQUEST, ASK) == {"by": "primary"}  # a refusal trips nothing
+
+
+def test_a_member_that_writes_no_answers_in_json_is_a_malformed_answer_not_a_crash():
+    class Plain(Member):
+        structured = None  # type: ignore[assignment]
+
+    with pytest.raises(MalformedOutputError, match="primary writes no answers in JSON"):
+        composite(Plain("primary"), Member("backup")).structured(REQUEST, ASK)
+
+
+def test_many_embeddings_name_the_model_of_the_member_that_made_them():
+    primary, backup = Member("primary"), Member("backup")
+    primary.fail("embed_many", KEY)
+    provider = composite(primary, backup)
+    assert provider.embed_many(["a", "b"]) == [[1.0], [1.0]]
+    assert provider.embedding_model == "backup-embedding"
+    assert backup.calls == ["embed_many"]

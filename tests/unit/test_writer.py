@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from generation.errors import MalformedOutputError
 from generation.providers.offline import OfflineProvider
 from generation.story.guards import ProseCleaner
+from generation.story.memory import passages
 from generation.story.preferences import parse_preferences
 from generation.story.writer import (
     SECTION_SEPARATOR,
@@ -399,3 +400,19 @@ def test_each_step_gets_the_passages_recalled_for_it_and_reports_its_manifest() 
     for step in ("section 1", "section 2"):
         assert recorder.manifests[step]["passages"]["shown"] == [{"chapter": 1, "offset": 40}]
     assert recorder.manifests["section 1"]["summaries"]["chapters"] == [1]
+
+
+def test_the_chapter_memory_is_one_call_and_every_passage_is_embedded_in_another() -> None:
+    records: list[CallRecord] = []
+    provider = OfflineProvider(chunk_words=4, hooks=ProviderHooks(on_call=records.append))
+    recorder = Recorder()
+    result = write_chapter(make_request(), provider, Checkpoint(), recorder)
+    kinds = [r.kind for r in records]
+    assert kinds.count("memory") == 1 and kinds.count("embedding") == 1
+    assert "summary" not in kinds  # the memory call wrote the summary
+    assert result.memory is not None and recorder.manifests["memory"]["by"] == "model"
+    assert result.summary.startswith("[Offline summary] Chapter 1")
+    assert result.passages == tuple(passages(result.text)) and len(result.passages) > 1
+    assert len(result.passage_vectors) == len(result.passages)
+    assert result.passage_vectors[1] == provider.embed(result.passages[1][1])
+    assert result.embedding == provider.embed(result.summary)
