@@ -4,7 +4,12 @@ cannot: `nearest`), and the full-text and embedding rankings combined (`fuse`).
 Fusion is reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009): a
 passage scores 1 / (RRF_K + rank) in each ranking it is in, summed. It needs no
 calibration between a full-text score and a cosine, and a passage both rankings place
-high comes first. Pure functions: the worker reads the rankings from the database.
+high comes first. Each ranking offers as many passages as a step is shown (k), not
+more: then the first ranking's best passage is always among the k fused (at most k-1
+others can be in both rankings, and a tie goes to the first ranking), where deeper
+candidate lists let passages both rankings place low push it out (measured: recall of
+planted facts 0.94 with 12 candidates each, 1.00 with 4; tests/benchmarks/story.py).
+Pure functions: the worker reads the rankings from the database.
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ from generation.types import Passage
 
 #: The constant of reciprocal rank fusion (the paper's; it damps the top ranks' weight).
 RRF_K = 60
-#: Candidates each ranking offers the fusion, per step.
-CANDIDATES = 12
 
 
 def similarity(a: Sequence[float], b: Sequence[float]) -> float:

@@ -58,7 +58,9 @@ def remember(conn: psycopg.Connection, claim: Claim, memory: StoryMemory) -> Non
             "offsets": [offset for offset, _ in memory.passages],
             "bodies": [body for _, body in memory.passages],
             "config": memory.config,
-            "vectors": [_literal(v) for v in memory.vectors] if memory.embedding_model else [],
+            "vectors": [vector_literal(v) for v in memory.vectors]
+            if memory.embedding_model
+            else [],
             "embedding_model": memory.embedding_model or None,
         },
     )
@@ -141,7 +143,7 @@ def recall_similar(
         pool = [(Passage(r["chapter_number"], r["char_offset"], r["body"]), r["embedding"])
                 for r in rows]  # fmt: skip
         return nearest(vectors, pool, limit)
-    query = {**params, "vectors": [_literal(v) for v in vectors], "limit": limit}
+    query = {**params, "vectors": [vector_literal(v) for v in vectors], "limit": limit}
     for row in sql.composed_rows(conn, "recall_similar", query, schema=schema):
         passage = Passage(row["chapter_number"], row["char_offset"], row["body"])
         found[row["ord"] - 1].append(passage)
@@ -157,6 +159,7 @@ def vector_schema(conn: psycopg.Connection) -> str | None:
     return _VECTOR_SCHEMA[conn]
 
 
-def _literal(vector: Sequence[float]) -> str:
-    """A real[] literal (repr keeps every digit a float32 holds)."""
+def vector_literal(vector: Sequence[float]) -> str:
+    """`vector` as a real[] literal, as the statements take vectors (repr keeps every
+    digit a float32 holds)."""
     return "{" + ",".join(repr(float(v)) for v in vector) + "}"

@@ -1,6 +1,6 @@
 """The passages of earlier chapters a chapter's steps are offered: by full-text search
 always, and by embedding similarity as well when the provider has an embedding model,
-the two rankings fused (generation/story/retrieval.py). One embedding request embeds
+the top k of the two rankings fused (generation/story/retrieval.py). One embedding request embeds
 all of a chapter's bullets; its failure costs this chapter's retrieval its embeddings,
 never the chapter. What was used is recorded in the job's manifest (`retrieval`)."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from generation.errors import GenerationError
 from generation.story.context import PASSAGES_PER_STEP
-from generation.story.retrieval import CANDIDATES, fuse
+from generation.story.retrieval import fuse
 from generation.types import Passage, Provider
 from supervisor.db.jobs import Claim
 from supervisor.db.seam import JobQueue
@@ -39,7 +39,7 @@ class Recaller:
     def __call__(self, queries: Sequence[str]) -> list[list[Passage]]:
         if not self.written or not queries:
             return [[] for _ in queries]
-        text = self.queue.recall(self.claim, queries, config=self.config, limit=CANDIDATES)
+        text = self.queue.recall(self.claim, queries, config=self.config, limit=PASSAGES_PER_STEP)
         similar, note = self._similar(queries)
         self.record(note)
         return [fuse([t, s], PASSAGES_PER_STEP) for t, s in zip(text, similar, strict=True)]
@@ -61,7 +61,9 @@ class Recaller:
             return none, {"by": "full-text"}
         # Asked after the call: a fallback provider names the model that embedded.
         model = self.provider.embedding_model
-        similar = self.queue.recall_similar(self.claim, vectors, model=model, limit=CANDIDATES)
+        similar = self.queue.recall_similar(
+            self.claim, vectors, model=model, limit=PASSAGES_PER_STEP
+        )
         note = {
             "by": "full-text+embeddings",
             "embedding_model": model,

@@ -4,22 +4,36 @@
   chapters plant 50 facts (a named object with a distinctive detail); the rest of the
   story mentions the same names and objects without the details. For each fact, a later
   section's bullet names its subject in other words; is the planting passage among the
-  k=4 the worker retrieves (PostgreSQL full-text search, idf-weighted)?
+  k=4 the worker retrieves? By PostgreSQL full-text search (idf-weighted) alone, and as
+  the worker retrieves with an embedding model: full-text and embedding similarity
+  fused (supervisor/worker/recall.py), the similarity ranked in Python and, where the
+  server has pgvector, in the database. The embedding is the offline provider's:
+  a deterministic 768-value bag-of-words hash (generation/providers/offline.py), local
+  and lexical, not a semantic model: it measures the machinery (storage, both
+  rankings, fusion, their cost), not what a real embedding model adds.
 - Context assembly at chapter 100: the whole section prompt built (context builder
   included), and the recall query over 2,000 passages.
 - Prompt size over chapters 1..100: what the story-so-far parts take of the budget, and
   the whole section prompt, in estimated tokens.
+- What the chapter-memory call (summary, arc and bible in one answer) costs over the
+  plain summary call it replaces: its prompt at chapter 100, and its answer at its
+  bounds, in estimated tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import statistics
 import time
 import uuid
 
+from generation.providers.calls import max_output_tokens
+from generation.providers.offline import OFFLINE_EMBEDDING_MODEL, OfflineProvider, bag_of_words
 from generation.story import prompts
 from generation.story.context import estimate_tokens
+from generation.story.extraction import memory_ask
 from generation.story.memory import ArcEntry, passages, update_arc, update_bible
 from generation.story.preferences import parse_preferences
 from generation.types import (
@@ -29,9 +43,11 @@ from generation.types import (
     Passage,
     StoryContext,
 )
-from supervisor.db import sql
+from supervisor.db import memory, sql
 from supervisor.db.jobs import ChapterContext, Claim
-from supervisor.db.memory import recall
+from supervisor.db.memory import recall, vector_literal
+from supervisor.db.queue import WorkerQueue
+from supervisor.worker.recall import Recaller
 from tests.benchmarks.harness import Bench, connect
 
 NAMES = ("Mara", "Ilya", "Wren", "Tomas", "Odile", "Kasimir")
@@ -58,6 +74,7 @@ DETAILS = (
     "three stars", "a child's drawing", "a bent nail",
 )  # fmt: skip
 CHAPTERS, PARAGRAPHS, FACTS, K = 30, 20, 50, 4
+DIMENSIONS = 768
 
 
 def filler(rng: random.Random) -> str:
@@ -101,10 +118,12 @@ def seed_story(dsn: str) -> tuple[uuid.UUID, dict[int, tuple[int, int]]]:
             stored = passages(text)
             for i in facts:
                 planted[i] = next((number, o) for o, body in stored if fact(i) in body)
+            vectors = [vector_literal(bag_of_words(b, DIMENSIONS)) for _, b in stored]
             sql.run(conn, "store_passages", {
                 "chapter_id": chapter, "sequence_id": seq, "chapter_number": number,
                 "offsets": [o for o, _ in stored], "bodies": [b for _, b in stored],
-                "config": "english",
+                "config": "english", "vectors": vectors,
+                "embedding_model": OFFLINE_EMBEDDING_MODEL,
             })  # fmt: skip
     return seq, planted
 
@@ -114,22 +133,61 @@ def claim_for(seq: uuid.UUID, before: int) -> Claim:
     return Claim(uuid.uuid4(), "bench", 1, uuid.uuid4(), seq, uuid.uuid4(), {}, None, context)
 
 
+def query_of(i: int) -> str:
+    return f"{NAMES[(i + 1) % len(NAMES)]} asks about the {OBJECTS[i]} with {DETAILS[i]}"
+
+
 def measure_recall(dsn: str) -> None:
     seq, planted = seed_story(dsn)
     claim = claim_for(seq, CHAPTERS + 1)
-    hits, timings = 0, []
     with connect(dsn) as conn:
         stored = conn.execute("select count(*) as n from storyworker.passages").fetchone()["n"]
+        hits, timings = 0, []
         for i, where in planted.items():
-            query = f"{NAMES[(i + 1) % len(NAMES)]} asks about the {OBJECTS[i]} with {DETAILS[i]}"
             started = time.perf_counter()
-            (found,) = recall(conn, claim, [query], config="english", limit=K)
+            (found,) = recall(conn, claim, [query_of(i)], config="english", limit=K)
             timings.append((time.perf_counter() - started) * 1000)
             hits += where in [(p.chapter, p.offset) for p in found]
-    print(f"{'recall of 50 planted facts, full-text search, k=4':<58} {hits / FACTS:>12.2f}")
-    label = f"recall query over the story's {stored} passages, p50 (ms)"
+        print(f"{'recall of 50 planted facts, full-text search, k=4':<58} {hits / FACTS:>12.2f}")
+        label = f"recall query over the story's {stored} passages, p50 (ms)"
+        print(f"{label:<58} {statistics.median(timings):>12.2f}")
+        alone(conn, claim, planted)
+        fused(conn, claim, planted, "in Python")
+        if conn.execute("select 1 from pg_available_extensions where name = 'vector'").fetchone():
+            conn.execute("create extension if not exists vector")
+            memory._VECTOR_SCHEMA.pop(conn, None)
+            fused(conn, claim, planted, "pgvector")
+        else:
+            print(f"{'  with embeddings, pgvector':<58} {'n/a':>12}  (no pgvector on this server)")
+
+
+def alone(conn, claim: Claim, planted: dict[int, tuple[int, int]]) -> None:
+    """Recall of the embedding similarity alone: what the stand-in embedding is worth."""
+    provider = OfflineProvider(dimensions=DIMENSIONS)
+    queries = [query_of(i) for i in planted]
+    found = WorkerQueue(conn).recall_similar(
+        claim, provider.embed_many(queries), model=provider.embedding_model, limit=K
+    )
+    hits = sum(place in [(p.chapter, p.offset) for p in passages]
+               for place, passages in zip(planted.values(), found, strict=True))  # fmt: skip
+    label = "  similarity alone (bag-of-words embedding), k=4"
+    print(f"{label:<58} {hits / FACTS:>12.2f}")
+
+
+def fused(conn, claim: Claim, planted: dict[int, tuple[int, int]], where: str) -> None:
+    """Recall as the worker retrieves with an embedding model (both rankings fused)."""
+    provider = OfflineProvider(dimensions=DIMENSIONS)
+    recaller = Recaller(WorkerQueue(conn), provider, claim, "english", True, lambda note: None)
+    hits, timings = 0, []
+    for i, place in planted.items():
+        started = time.perf_counter()
+        (found,) = recaller([query_of(i)])
+        timings.append((time.perf_counter() - started) * 1000)
+        hits += place in [(p.chapter, p.offset) for p in found]
+    label = f"  with embeddings (bag-of-words, similarity {where}), k=4"
+    print(f"{label:<58} {hits / FACTS:>12.2f}")
+    label = f"  recall with embeddings, similarity {where}, p50 (ms)"
     print(f"{label:<58} {statistics.median(timings):>12.2f}")
-    print(f"{'recall with embeddings':<58} {'n/a':>12}  (passages are not embedded yet)")
 
 
 def story_at(chapter: int, budget: int) -> ChapterRequest:
@@ -180,8 +238,40 @@ def measure_assembly() -> None:
         )
 
 
+def measure_memory_cost() -> None:
+    """What the chapter-memory call costs over the plain summary call it replaces, at
+    chapter 100 of a story with a full arc, its characters and 80 facts, for a chapter
+    of 1,200 words; the answer at its bounds (150-word summary, 600-word arc, 12
+    characters, 8 facts)."""
+    rng = random.Random(5)
+    base = story_at(100, 6000)
+    facts = tuple(f"{fact(i % FACTS)} (chapter {i % 99 + 1})" for i in range(80))
+    request = dataclasses.replace(base, story=dataclasses.replace(base.story, facts=facts))
+    outline = Outline("T", ("a", "b", "c", "d"))
+    text = "\n\n".join(filler(rng) for _ in range(30))
+    ask = memory_ask(request, outline, text)
+    summary = prompts.summary_prompt(request, outline, text)
+    schema = estimate_tokens(json.dumps(ask.schema))
+    asked = estimate_tokens(ask.prompt.system) + estimate_tokens(ask.prompt.user) + schema
+    plain = estimate_tokens(summary.system) + estimate_tokens(summary.user)
+    words = " ".join(["word"] * 20)
+    bounded = {
+        "summary": " ".join(["word"] * 150),
+        "arc": [{"chapter": n, "gist": " ".join(["word"] * 6)} for n in range(1, 101)],
+        "characters": [{"name": n, "about": words, "state": words} for n in NAMES * 2],
+        "facts": [words] * 8,
+    }
+    answer = estimate_tokens(json.dumps(bounded))
+    print(f"{'memory call at chapter 100: prompt / summary prompt (est.)':<58}"
+          f" {asked:>12,} / {plain:,} tokens (schema {schema:,})")  # fmt: skip
+    print(f"{'memory answer at its bounds / a 150-word summary (est.)':<58}"
+          f" {answer:>12,} / {estimate_tokens(bounded['summary']):,} tokens"
+          f" (output limit {max_output_tokens(ask.words):,})")  # fmt: skip
+
+
 def run(bench: Bench) -> None:
     print("\n## 10. the story so far: retrieval recall, assembly time, prompt size")
     with bench.database() as dsn:
         measure_recall(dsn)
     measure_assembly()
+    measure_memory_cost()
