@@ -83,6 +83,20 @@ def test_a_job_completes_through_llama_cpp_pythons_server(service, job_factory, 
     assert text["estimated"] is True  # this server's streams carry no usage
     assert chapter["embedding_model"] == EMBEDDING_MODEL
     assert len(chapter["embedding"]) == EMBEDDING_SIZE
+    # The passages embedded with the summary, many texts to a request (its input list).
+    passages = conn.execute(
+        "select embedding, embedding_model from storyworker.passages where chapter_id = %s",
+        (job["chapter_id"],),
+    ).fetchall()
+    assert passages and all(
+        p["embedding_model"] == EMBEDDING_MODEL and len(p["embedding"]) == EMBEDDING_SIZE
+        for p in passages
+    )
+    # The chapter memory in JSON mode with its schema, which this server's grammar
+    # holds the tiny model to: read by the model's answer, bounded.
+    memory = done["context"]["memory"]
+    assert memory["by"] == "model" and memory["output_tokens"] > 0
+    assert len(memory["characters"]) <= 12 and memory["facts"] <= 8
     logs = svc.logs()
     assert "takes the outline as json_object+schema" in logs  # its 500 for json_schema
     assert PAUSED not in logs and "provider is at fault" not in logs
