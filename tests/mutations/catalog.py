@@ -409,6 +409,63 @@ STORY = (
     ),
 )
 
+EXTRACTION = "tests/unit/test_extraction.py"
+STORY_WORKER = "tests/unit/test_story_worker.py"
+RETRIEVAL = "tests/unit/test_retrieval.py"
+VECTORS = "tests/integration/test_passage_vectors.py"
+
+#: The story's memory by the model and embeddings in retrieval (issue 22).
+MEMORY = (
+    Mutation(
+        "memory-failure-fails-the-chapter",
+        "a failed chapter-memory call fails the chapter instead of the extractive memory",
+        "    except GenerationError as exc:\n        log.warning(",
+        "    except ZeroDivisionError as exc:\n        log.warning(",
+        (EXTRACTION,),
+        "extraction.py",
+    ),
+    Mutation(
+        "memory-model-overwrites-the-author",
+        "the model's description replaces the author's own for a preferences' character",
+        "        about = old.about if name.lower() in authored and old.about else entry.about",
+        "        about = entry.about if entry.about else old.about",
+        (STORY_WORKER,),
+        "memory.py",
+    ),
+    Mutation(
+        "memory-arc-drops-what-the-model-left-out",
+        "an earlier chapter's gist the model left out of the arc is lost",
+        "    arc.update(written)",
+        "    arc = dict(written)",
+        (EXTRACTION,),
+        "extraction.py",
+    ),
+    Mutation(
+        "retrieval-ignores-embeddings",
+        "recall offers full-text search's passages alone although the provider embeds",
+        "[fuse([t, s], PASSAGES_PER_STEP) for t, s",
+        "[fuse([t], PASSAGES_PER_STEP) for t, s",
+        (RETRIEVAL, VECTORS),
+        "recall.py",
+    ),
+    Mutation(
+        "retrieval-compares-any-model",
+        "pgvector ranks vectors of another embedding model (or size) against the query's",
+        "           and s.embedding_model = %(model)s and cardinality",
+        "           and cardinality",
+        (VECTORS,),
+        "queries.sql",
+    ),
+    Mutation(
+        "retrieval-vectors-not-stored",
+        "a finished chapter's passages are stored without their vectors",
+        "       t.body, %(config)s::regconfig, t.vector::real[],",
+        "       t.body, %(config)s::regconfig, null::real[],",
+        (VECTORS,),
+        "queries.sql",
+    ),
+)
+
 PREFERENCE_VALUES = "tests/unit/test_preference_values.py"
 PREPARE_PREFERENCES = "tests/unit/test_prepare_preferences.py"
 STORY_PREFERENCES = "tests/integration/test_story_preferences.py"
@@ -497,4 +554,6 @@ ORDER = (
     ),
 )
 
-MUTATIONS: tuple[Mutation, ...] = SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY + PREFERENCES + ORDER
+MUTATIONS: tuple[Mutation, ...] = (
+    SURVIVORS + ALREADY_CAUGHT + GUARDS + STORY + PREFERENCES + ORDER + MEMORY
+)
