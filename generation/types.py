@@ -47,6 +47,9 @@ class JsonAsk:
     words: int
     #: The kind of its CallRecord (metrics, usage, logs).
     kind: str = "structured"
+    #: At most this many attempts (None: the provider's retry policy), for an answer
+    #: whose failure the caller survives.
+    attempts: int | None = None
 
     @property
     def what(self) -> str:

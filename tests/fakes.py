@@ -103,7 +103,7 @@ class MemoryQueue:
         self.user_id = uuid.uuid4()
         self.max_per_user = max_per_user
         #: Earlier chapters' passages a test plants for `recall`, and their vectors by
-        #: the model `embedded_by` for `recall_similar`.
+        #: the model `embedded_by` for `recall_with_vectors`.
         self.passages: list[Passage] = []
         self.vectors_of: dict[Passage, list[float]] = {}
         self.embedded_by = ""
@@ -296,13 +296,21 @@ class MemoryQueue:
             found.append([p for p in self.passages if words & set(p.text.lower().split())][:limit])
         return found
 
-    def recall_similar(
-        self, claim: Claim, vectors: Sequence[Sequence[float]], *, model: str, limit: int
-    ) -> list[list[Passage]]:
-        """What `vectors_of` (a test's: passage -> its vector by `embedded_by`) ranks
-        nearest to each query vector; nothing for another model."""
-        self._held(claim)
+    def recall_with_vectors(
+        self,
+        claim: Claim,
+        queries: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        *,
+        config: str,
+        model: str,
+        limit: int,
+    ) -> tuple[list[list[Passage]], list[list[Passage]]]:
+        """`recall`'s passages, and what `vectors_of` (a test's: passage -> its vector
+        by `embedded_by`) ranks nearest to each query vector (nothing for another
+        model)."""
+        found = self.recall(claim, queries, config=config, limit=limit)
         if model != self.embedded_by:
-            return [[] for _ in vectors]
+            return found, [[] for _ in vectors]
         pool = [(p, self.vectors_of[p]) for p in self.passages if p in self.vectors_of]
-        return nearest(vectors, pool, limit)
+        return found, nearest(vectors, pool, limit)

@@ -139,9 +139,18 @@ class Operation:
     """
 
     def __init__(
-        self, kind: str, on_call: Callable[[CallRecord], None], *, provider: str, model: str
+        self,
+        kind: str,
+        on_call: Callable[[CallRecord], None],
+        *,
+        provider: str,
+        model: str,
+        attempts: int | None = None,
     ) -> None:
         self.kind, self.provider, self.model = kind, provider, model
+        #: At most this many attempts per request, below the policy's (None: the
+        #: policy's): for an operation whose failure its caller survives.
+        self.attempts = attempts
         self._on_call = on_call
         self.started = time.monotonic()
         #: Requests beyond the first made for this operation.
@@ -191,9 +200,12 @@ class RequestRunner:
         self._classify = classify
         self._hooks = hooks
 
-    def operation(self, kind: str, model: str) -> Operation:
-        """A new operation of `kind` on `model`, reporting to the hooks' `on_call`."""
-        return Operation(kind, self._hooks.on_call, provider=self.provider, model=model)
+    def operation(self, kind: str, model: str, attempts: int | None = None) -> Operation:
+        """A new operation of `kind` on `model`, reporting to the hooks' `on_call`; with
+        `attempts`, each of its requests is tried at most that often."""
+        return Operation(
+            kind, self._hooks.on_call, provider=self.provider, model=model, attempts=attempts
+        )
 
     def send(
         self,
@@ -208,10 +220,11 @@ class RequestRunner:
         GenerationError the provider's classification makes of it. Retries are counted
         in `op`. `model` (default `op.model`) is what the request was for, for messages.
         """
+        most = min(op.attempts or self.policy.max_attempts, self.policy.max_attempts)
         retrying = backoff.on_exception(
             waits,
             RetryableError,
-            max_tries=tries or self.policy.max_attempts,
+            max_tries=tries or most,
             giveup=self._give_up,
             on_backoff=lambda details: op.count_retry(details["wait"]),
             jitter=None,

@@ -154,7 +154,7 @@ class GeminiProvider(ChatProvider):
         """One JSON object of `ask`'s shape (checked by the caller), asked for as the
         outline is (responseSchema); a malformed answer is MalformedOutputError."""
         limit = self._limit(ask.words)
-        with self._runner.operation(ask.kind, self._config.model) as op:
+        with self._runner.operation(ask.kind, self._config.model, ask.attempts) as op:
             return self._json(
                 op, ask.prompt, ask.schema, limit, Sampling.of(request), what=ask.what
             )

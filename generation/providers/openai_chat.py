@@ -154,7 +154,7 @@ class OpenAIProvider(ChatProvider):
         """One JSON object of `ask`'s shape (checked by the caller), asked for as the
         outline is; a malformed answer is MalformedOutputError, not asked again."""
         limit = max_output_tokens(ask.words)
-        with self._runner.operation(ask.kind, self._config.model) as op:
+        with self._runner.operation(ask.kind, self._config.model, ask.attempts) as op:
             return self._json(
                 op, (ask.name, ask.schema, ask.prompt), limit, Sampling.of(request), ask.what
             )

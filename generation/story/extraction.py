@@ -4,8 +4,9 @@ for the characters it shows and the facts it establishes, as one JSON object
 (`Provider.structured`). That one call takes the place of the plain summary call, so a
 chapter costs no more calls than before, only the longer answer.
 
-It is bounded: the answer's output limit follows from its parts' bounds (BOUNDS), and
-what comes back is checked and cut to them (`read_memory`). Its failure never fails the
+It is bounded: the answer's output limit follows from its parts' bounds (BOUNDS), its
+request is tried at most MEMORY_ATTEMPTS times, and what comes back is checked and cut
+to the bounds (`read_memory`). Its failure never fails the
 chapter: any provider error or malformed answer falls back to the plain summary call
 and the extractive memory (generation/story/memory.py), and the step's manifest says
 why (`Remembered.note`).
@@ -42,6 +43,9 @@ BOUNDS = prompts.Bounds(arc_words=ARC_MAX_WORDS, characters=12, facts=8)
 KNOWN_FACTS_SHOWN = 20
 #: Longest gist of one chapter in the arc, in characters.
 GIST_MAX_CHARS = 600
+#: Attempts at the memory call's request: its failure costs the chapter only the plain
+#: summary call, which then has the provider's full retries.
+MEMORY_ATTEMPTS = 2
 #: Words per bible entry, fact and arc entry's wrapping, for the output limit.
 _WORDS_PER_CHARACTER, _WORDS_PER_FACT, _WORDS_PER_ARC_ENTRY = 60, 25, 6
 
@@ -136,6 +140,7 @@ def memory_ask(request: ChapterRequest, outline: Outline, text: str) -> schemas.
         schema=schemas.memory_schema(len(arc) + 1, BOUNDS.characters, BOUNDS.facts),
         words=words,
         kind="memory",
+        attempts=MEMORY_ATTEMPTS,
     )
 
 

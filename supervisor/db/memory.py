@@ -1,9 +1,10 @@
 """The story's memory in storyworker's own schema: a finished chapter's passages (with
 their embeddings) and the story's arc and bible, stored in the transaction of the
 chapter's `finish` (`supervisor.db.queue.finish`), and the passages recalled for a
-later chapter's step: by full-text search (`recall`) and by embedding similarity
-(`recall_similar`: pgvector where it is installed, else ranked here over the newest
-PYTHON_VECTOR_LIMIT passages).
+later chapter's step: by full-text search (`recall`), and with it by embedding
+similarity (`recall_with_vectors`: both rankings read in one transaction, so a chapter
+still pays one read; the similarity by pgvector where it is installed, else ranked here
+over the newest PYTHON_VECTOR_LIMIT passages).
 """
 
 from __future__ import annotations
@@ -114,6 +115,24 @@ def recall(
         passage = Passage(row["chapter_number"], row["char_offset"], row["body"])
         found[row["ord"] - 1].append(passage)
     return found
+
+
+def recall_with_vectors(
+    conn: psycopg.Connection,
+    claim: Claim,
+    queries: Sequence[str],
+    vectors: Sequence[Sequence[float]],
+    *,
+    config: str,
+    model: str,
+    limit: int,
+) -> tuple[list[list[Passage]], list[list[Passage]]]:
+    """For each query, its passages by full-text search (`recall`) and by the
+    similarity of its vector (made by `model`; `recall_similar`), read in one
+    transaction."""
+    with conn.transaction():
+        found = recall(conn, claim, queries, config=config, limit=limit)
+        return found, recall_similar(conn, claim, vectors, model=model, limit=limit)
 
 
 def recall_similar(

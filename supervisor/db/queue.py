@@ -21,7 +21,7 @@ from health.stats import QueueStats
 from supervisor.db import realtime, sql
 from supervisor.db.connection import translated
 from supervisor.db.jobs import Claim, Job, Outcome, Status
-from supervisor.db.memory import StoryMemory, recall, recall_similar, remember  # noqa: F401
+from supervisor.db.memory import StoryMemory, recall, recall_with_vectors, remember  # noqa: F401
 from supervisor.db.retries import failed_attempt
 from supervisor.db.seam import STATEMENTS
 from supervisor.errors import (

@@ -85,9 +85,16 @@ class JobQueue(Protocol):
     def recall(
         self, claim: Claim, queries: Sequence[str], *, config: str, limit: int
     ) -> list[list[Passage]]: ...
-    def recall_similar(
-        self, claim: Claim, vectors: Sequence[Sequence[float]], *, model: str, limit: int
-    ) -> list[list[Passage]]: ...
+    def recall_with_vectors(
+        self,
+        claim: Claim,
+        queries: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        *,
+        config: str,
+        model: str,
+        limit: int,
+    ) -> tuple[list[list[Passage]], list[list[Passage]]]: ...
 
 
 def _statements() -> tuple[str, ...]:
@@ -101,9 +108,14 @@ def _statements() -> tuple[str, ...]:
 #: The worker's statements by name, in the order declared above.
 STATEMENTS = _statements()
 #: The query a statement runs, where it is not named after the statement.
-QUERY_NAMES = {"send_live": "live_send", "recall": "recall_passages"}
+QUERY_NAMES = {
+    "send_live": "live_send",
+    "recall": "recall_passages",
+    # With recall_passages, in one transaction (passage_vectors without pgvector).
+    "recall_with_vectors": "recall_similar",
+}
 #: Statements on behalf of a claim that only read, and so need no fence.
-READS = frozenset({"recall", "recall_similar"})
+READS = frozenset({"recall", "recall_with_vectors"})
 #: Those run on behalf of a claim (their first argument) that write: each is fenced by
 #: it (`jobs.FENCE`).
 FENCED = tuple(

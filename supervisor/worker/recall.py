@@ -39,16 +39,28 @@ class Recaller:
     def __call__(self, queries: Sequence[str]) -> list[list[Passage]]:
         if not self.written or not queries:
             return [[] for _ in queries]
-        text = self.queue.recall(self.claim, queries, config=self.config, limit=PASSAGES_PER_STEP)
-        similar, note = self._similar(queries)
+        vectors, note = self._embedded(queries)
+        k = PASSAGES_PER_STEP
+        if vectors:
+            # Asked after the call: a fallback provider names the model that embedded.
+            model = self.provider.embedding_model
+            text, similar = self.queue.recall_with_vectors(
+                self.claim, queries, vectors, config=self.config, model=model, limit=k
+            )
+            found = sum(len(passages) for passages in similar)
+            note = {"by": "full-text+embeddings", "embedding_model": model, "similar_found": found}
+        else:
+            text = self.queue.recall(self.claim, queries, config=self.config, limit=k)
+            similar = [[] for _ in queries]
         self.record(note)
-        return [fuse([t, s], PASSAGES_PER_STEP) for t, s in zip(text, similar, strict=True)]
+        return [fuse([t, s], k) for t, s in zip(text, similar, strict=True)]
 
-    def _similar(self, queries: Sequence[str]) -> tuple[list[list[Passage]], dict[str, Any]]:
-        none: list[list[Passage]] = [[] for _ in queries]
+    def _embedded(self, queries: Sequence[str]) -> tuple[list[list[float]], dict[str, Any]]:
+        """The queries' embeddings in one request, or none and why (the manifest's
+        note for full-text search alone)."""
         embed_many = getattr(self.provider, "embed_many", None)
         if not self.provider.embedding_model or embed_many is None:
-            return none, {"by": "full-text"}
+            return [], {"by": "full-text"}
         try:
             vectors = embed_many(queries)
         except GenerationError as exc:
@@ -56,17 +68,5 @@ class Recaller:
                 "the bullets could not be embedded: passages by full-text search alone",
                 extra=fields(job_id=self.claim.job_id, error=str(exc)),
             )
-            return none, {"by": "full-text", "embedding_error": str(exc)[:300]}
-        if len(vectors) != len(queries):
-            return none, {"by": "full-text"}
-        # Asked after the call: a fallback provider names the model that embedded.
-        model = self.provider.embedding_model
-        similar = self.queue.recall_similar(
-            self.claim, vectors, model=model, limit=PASSAGES_PER_STEP
-        )
-        note = {
-            "by": "full-text+embeddings",
-            "embedding_model": model,
-            "similar_found": sum(len(found) for found in similar),
-        }
-        return similar, note
+            return [], {"by": "full-text", "embedding_error": str(exc)[:300]}
+        return (vectors, {}) if len(vectors) == len(queries) else ([], {"by": "full-text"})

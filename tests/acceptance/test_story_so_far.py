@@ -63,8 +63,8 @@ class Gemini:
 
     def memory_fails(self, how: str) -> None:
         garbage = GeminiReply(body=text_response("Sure! Here is the memory: (none)"))
-        # Every attempt of the call (5: the default policy) answered 500.
-        replies = [garbage] if how == "garbage" else [gemini_error(500)] * 5
+        # Both attempts the memory call makes answered 500.
+        replies = [garbage] if how == "garbage" else [gemini_error(500)] * 2
         self.server.memory_replies.extend(replies)
 
     def prose(self, text: str) -> None:
@@ -91,7 +91,7 @@ class OpenAI:
 
     def memory_fails(self, how: str) -> None:
         garbage = OpenAIReply(body=completion('{"summary": 42}'))
-        replies = [garbage] if how == "garbage" else [openai_error(500, "busy")] * 5
+        replies = [garbage] if how == "garbage" else [openai_error(500, "busy")] * 2
         self.server.memory_replies.extend(replies)
 
     def prose(self, text: str) -> None:
@@ -219,7 +219,7 @@ def test_a_chapter_whose_extraction_fails_is_complete_with_the_extractive_memory
         "select context from generation_jobs where id = %s", (job["id"],)
     ).fetchone()["context"]
     assert context["memory"]["by"] == "extractive"
-    said = {"garbage": "chapter memory", "500": "HTTP 500"}[how]
+    said = {"garbage": "chapter memory", "500": "HTTP 500 after 2 attempts"}[how]
     assert said in context["memory"]["error"]
     assert "the model's extraction failed" in show(svc, job)
     assert "extractive memory stands in" in svc.logs()

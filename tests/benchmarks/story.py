@@ -165,8 +165,8 @@ def alone(conn, claim: Claim, planted: dict[int, tuple[int, int]]) -> None:
     """Recall of the embedding similarity alone: what the stand-in embedding is worth."""
     provider = OfflineProvider(dimensions=DIMENSIONS)
     queries = [query_of(i) for i in planted]
-    found = WorkerQueue(conn).recall_similar(
-        claim, provider.embed_many(queries), model=provider.embedding_model, limit=K
+    found = memory.recall_similar(
+        conn, claim, provider.embed_many(queries), model=provider.embedding_model, limit=K
     )
     hits = sum(place in [(p.chapter, p.offset) for p in passages]
                for place, passages in zip(planted.values(), found, strict=True))  # fmt: skip

@@ -12,14 +12,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from generation.story.memory import passages
-from supervisor.db import memory, queue
+from supervisor.db import memory, queue, sql
 from supervisor.db.memory import StoryMemory
 from supervisor.worker.recall import Recaller
 from tests.integration.test_story_memory import FILLER
 
 MODEL = "test-embedding"
+INTRANS = TransactionStatus.INTRANS
 #: Said in other words than the bullet asks: full-text search cannot find it. Long
 #: enough to be a passage of its own (generation/story/memory.PASSAGE_MIN_CHARS).
 HIDDEN = (
@@ -128,19 +130,19 @@ def planted(story) -> Any:
 def test_without_pgvector_the_worker_ranks_the_vectors_itself(conn, story):
     claim = planted(story)
     assert memory.vector_schema(conn) is None  # the suite's PostgreSQL: not installed
-    (found,) = queue.WorkerQueue(conn).recall_similar(claim, [NEAR], model=MODEL, limit=4)
+    (found,) = memory.recall_similar(conn, claim, [NEAR], model=MODEL, limit=4)
     assert found[0].chapter == 1 and HIDDEN in found[0].text
     assert len(found) == 4 and all(p.chapter < 3 for p in found)
     # Another model's vectors, or another size, are never compared.
-    assert queue.recall_similar(conn, claim, [NEAR], model="other", limit=4) == [[]]
-    assert queue.recall_similar(conn, claim, [[1.0, 0.0]], model=MODEL, limit=4) == [[]]
+    assert memory.recall_similar(conn, claim, [NEAR], model="other", limit=4) == [[]]
+    assert memory.recall_similar(conn, claim, [[1.0, 0.0]], model=MODEL, limit=4) == [[]]
 
 
 def test_the_python_ranking_reads_the_newest_passages_only(conn, story, monkeypatch):
     claim = planted(story)
     newest = len(passages("\n\n".join(FILLER * 3)))  # chapter 2's
     monkeypatch.setattr(memory, "PYTHON_VECTOR_LIMIT", newest)
-    (found,) = queue.recall_similar(conn, claim, [NEAR], model=MODEL, limit=newest + 2)
+    (found,) = memory.recall_similar(conn, claim, [NEAR], model=MODEL, limit=newest + 2)
     assert len(found) == newest and {p.chapter for p in found} == {2}
 
 
@@ -154,7 +156,7 @@ def pgvector(conn: psycopg.Connection) -> None:
 def test_with_pgvector_the_database_ranks_them_the_same(conn, story, schema):
     pgvector(conn)
     claim = planted(story)
-    (by_python,) = queue.recall_similar(conn, claim, [NEAR, FAR], model=MODEL, limit=4)[:1]
+    (by_python,) = memory.recall_similar(conn, claim, [NEAR, FAR], model=MODEL, limit=4)[:1]
     if schema:  # Supabase's way: its own schema, not on the worker's search_path
         conn.execute(f"create schema {schema}")
         conn.execute(f"create extension vector with schema {schema}")
@@ -162,10 +164,10 @@ def test_with_pgvector_the_database_ranks_them_the_same(conn, story, schema):
         conn.execute("create extension vector")
     memory._VECTOR_SCHEMA.pop(conn, None)
     assert memory.vector_schema(conn) == (schema or "public")
-    near, far = queue.recall_similar(conn, claim, [NEAR, FAR], model=MODEL, limit=4)
+    near, far = memory.recall_similar(conn, claim, [NEAR, FAR], model=MODEL, limit=4)
     assert near == by_python and HIDDEN in near[0].text
     assert far and HIDDEN not in far[0].text
-    assert queue.recall_similar(conn, claim, [NEAR], model="other", limit=4) == [[]]
+    assert memory.recall_similar(conn, claim, [NEAR], model="other", limit=4) == [[]]
 
 
 class Embedder:
@@ -183,6 +185,28 @@ class Embedder:
         if self.fail is not None:
             raise self.fail
         return [embed(t) for t in texts]
+
+
+def test_both_rankings_are_read_in_one_transaction(conn, story, monkeypatch):
+    claim = planted(story)
+    worker = queue.WorkerQueue(conn)
+    seen: list[tuple[str, Any]] = []
+    run = sql.all_rows
+
+    def recording(connection, name, params=None):
+        seen.append((name, connection.info.transaction_status))
+        return run(connection, name, params)
+
+    monkeypatch.setattr(sql, "all_rows", recording)
+    text, similar = worker.recall_with_vectors(
+        claim, [QUERY], [NEAR], config="english", model=MODEL, limit=4
+    )
+    # An autocommit connection is in a transaction only inside an explicit block: the
+    # two reads share one, so a chapter still pays one commit for its recall.
+    assert seen == [("recall_passages", INTRANS), ("passage_vectors", INTRANS)]
+    monkeypatch.setattr(sql, "all_rows", run)
+    assert text == worker.recall(claim, [QUERY], config="english", limit=4)
+    assert similar == memory.recall_similar(conn, claim, [NEAR], model=MODEL, limit=4)
 
 
 def test_fusion_offers_the_passage_full_text_search_cannot_find(conn, story):
@@ -223,5 +247,5 @@ def test_another_storys_vectors_are_never_offered(conn, story, sequence_factory,
         " char_offset, body, embedding, embedding_model) values (%s, 0, %s, 1, 0, %s, %s, %s)",
         (chapter["id"], other["id"], f"Elsewhere {uuid.uuid4()}", NEAR, MODEL),
     )
-    (found,) = queue.recall_similar(conn, claim, [NEAR], model=MODEL, limit=20)
+    (found,) = memory.recall_similar(conn, claim, [NEAR], model=MODEL, limit=20)
     assert all("Elsewhere" not in p.text for p in found)

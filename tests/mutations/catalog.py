@@ -443,8 +443,8 @@ MEMORY = (
     Mutation(
         "retrieval-ignores-embeddings",
         "recall offers full-text search's passages alone although the provider embeds",
-        "[fuse([t, s], PASSAGES_PER_STEP) for t, s",
-        "[fuse([t], PASSAGES_PER_STEP) for t, s",
+        "        return [fuse([t, s], k) for t, s in zip(",
+        "        return [fuse([t], k) for t, s in zip(",
         (RETRIEVAL, VECTORS),
         "recall.py",
     ),
@@ -455,6 +455,14 @@ MEMORY = (
         "           and cardinality",
         (VECTORS,),
         "queries.sql",
+    ),
+    Mutation(
+        "retrieval-two-transactions",
+        "the full-text and similarity reads of a chapter's recall take a commit each",
+        "    with conn.transaction():\n        found = recall(conn, claim, queries",
+        "    if True:\n        found = recall(conn, claim, queries",
+        (VECTORS,),
+        "memory.py",
     ),
     Mutation(
         "retrieval-vectors-not-stored",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from generation.errors import MalformedOutputError
+from generation.errors import MalformedOutputError, ProviderUnavailableError
 from generation.providers.gemini import GeminiConfig, GeminiProvider
 from generation.story import schemas
 from generation.story.extraction import memory_ask
@@ -126,3 +126,15 @@ def test_a_batch_answered_with_too_few_embeddings_is_malformed(fake_gemini, make
     fake_gemini.queue("batchEmbedContents", Reply(body=one))
     with pytest.raises(MalformedOutputError, match="1 embeddings for 2 texts"):
         make_provider().embed_many(["a", "b"])
+
+
+def test_an_answer_whose_failure_the_caller_survives_is_tried_at_most_its_attempts(
+    fake_gemini, make_provider, recorder
+):
+    fake_gemini.fail("generateContent", 503, times=5)
+    ask = JsonAsk(ASK.prompt, ASK.name, ASK.schema, ASK.words, kind="memory", attempts=2)
+    with pytest.raises(ProviderUnavailableError, match="after 2 attempts"):
+        make_provider(max_attempts=5).structured(REQUEST, ask)
+    assert len(fake_gemini.calls("generateContent")) == 2
+    assert (recorder.last.kind, recorder.last.retries) == ("memory", 1)
+    assert memory_ask(REQUEST, OUTLINE, "Text.").attempts == 2  # the chapter memory's

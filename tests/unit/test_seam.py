@@ -41,9 +41,9 @@ def test_the_seam_lists_the_workers_statements():
         "fail",
         "release",
         "recall",
-        "recall_similar",
+        "recall_with_vectors",
     )
-    assert set(seam.FENCED) == set(seam.STATEMENTS) - {"claim", "recall", "recall_similar"}
+    assert set(seam.FENCED) == set(seam.STATEMENTS) - {"claim", "recall", "recall_with_vectors"}
 
 
 @pytest.mark.parametrize("name", seam.STATEMENTS)
