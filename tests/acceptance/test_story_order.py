@@ -15,6 +15,7 @@ import pytest
 from generation.story.prompts import DATA_CLOSE, DATA_OPEN
 from tests.acceptance.conftest import PREFS
 from tests.fakegemini import VALID_KEY, FakeGemini
+from tests.fakememory import is_memory
 from tests.service import wait_for
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,8 @@ def outline_prompts(gemini: FakeGemini) -> list[dict[str, Any]]:
             continue
         text = json.dumps(body.get("contents"))
         text = json.loads(text)[0]["parts"][0]["text"]
+        if is_memory(text):  # the chapter memory's request, in JSON too
+            continue
         data = text.split(DATA_OPEN, 1)[1].split(DATA_CLOSE, 1)[0]
         found.append({"text": text, "data": json.loads(data)})
     return found
