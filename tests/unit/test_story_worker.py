@@ -3,16 +3,20 @@ claim read becomes the request's context, and what a finished chapter leaves beh
 
 from __future__ import annotations
 
+import re
 import uuid
 
+from generation.providers.offline import OfflineProvider
+from generation.story import write_chapter
 from generation.story.extraction import ModelMemory
 from generation.story.memory import ArcEntry, passages
 from generation.story.preferences import parse_preferences
 from generation.story.writer import ChapterResult
-from generation.types import BibleEntry, Outline
+from generation.types import BibleEntry, ChapterRequest, Checkpoint, Outline
 from supervisor.db.jobs import ChapterContext
 from supervisor.worker.story import memory_after, story_context
 
+STAND_INS = ("Mara", "Ilya", "Wren", "Tomas", "Odile", "Kasimir")
 PREFS = parse_preferences({"characters": [{"name": "Mara", "description": "the keeper"}]})
 
 
@@ -118,3 +122,35 @@ def test_what_a_claim_read_becomes_the_requests_story_context():
     assert [s.chapter for s in story.summaries] == [2, 3] and story.missing == (1,)
     assert [c.name for c in story.characters] == ["Ilya", "Mara"]
     assert story.previous_ending == "The end of three." and story.budget_tokens == 5000
+
+
+class Quiet:
+    """Chapter callbacks that keep nothing."""
+
+    def on_context(self, step, manifest): ...
+    def on_outline(self, outline): ...
+    def on_section_restart(self, index, why): ...
+    def on_chunk(self, text): ...
+    def on_section_done(self, index, stats): ...
+
+
+def test_the_offline_provider_keeps_its_characters_through_the_bible_it_extracts():
+    # What `storyworker demo` shows without a key: the names chapter 1 used are in the
+    # bible the offline provider extracted, and chapters 2 and 3 are told them and use
+    # them, as the worker carries the memory from one chapter's finish to the next claim.
+    prefs = parse_preferences({"bullet_count": 2, "words_per_bullet": 60})
+    provider, stored, used = OfflineProvider(), {}, []
+    for number in (1, 2, 3):
+        read = context(number, written=tuple(range(1, number)), **stored)
+        story = story_context(read, prefs, 6000)
+        request = ChapterRequest(number, prefs, "The Keeper", "A lighthouse.", story=story)
+        result = write_chapter(request, provider, Checkpoint(), Quiet())
+        names = {c.name for c in story.characters}
+        used.append({n for n in STAND_INS if re.search(rf"\b{n}\b", result.text)})
+        if number > 1:
+            assert names == used[0]  # told the characters chapter 1 introduced
+        assert result.memory is not None and used[-1] == used[0]
+        remembered = memory_after(read, prefs, result)
+        stored = {"arc": remembered.arc, "characters": remembered.characters,
+                  "facts": remembered.facts}  # fmt: skip
+    assert [c["name"] for c in stored["characters"]] == sorted(used[0], key=list(STAND_INS).index)
