@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from generation.types import ChapterSummary, StoryContext
+from generation.types import BibleEntry, ChapterSummary, StoryContext
 
 #: Shares of the budget, in the order parts are filled (a part's unused share is left
 #: to the parts after it).
@@ -222,7 +222,8 @@ def _bible(out: Assembled, story: StoryContext, focus: str, left: int) -> int:
     named = [c for c in story.characters if _mentions(focus, c.name)]
     rest = [c for c in story.characters if c not in named]
     kept, used = _fill((c.to_json() for c in (*named, *rest)), room)
-    facts, fact_tokens = _fill(story.facts, room - used)
+    facts, fact_tokens = _fill(_facts_first(story.facts, named), room - used)
+    facts = [f for f in story.facts if f in facts]  # shown oldest first, as stored
     if not kept and not facts:
         return 0
     out.put(
@@ -235,6 +236,14 @@ def _bible(out: Assembled, story: StoryContext, focus: str, left: int) -> int:
         left_out=len(story.characters) - len(kept) + len(story.facts) - len(facts),
     )
     return used + fact_tokens
+
+
+def _facts_first(facts: Sequence[str], named: Sequence[BibleEntry]) -> list[str]:
+    """The facts in the order they get room: those naming a character the step names,
+    then the rest, each group newest first (a long story's oldest go first)."""
+    newest = list(reversed(facts))
+    about = [f for f in newest if any(_mentions(f, c.name) for c in named)]
+    return about + [f for f in newest if f not in about]
 
 
 def _passages(out: Assembled, story: StoryContext, left: int) -> int:

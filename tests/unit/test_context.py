@@ -145,6 +145,21 @@ def test_the_apps_title_is_sent_and_characters_named_in_the_bullet_come_first():
     assert names[0] == "Wren" and len(names) < 31
 
 
+def test_the_facts_that_get_room_are_those_about_the_bullets_characters_then_the_newest():
+    facts = tuple(
+        f"Fact {n}: " + ("Ilya keeps the key. " if n == 3 else "the tide turns. ") + "x " * 40
+        + f"(chapter {n})"
+        for n in range(1, 31)
+    )  # fmt: skip
+    context = story(characters=(BibleEntry("Ilya", "a smuggler"),), facts=facts)
+    built = assemble(context, 31, with_ending=False, focus="Mara asks Ilya for the key")
+    shown = built.data["story_bible"]["facts"]
+    assert facts[2] in shown  # about Ilya, whom the bullet names, though among the oldest
+    assert facts[-1] in shown and facts[0] not in shown  # then the newest; the oldest go
+    assert shown == [f for f in facts if f in shown]  # in the story's order
+    assert built.manifest["bible"]["left_out"] == len(facts) - len(shown) > 0
+
+
 def test_the_arc_stays_bounded_over_a_hundred_chapters():
     arc: list[ArcEntry] = []
     for n in range(1, 101):
