@@ -1,4 +1,6 @@
-"""Fixtures for the Gemini provider's unit tests: the fake Gemini server."""
+"""Fixtures for the Gemini provider's unit tests: the fake Gemini server, and the
+providers pointed at it with their call records (defined in test_gemini.py, shared by
+every Gemini test module from here)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakegemini import FakeGemini
+from tests.unit.test_gemini import make_provider, recorder  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ thinking tokens."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -35,7 +35,7 @@ from tests.fakegemini import (
     Reply,
     error_body,
 )
-from tests.unit.test_gemini import OUTLINE, REQUEST, Recorder
+from tests.unit.test_gemini import OUTLINE, REQUEST
 
 #: A chapter of 3 sections whose word target the fake server's prose meets (a section
 #: far below its target would be asked for again).
@@ -45,34 +45,6 @@ CHAPTER = ChapterRequest(
 
 GENERATION_ENDPOINTS = ("generateContent", "streamGenerateContent")
 MakeProvider = Callable[..., GeminiProvider]
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def make_provider(fake_gemini: FakeGemini, recorder: Recorder) -> Iterator[MakeProvider]:
-    """Providers on the fake with tiny backoff and the default models unless told."""
-    made: list[GeminiProvider] = []
-
-    def make(**overrides: object) -> GeminiProvider:
-        options: dict = {
-            "api_key": VALID_KEY,
-            "base_url": fake_gemini.base_url,
-            "backoff_base_seconds": 0.01,
-            "max_backoff_seconds": 2.0,
-            "max_attempts": 3,
-            "timeout_seconds": 5.0,
-            **overrides,
-        }
-        made.append(GeminiProvider(GeminiConfig(**options), recorder.hooks()))
-        return made[-1]
-
-    yield make
-    for provider in made:
-        provider.close()
 
 
 class Chapter:

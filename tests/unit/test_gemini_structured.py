@@ -5,44 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from generation.errors import MalformedOutputError, ProviderUnavailableError
-from generation.providers.gemini import GeminiConfig, GeminiProvider
 from generation.story import schemas
 from generation.story.extraction import memory_ask
 from generation.types import JsonAsk, Prompt
-from tests.fakegemini import VALID_KEY, Reply, text_response
-from tests.unit.test_gemini import OUTLINE, REQUEST, Recorder, schema_value
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def make_provider(fake_gemini, recorder: Recorder) -> Iterator[Callable[..., GeminiProvider]]:
-    made: list[GeminiProvider] = []
-
-    def make(**overrides: object) -> GeminiProvider:
-        options: dict = {
-            "api_key": VALID_KEY,
-            "base_url": fake_gemini.base_url,
-            "backoff_base_seconds": 0.01,
-            "max_attempts": 2,
-            "timeout_seconds": 5.0,
-            **overrides,
-        }
-        made.append(GeminiProvider(GeminiConfig(**options), recorder.hooks()))
-        return made[-1]
-
-    yield make
-    for provider in made:
-        provider.close()
-
+from tests.fakegemini import Reply, text_response
+from tests.unit.test_gemini import OUTLINE, REQUEST, schema_value
 
 ASK = JsonAsk(
     prompt=Prompt("system", "Name two birds as JSON."),

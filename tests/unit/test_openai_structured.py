@@ -17,6 +17,7 @@ from generation.story.extraction import memory_ask
 from generation.types import JsonAsk, Prompt
 from tests.fakeopenai import OUTLINE_TITLE, Reply, completion
 from tests.unit.test_openai import OUTLINE, REQUEST, fake, make, recorder  # noqa: F401
+from tests.unit.test_openai_servers import formats
 
 ASK = JsonAsk(
     prompt=Prompt("system", "Name two birds as JSON."),
@@ -25,16 +26,6 @@ ASK = JsonAsk(
     words=100,
     kind="memory",
 )
-
-
-def kinds(fake) -> list[str]:  # noqa: F811 (the fixture, as a parameter)
-    return [
-        c.body["response_format"]["type"]
-        + ("+schema" if "schema" in c.body["response_format"] else "")
-        if "response_format" in c.body
-        else "text"
-        for c in fake.calls("chat")
-    ]
 
 
 def test_an_answer_in_json_is_structured_output_named_after_it(fake, make, recorder):  # noqa: F811
@@ -56,7 +47,7 @@ def test_the_form_the_outline_found_is_the_one_the_next_answer_takes(fake, make)
     assert provider.outline(REQUEST).title == OUTLINE_TITLE
     fake.queue("chat", Reply(body=completion('{"birds": []}')))
     provider.structured(REQUEST, ASK)
-    assert kinds(fake) == ["json_schema", "json_object+schema", "json_object+schema"]
+    assert formats(fake) == ["json_schema", "json_object+schema", "json_object+schema"]
     assert SCHEMA_IN_PROMPT in fake.calls("chat")[-1].body["messages"][-1]["content"]
 
 
@@ -66,7 +57,7 @@ def test_an_answer_refused_in_one_form_is_asked_in_the_next(fake, make, recorder
     provider = make()
     # The refusals are scripted by the fake's switches; the third form's answer by queue.
     assert provider.structured(REQUEST, ASK) == {"birds": ["owl"]}
-    assert kinds(fake) == ["json_schema", "json_object+schema", "json_object"]
+    assert formats(fake) == ["json_schema", "json_object+schema", "json_object"]
     assert recorder.last.retries == 2 and provider.json_form == "json_object"
 
 
