@@ -112,10 +112,10 @@ SURVIVORS = (
     Mutation(
         "claim-without-skip-locked",
         "claim: plain FOR UPDATE, so claimers wait on each other's locked rows",
-        "j.status = 'pending'\n           for update skip locked;",
-        "j.status = 'pending'\n           for update;",
+        "(j.status = 'pending') is true\n           for update skip locked;",
+        "(j.status = 'pending') is true\n           for update;",
         (*FENCING, SUPERVISOR),
-        "0011_story_order.sql",
+        "0013_claim_cost.sql",
         SURVIVED,
     ),
     Mutation(
@@ -218,7 +218,7 @@ ALREADY_CAUGHT = (
         "           and (j.run_after > now()) is not true\n           -- One scalar subquery",
         "           -- One scalar subquery",
         (QUEUE,),
-        "0011_story_order.sql",
+        "0013_claim_cost.sql",
         CAUGHT,
     ),
     Mutation(
@@ -542,7 +542,7 @@ ORDER = (
         "                          and sc.chapter_number < (select jc.chapter_number",
         "                          and false and sc.chapter_number < (select jc.chapter_number",
         (STORY_ORDER, STORY_ORDER_SERVICE),
-        "0011_story_order.sql",
+        "0013_claim_cost.sql",
     ),
     Mutation(
         "claim-ignores-fairness",
@@ -550,7 +550,7 @@ ORDER = (
         "select id from candidates order by priority desc, running, created_at, id)",
         "select id from candidates order by priority desc, created_at, id)",
         (STORY_ORDER, STORY_ORDER_SERVICE),
-        "0011_story_order.sql",
+        "0013_claim_cost.sql",
     ),
     Mutation(
         "double-click-keeps-the-older",
