@@ -107,7 +107,7 @@ def assemble(story: StoryContext, chapter: int, *, with_ending: bool, focus: str
     left -= _summaries(out, story, chapter, left)
     left -= _missing(out, story)
     left -= _bible(out, story, focus, left)
-    left -= _passages(out, story, left)
+    left -= _passages(out, story, left, shown=out.data.get(f"how_chapter_{chapter - 1}_ended", ""))
     out.manifest["budget_tokens"] = story.budget_tokens
     out.manifest["used_tokens"] = story.budget_tokens - left
     if story.stale_after is not None and story.stale_after < chapter - 1:
@@ -246,16 +246,25 @@ def _facts_first(facts: Sequence[str], named: Sequence[BibleEntry]) -> list[str]
     return about + [f for f in newest if f not in about]
 
 
-def _passages(out: Assembled, story: StoryContext, left: int) -> int:
+def _passages(out: Assembled, story: StoryContext, left: int, *, shown: str) -> int:
+    """The step's retrieved passages that fit, without what the prompt already holds
+    as how the last chapter ended (`shown`): retrieval often finds the end of chapter
+    N-1, and the model would read it twice. The manifest names the passages cut so."""
     room = _share(story, "passages", left)
     kept: list[dict[str, Any]] = []
+    repeated: list[dict[str, int]] = []
     used = 0
     for passage in story.passages[:PASSAGES_PER_STEP]:
-        tokens = estimate_tokens(passage.text)
-        if used + tokens > room:
+        text = _unshown(passage.text, shown)
+        if text != passage.text:
+            repeated.append({"chapter": passage.chapter, "offset": passage.offset})
+        tokens = estimate_tokens(text)
+        if not text or used + tokens > room:
             continue
-        kept.append({"chapter": passage.chapter, "offset": passage.offset, "text": passage.text})
+        kept.append({"chapter": passage.chapter, "offset": passage.offset, "text": text})
         used += tokens
+    if repeated:
+        out.manifest["passages_in_ending"] = repeated
     if not kept:
         return 0
     out.put(
@@ -266,6 +275,26 @@ def _passages(out: Assembled, story: StoryContext, left: int) -> int:
         shown=[{"chapter": p["chapter"], "offset": p["offset"]} for p in kept],
     )
     return used
+
+
+#: How much of a passage's end, whitespace aside, must be found in the ending shown for
+#: the passage to overlap it (passages are whole paragraphs, hundreds of characters: an
+#: end this long is not found by chance).
+_TAIL_CHARS = 80
+
+
+def _unshown(passage: str, shown: str) -> str:
+    """What of `passage` the prompt's ending (`shown`, the end of the chapter the
+    passage came from) does not already hold: all of it when its end is not in the
+    ending; none when all of it is; when it runs into the ending from before it, the
+    part before the ending begins."""
+    words = passage.split()
+    tail = " ".join(words)[-_TAIL_CHARS:]
+    if not shown or not tail or tail not in " ".join(shown.split()):
+        return passage
+    opening = shown.split()[:8]
+    start = re.search(r"\s+".join(map(re.escape, opening)), passage) if opening else None
+    return passage[: start.start()].rstrip() if start else ""
 
 
 def _fill(items: Iterable[Any], room: int) -> tuple[list[Any], int]:

@@ -199,3 +199,36 @@ def test_search_configurations_by_language():
     assert search_config("English") == "english"
     assert search_config("pt-BR") == "portuguese"
     assert search_config("日本語") == "simple"
+
+
+def test_a_passage_the_ending_already_shows_is_not_shown_twice():
+    # Chapter 2's last paragraphs are what retrieval finds for chapter 3's first
+    # section as often as not; the prompt already carries them as how chapter 2 ended.
+    paragraphs = [
+        f"Paragraph {n} begins. " + " ".join(f"Line {n}.{i} of the harbour tale." for i in range(14))
+        for n in range(1, 7)
+    ]
+    chapter_2 = "\n\n".join(paragraphs)
+    pieces = {offset: Passage(2, offset, body) for offset, body in passages(chapter_2)}
+    # The ending starts halfway through paragraph 5 (at a sentence).
+    start = chapter_2.index("Line 5.4")
+    ending = chapter_2[start:]
+    early, straddling, inside = (
+        next(p for p in pieces.values() if p.text.startswith(f"Paragraph {n} ")) for n in (2, 5, 6)
+    )
+    context = story(previous_ending=ending, passages=(inside, early, straddling))
+
+    first = assemble(context, 3, with_ending=True)
+    assert first.data["how_chapter_2_ended"] == ending
+    shown = first.data["relevant_passages_from_earlier_chapters"]
+    assert [p["text"] for p in shown] == [early.text, chapter_2[straddling.offset : start].rstrip()]
+    for p in shown:
+        assert not set(p["text"].split(". ")) & set(ending.split(". "))
+    cut = [(p["chapter"], p["offset"]) for p in first.manifest["passages_in_ending"]]
+    assert cut == [(2, inside.offset), (2, straddling.offset)]
+
+    # A later section is not shown the ending: there the passages are shown whole.
+    later = assemble(context, 3, with_ending=False)
+    texts = [p["text"] for p in later.data["relevant_passages_from_earlier_chapters"]]
+    assert texts == [inside.text, early.text, straddling.text]
+    assert "passages_in_ending" not in later.manifest
