@@ -1,6 +1,6 @@
 -- Every statement storyworker runs, by name: `-- name: NAME`, then at least one line
 -- saying what it does. supervisor/db/sql.py loads and runs them; job statements are
--- called only from supervisor/db/queue.py. Statements made on behalf of a claim are
+-- called only from supervisor/db/queue/. Statements made on behalf of a claim are
 -- fenced: they match only while the job is still `processing` under the same owner
 -- and attempt, so a worker that lost its job changes nothing.
 

@@ -72,7 +72,7 @@ def claim_latencies(dsn: str, samples: int = 500) -> list[float]:
 
 def explain_claim(dsn: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of one claim on the seeded backlog (rolled back)."""
-    params = queue._claim_params("bench/1")
+    params = queue.claims._claim_params("bench/1")
     with worker_connection(dsn) as conn, conn.transaction() as tx:
         queue.claim(conn, "bench/warm")  # the plan cache, as a running worker has it
         rows = conn.execute("explain (analyze, buffers) " + sql.text("claim"), params).fetchall()

@@ -67,7 +67,7 @@ def claim_plan(conn: psycopg.Connection, mode: str) -> dict[str, Any]:
     plan cache in `mode`: psycopg prepares statements after five runs, and PostgreSQL
     may then use a generic plan. The plan's "Read" is what the claim read of
     generation_jobs in all (its functions' statements too)."""
-    params = queue._claim_params("w/1")
+    params = queue.claims._claim_params("w/1")
     names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql.text("claim"))))
     text = sql.text("claim")
     for number, name in enumerate(names, 1):

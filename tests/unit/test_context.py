@@ -205,7 +205,8 @@ def test_a_passage_the_ending_already_shows_is_not_shown_twice():
     # Chapter 2's last paragraphs are what retrieval finds for chapter 3's first
     # section as often as not; the prompt already carries them as how chapter 2 ended.
     paragraphs = [
-        f"Paragraph {n} begins. " + " ".join(f"Line {n}.{i} of the harbour tale." for i in range(14))
+        f"Paragraph {n} begins. "
+        + " ".join(f"Line {n}.{i} of the harbour tale." for i in range(14))
         for n in range(1, 7)
     ]
     chapter_2 = "\n\n".join(paragraphs)
