@@ -22,6 +22,8 @@ from psycopg.rows import dict_row
 
 from supervisor.cli.demo import scoped
 from supervisor.db import queue, sql
+from tests.benchmarks.harness import empty_jobs
+from tests.integration.test_queue import finish
 
 WAITING = 1500
 #: Rows a claim may touch in any one plan node: the job, a few locked neighbours.
@@ -111,20 +113,6 @@ def test_a_scoped_claim_still_takes_only_its_sequence(conn, database_url):
     assert claimed is not None and claimed.sequence_id == mine
 
 
-def separate_stories(conn: psycopg.Connection, count: int) -> None:
-    """`count` pending jobs of one user, each in a story of its own: all runnable."""
-    user_id = conn.execute(
-        "insert into auth.users values (gen_random_uuid()) returning id"
-    ).fetchone()["id"]
-    conn.execute(
-        "with s as (insert into sequences (user_id) select %s from generate_series(1, %s)"
-        " returning id)"
-        " insert into generation_jobs (sequence_id, user_id, user_preferences)"
-        " select id, %s, '{}' from s",
-        (user_id, count, user_id),
-    )
-
-
 def claim_reads(conn: psycopg.Connection) -> int:
     """What one claim reads of generation_jobs (rolled back)."""
     with conn.transaction(force_rollback=True):
@@ -137,27 +125,18 @@ def drain(conn: psycopg.Connection, claim: Any, jobs: int) -> Any:
     """Finish `jobs` jobs from `claim` on, each finish claiming the next as a worker
     does; the claim in hand after them."""
     for _ in range(jobs):
-        claim = queue.finish(
-            conn,
-            claim,
-            summary="",
-            embedding=[],
-            embedding_model="",
-            word_count=0,
-            checkpoint={},
-            next_owner="w/1",
-        )
+        claim = finish(conn, claim, next_owner="w/1")
     return claim
 
 
-def test_a_claim_in_a_drain_does_not_read_again_the_jobs_that_ended(conn):
+def test_a_claim_in_a_drain_does_not_read_again_the_jobs_that_ended(conn, database_url):
     # A drain ends jobs faster than vacuum comes: each leaves a dead entry in the
     # indexes of live jobs. A claim once counted the jobs in flight with a bitmap scan,
     # which never marks an entry dead, probed for a waiting user from the start of the
     # index, and locked its pick through the app's index on status: each claim read
     # again hundreds of the jobs the drain had finished (issue 21's drain).
     conn.execute("alter table generation_jobs set (autovacuum_enabled = false)")
-    separate_stories(conn, 700)
+    empty_jobs(database_url, 700)  # one user, each job its own story: all runnable
     held = [queue.claim(conn, f"other/{n}") for n in range(3)]  # three jobs in flight
     claim = drain(conn, queue.claim(conn, "w/1"), 20)
     early = claim_reads(conn)
