@@ -84,14 +84,17 @@ def write_chapter(
     text would be cut to its opening pages; a provider without an embedding model gives
     an empty embedding and embedding model. Exceptions from the provider and from the
     callbacks propagate unchanged; an empty section or summary raises
-    `MalformedOutputError`. Once the outline is known, `recall` is asked (once) for the
-    earlier passages relevant to each section's bullet, and before each step
+    `MalformedOutputError`. `recall` is asked for the earlier passages relevant to the
+    chapter's beats and title (for the outline, when the app gave either), then, once
+    the outline is known, for those relevant to each section's bullet (once, for all
+    the sections); before each step
     `callbacks.on_context` is told what its prompt holds of the story so far.
     """
     outline = checkpoint.outline
     if outline is None:
-        callbacks.on_context("outline", step_context(request).manifest)
-        outline = _new_outline(request, provider)
+        planning = _recalled(request, _outline_passages(request, recall))
+        callbacks.on_context("outline", step_context(planning).manifest)
+        outline = _new_outline(planning, provider)
         callbacks.on_outline(outline)
     if not 0 <= checkpoint.sections_done <= len(outline.bullets):
         raise ValueError(
@@ -107,6 +110,13 @@ def write_chapter(
         callbacks.on_context(f"section {index + 1}", manifest)
         text = write_section(step, provider, outline, index, text_so_far=text, callbacks=callbacks)
     return _finish(request, provider, outline, text, callbacks)
+
+
+def _outline_passages(request: ChapterRequest, recall: Recall) -> Sequence[Passage]:
+    """The earlier passages relevant to what the app says of the chapter (its beats,
+    its title), for the outline; none when it says nothing (there is no bullet yet)."""
+    said = " ".join(filter(None, (request.preferences.chapter_beats, request.story.chapter_title)))
+    return recall([said])[0] if said.strip() else ()
 
 
 def _recalled(request: ChapterRequest, passages: Sequence[Passage]) -> ChapterRequest:

@@ -35,6 +35,7 @@ PLANTED = (
     "palm, white against the brown skin, a gift from the night the ferry went down."
 )
 OTHER = "Mara rowed across the bay alone, counting the buoys, and thought of nothing."
+BEATS = "Ilya's scar: the truth about the night the ferry went down"
 BULLETS = ["Mara asks Ilya where the crescent scar on his palm came from", "They part at dawn"]
 PREFS = {
     "bullet_count": 2,
@@ -124,16 +125,16 @@ def test_chapter_three_is_told_the_story_so_far(service, conn, chapter_factory, 
     chapters += [chapter_factory(sequence_id=seq["id"], chapter_number=n) for n in (2, 3)]
     svc = service(WORKER_CONCURRENCY="1", **fake.env(fake.server)).start()
 
-    def write(chapter: dict[str, Any], prose: str) -> dict[str, Any]:
+    def write(chapter: dict[str, Any], prose: str, **prefs: Any) -> dict[str, Any]:
         fake.prose(prose)
-        job = job_factory(chapter=chapter, user_preferences=PREFS)
+        job = job_factory(chapter=chapter, user_preferences={**PREFS, **prefs})
         wait_for(lambda: status(conn, job) == "completed", 60, f"chapter {chapter['id']}")
         return job
 
     write(chapters[0], PLANTED)
     write(chapters[1], OTHER)
     fake.outline_next("The Scar", BULLETS)
-    third = write(chapters[2], OTHER)
+    third = write(chapters[2], OTHER, chapter_beats=BEATS)
     assert svc.stop() == 0
 
     rows = {
@@ -149,6 +150,9 @@ def test_chapter_three_is_told_the_story_so_far(service, conn, chapter_factory, 
         {"chapter": 1, "summary": rows[1]["summary"]},
         {"chapter": 2, "summary": rows[2]["summary"]},
     ]
+    # The outline is shown what the earlier chapters hold of the chapter's beats.
+    planned = outline["relevant_passages_from_earlier_chapters"]
+    assert planned[0]["chapter"] == 1 and "crescent scar" in planned[0]["text"]
     first = third_chapters(fake.users("section"))[0]
     so_far = first["story_so_far"]
     assert first["this_section"]["bullet"] == BULLETS[0]
@@ -172,15 +176,16 @@ def test_chapter_three_is_told_the_story_so_far(service, conn, chapter_factory, 
     ]
     assert bible["facts"] == [f"{PLANTED} (chapter 1)", f"{OTHER} (chapter 2)"]
 
-    # Retrieval with embeddings: every passage stored with its vector, the bullets
-    # embedded in one request, and the manifest saying so.
+    # Retrieval with embeddings: every passage stored with its vector, the beats (for
+    # the outline) and the bullets each embedded in one request, and the manifest
+    # saying so.
     stored = conn.execute(
         "select count(*) as n, count(embedding) as embedded, min(embedding_model) as model"
         " from storyworker.passages where sequence_id = %s",
         (seq["id"],),
     ).fetchone()
     assert stored["n"] == 3 == stored["embedded"] and stored["model"] == fake.embedding_model
-    assert BULLETS in fake.embedded()
+    assert [BEATS] in fake.embedded() and BULLETS in fake.embedded()
     context = conn.execute(
         "select context from generation_jobs where id = %s", (third["id"],)
     ).fetchone()["context"]

@@ -359,17 +359,22 @@ def test_cleaning_does_not_depend_on_chunk_boundaries(parts: list[str], cuts: li
 
 
 class PassageSpy(CountingProvider):
-    """Records the passages each section's request carried."""
+    """Records the passages the outline's and each section's request carried."""
 
     def __init__(self) -> None:
         super().__init__()
         self.passages: list[tuple[Passage, ...]] = []
+        self.outline_passages: list[tuple[Passage, ...]] = []
 
     def stream_section(
         self, request: ChapterRequest, outline: Outline, index: int, previous_text: str
     ) -> Iterator[str]:
         self.passages.append(request.story.passages)
         return super().stream_section(request, outline, index, previous_text)
+
+    def outline(self, request: ChapterRequest) -> Outline:
+        self.outline_passages.append(request.story.passages)
+        return super().outline(request)
 
 
 def test_each_step_gets_the_passages_recalled_for_it_and_reports_its_manifest() -> None:
@@ -390,14 +395,16 @@ def test_each_step_gets_the_passages_recalled_for_it_and_reports_its_manifest() 
     result = write_chapter(request, provider, Checkpoint(), recorder, recall=recall)
     assert result.outline.title == "The Key"  # the app's title, not the model's
     bullets = result.outline.bullets
-    assert asked == list(bullets)  # once, for every section (the outline has no bullet)
+    # For the outline, what the app said of the chapter (its title here); then once,
+    # for every section's bullet.
+    assert asked == ["The Key", *bullets]
     assert list(recorder.manifests) == ["outline", "section 1", "section 2", "memory"]
     # A provider that writes no answers in JSON: the extractive memory, and why.
     assert recorder.manifests["memory"]["by"] == "extractive"
     assert "no answers in JSON" in recorder.manifests["memory"]["error"]
     assert provider.passages == [(key,), (key,)]
-    assert "passages" not in recorder.manifests["outline"]
-    for step in ("section 1", "section 2"):
+    assert provider.outline_passages == [(key,)]
+    for step in ("outline", "section 1", "section 2"):
         assert recorder.manifests[step]["passages"]["shown"] == [{"chapter": 1, "offset": 40}]
     assert recorder.manifests["section 1"]["summaries"]["chapters"] == [1]
 
@@ -416,3 +423,26 @@ def test_the_chapter_memory_is_one_call_and_every_passage_is_embedded_in_another
     assert len(result.passage_vectors) == len(result.passages)
     assert result.passage_vectors[1] == provider.embed(result.passages[1][1])
     assert result.embedding == provider.embed(result.summary)
+
+
+def test_the_outline_recalls_by_the_chapters_beats_and_title_and_by_nothing_else() -> None:
+    asked: list[str] = []
+
+    def recall(queries: list[str]) -> list[list[Passage]]:
+        asked.extend(queries)
+        return [[] for _ in queries]
+
+    prefs = {"bullet_count": 2, "words_per_bullet": 60}
+    for story, beats, first in (
+        (StoryContext(chapter_title="The Key"), "Mara returns to the stair.", True),
+        (StoryContext(), None, False),  # nothing said of the chapter: no query for it
+    ):
+        asked.clear()
+        request = ChapterRequest(
+            chapter_number=2,
+            preferences=parse_preferences({**prefs, "chapter_beats": beats}),
+            story=story,
+        )
+        result = write_chapter(request, PassageSpy(), Checkpoint(), Recorder(), recall=recall)
+        bullets = list(result.outline.bullets)
+        assert asked == (["Mara returns to the stair. The Key"] if first else []) + bullets
