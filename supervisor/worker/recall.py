@@ -3,7 +3,8 @@ always, and by embedding similarity as well when the provider has an embedding m
 the top k of the two rankings fused (generation/story/retrieval.py). The writer asks
 twice a chapter at most: for the outline (the chapter's beats and title), then for all
 its bullets; each time one embedding request embeds every query, and its failure costs
-that retrieval its embeddings, never the chapter. What was used is recorded in the job's manifest (`retrieval`)."""
+that retrieval its embeddings, never the chapter. What was used is recorded in the
+job's manifest (`retrieval`)."""
 
 from __future__ import annotations
 
