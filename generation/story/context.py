@@ -107,7 +107,7 @@ def assemble(story: StoryContext, chapter: int, *, with_ending: bool, focus: str
     left -= _summaries(out, story, chapter, left)
     left -= _missing(out, story)
     left -= _bible(out, story, focus, left)
-    left -= _passages(out, story, left, shown=out.data.get(f"how_chapter_{chapter - 1}_ended", ""))
+    left -= _passages(out, story, left, shown=out.data.get(_ending_key(chapter), ""))
     out.manifest["budget_tokens"] = story.budget_tokens
     out.manifest["used_tokens"] = story.budget_tokens - left
     if story.stale_after is not None and story.stale_after < chapter - 1:
@@ -119,6 +119,11 @@ def _share(story: StoryContext, part: str, left: int) -> int:
     return min(left, int(story.budget_tokens * SHARES[part]))
 
 
+def _ending_key(chapter: int) -> str:
+    """The field that holds how the chapter before `chapter` ended."""
+    return f"how_chapter_{chapter - 1}_ended"
+
+
 def _ending(out: Assembled, story: StoryContext, chapter: int, left: int) -> int:
     tail = story.previous_ending[-ENDING_CHARS:]
     text, cut = cut_to_tokens(tail, _share(story, "ending", left), keep="end")
@@ -126,7 +131,7 @@ def _ending(out: Assembled, story: StoryContext, chapter: int, left: int) -> int
         return 0
     tokens = estimate_tokens(text)
     out.put(
-        f"how_chapter_{chapter - 1}_ended",
+        _ending_key(chapter),
         text,
         "previous_ending",
         tokens,
@@ -288,12 +293,12 @@ def _unshown(passage: str, shown: str) -> str:
     passage came from) does not already hold: all of it when its end is not in the
     ending; none when all of it is; when it runs into the ending from before it, the
     part before the ending begins."""
-    words = passage.split()
-    tail = " ".join(words)[-_TAIL_CHARS:]
-    if not shown or not tail or tail not in " ".join(shown.split()):
+    tail = " ".join(passage.split())[-_TAIL_CHARS:]
+    if not tail or tail not in " ".join(shown.split()):
         return passage
+    # `shown` holds the tail, so it has words: find where its first ones begin.
     opening = shown.split()[:8]
-    start = re.search(r"\s+".join(map(re.escape, opening)), passage) if opening else None
+    start = re.search(r"\s+".join(map(re.escape, opening)), passage)
     return passage[: start.start()].rstrip() if start else ""
 
 
